@@ -49,6 +49,12 @@ Table paper_table(const std::vector<Plan>& plans, const std::vector<json>& paper
     const char* head;
     double (*ours)(const Plan&);
     bool pct;
+    std::string show(double v) const {
+      if (pct) return fmt_pct(v);
+      if (std::string(key) == "epochs") return fmt_fixed(v, 2);
+      if (std::string(key) == "B") return fmt_count(v);
+      return fmt_sci(v);
+    }
   };
   static const Col cols[] = {
       {"N", "N", [](const Plan& p) { return double(p.n_params); }, false},
@@ -74,14 +80,14 @@ Table paper_table(const std::vector<Plan>& plans, const std::vector<json>& paper
     double row_worst = 0;
     for (auto& c : cols) {
       double o = c.ours(plans[i]);
-      ours.push_back(c.pct ? fmt_pct(o) : (std::string(c.key) == "epochs" ? fmt_fixed(o, 2) : fmt_sci(o)));
+      ours.push_back(c.show(o));
       if (!papers[i].contains(c.key)) {
         theirs.push_back("-");
         continue;
       }
       double v = papers[i][c.key].get<double>();
       if (c.pct) v /= 100.0;  // the paper prints ra in percent
-      theirs.push_back(c.pct ? fmt_pct(v) : (std::string(c.key) == "epochs" ? fmt_fixed(v, 2) : fmt_sci(v)));
+      theirs.push_back(c.show(v));
       bool checked = std::string(c.key) != "lr" && std::string(c.key) != "B";
       if (checked && v != 0) row_worst = std::max(row_worst, std::fabs(o - v) / std::fabs(v));
     }

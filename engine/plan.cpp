@@ -94,10 +94,12 @@ Plan make_plan(const RunConfig& cfg, int depth) {
     case Reuse::None: p.unique_tokens = p.tokens; break;
     case Reuse::Loose: p.unique_tokens = p.tokens / 2; break;
     case Reuse::Strict:
-      p.unique_tokens = cfg.data.unique_tokens;
-      MT_INPUT(p.unique_tokens <= p.tokens * (1 + 1e-9), cfg.name.empty() ? "manifest" : cfg.name,
-               ": data.unique_tokens (", p.unique_tokens, ") is larger than the consumed tokens D (",
-               p.tokens, ") with reuse \"strict\"");
+      // Checked against the budget as given; the rounding of iterations may then consume a hair
+      // fewer tokens than D-hat, and a run never sees more unique tokens than it consumes.
+      p.unique_tokens = std::min(cfg.data.unique_tokens, p.tokens);
+      MT_INPUT(cfg.data.unique_tokens <= d_req * (1 + 1e-9), cfg.name.empty() ? "manifest" : cfg.name,
+               ": data.unique_tokens (", cfg.data.unique_tokens, ") is larger than the consumed tokens D (",
+               d_req, ") with reuse \"strict\"");
       MT_INPUT(p.unique_tokens >= S, cfg.name.empty() ? "manifest" : cfg.name, ": data.unique_tokens (",
                p.unique_tokens, ") is less than one sequence (model.seq_len = ", S, ")");
       break;
