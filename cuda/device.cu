@@ -24,3 +24,13 @@ DeviceInfo device_info(int device) {
 }
 
 }  // namespace mt::cuda
+
+// The CPU library asks through a weak symbol whether a GPU is usable (engine/backend.cpp).
+extern "C" int mt_cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return count;
+}

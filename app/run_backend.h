@@ -1,0 +1,45 @@
+// Why: commands that run a model (train, eval, bench) pick the backend once: the CPU (fp32) or, in a
+// CUDA build with a GPU, the GPU in bf16 or fp32. with_backend() builds the ops and the process grid and
+// calls a generic function with them, so each command's body is written once for every backend.
+#pragma once
+
+#include <string>
+
+#include "app/common.h"
+#include "comm/grid.h"
+#include "engine/backend.h"
+#include "engine/cpu/cpu_ops.h"
+#include "engine/trainer.h"
+#ifdef MOETRAIN_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
+
+namespace mt::app {
+
+struct BackendInfo {
+  std::string name;        // "cpu (2 threads)", "cuda NVIDIA H100 80GB HBM3 bf16"
+  double peak_flops = 0;   // per process: the MFU reference
+};
+
+template <typename Fn>
+auto with_backend(const RunArgs& args, const ParallelConfig& par, Fn&& fn) {
+  BackendChoice choice = resolve_backend({parse_device(args.device), parse_precision(args.precision)});
+  init_distributed();
+#ifdef MOETRAIN_HAVE_CUDA
+  if (choice.device == DeviceChoice::Cuda) {
+    auto gpu = cuda::open_backend(choice.precision == Precision::Bf16 ? cuda::Compute::Bf16 : cuda::Compute::Fp32);
+    auto grid = cuda::make_grid(par.tp, par.ep, *gpu);
+    BackendInfo info{gpu->describe(), gpu->peak_flops()};
+    if (choice.precision == Precision::Bf16) return fn(gpu->ops_bf16(), *grid, info);
+    return fn(gpu->ops_fp32(), *grid, info);
+  }
+#else
+  (void)choice;  // resolve_backend() refused cuda in a build without it
+#endif
+  CpuOps<float> ops;
+  auto grid = make_grid(par.tp, par.ep, ops.device());
+  BackendInfo info{"cpu", measure_cpu_gemm_flops()};
+  return fn(ops, *grid, info);
+}
+
+}  // namespace mt::app

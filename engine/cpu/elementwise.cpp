@@ -1,0 +1,119 @@
+// Why: the elementwise ops, the two reductions the optimizer needs (gradient norm, loss sum) and AdamW on
+// the CPU. The reductions are in double over fixed chunks with fixed lanes, combined in chunk order, so
+// the gradient norm (and with it clipping and every later step) has the same bits on every run, for
+// any thread count and any buffer alignment.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "engine/check.h"
+#include "engine/cpu/kernels.h"
+
+namespace mt::cpu {
+
+namespace {
+
+constexpr size_t kSumChunk = size_t(1) << 15;  // elements per partial sum
+constexpr int kLanes = 8;                      // independent accumulators within a chunk
+
+enum class Reduce { Sum, SumOfSquares };
+
+template <typename P>
+double reduce(const P* x, size_t n, Reduce what) {
+  const size_t chunks = (n + kSumChunk - 1) / kSumChunk;
+  std::vector<double> partial(chunks);
+#pragma omp parallel for schedule(static)
+  for (size_t ch = 0; ch < chunks; ++ch) {
+    const size_t begin = ch * kSumChunk, end = std::min(n, begin + kSumChunk);
+    double lane[kLanes] = {};
+    size_t i = begin;
+    // Element i always goes to lane (i - begin) % kLanes: the order of the additions is fixed by n.
+    for (; i + kLanes <= end; i += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        const double v = double(x[i + l]);
+        lane[l] += what == Reduce::Sum ? v : v * v;
+      }
+    for (int l = 0; i < end; ++i, ++l) {
+      const double v = double(x[i]);
+      lane[l] += what == Reduce::Sum ? v : v * v;
+    }
+    double s = 0;
+    for (int l = 0; l < kLanes; ++l) s += lane[l];
+    partial[ch] = s;
+  }
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+}  // namespace
+
+template <typename T>
+void add_inplace(T* x, const T* y, size_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+template <typename T>
+void to_compute(T* out, const acc_t<T>* in, size_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) out[i] = T(in[i]);
+}
+
+template <typename T>
+void to_acc(acc_t<T>* out, const T* in, size_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) out[i] = acc_t<T>(in[i]);
+}
+
+template <typename T>
+void scale_inplace(acc_t<T>* x, float s, size_t n) {
+  const acc_t<T> f = acc_t<T>(s);
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) x[i] *= f;
+}
+
+template <typename T>
+double sum_squares(const acc_t<T>* x, size_t n) {
+  return reduce(x, n, Reduce::SumOfSquares);
+}
+
+template <typename T>
+double sum(const acc_t<T>* x, size_t n) {
+  return reduce(x, n, Reduce::Sum);
+}
+
+// g = grad * grad_scale; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; with the bias corrections
+// mhat = m / (1 - b1^t), vhat = v / (1 - b2^t): param -= lr (mhat / (sqrt(vhat) + eps) + wd param).
+template <typename T>
+void adamw(acc_t<T>* param, const acc_t<T>* grad, acc_t<T>* m, acc_t<T>* v, size_t n, const AdamWArgs& args) {
+  using P = acc_t<T>;
+  MT_CHECK(args.step >= 1, "adamw step ", args.step, " (1-based)");
+  const P b1 = P(args.beta1), b2 = P(args.beta2), lr = P(args.lr), eps = P(args.eps), wd = P(args.weight_decay),
+          gs = P(args.grad_scale);
+  const P bc1 = P(1.0 - std::pow(double(args.beta1), args.step));
+  const P bc2 = P(1.0 - std::pow(double(args.beta2), args.step));
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    const P g = grad[i] * gs;
+    const P mi = b1 * m[i] + (P(1) - b1) * g;
+    const P vi = b2 * v[i] + (P(1) - b2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    param[i] -= lr * ((mi / bc1) / (std::sqrt(vi / bc2) + eps) + wd * param[i]);
+  }
+}
+
+#define MT_INSTANTIATE_ELEMENTWISE(T)                                                              \
+  template void add_inplace<T>(T*, const T*, size_t);                                              \
+  template void to_compute<T>(T*, const acc_t<T>*, size_t);                                        \
+  template void to_acc<T>(acc_t<T>*, const T*, size_t);                                            \
+  template void scale_inplace<T>(acc_t<T>*, float, size_t);                                        \
+  template double sum_squares<T>(const acc_t<T>*, size_t);                                         \
+  template double sum<T>(const acc_t<T>*, size_t);                                                 \
+  template void adamw<T>(acc_t<T>*, const acc_t<T>*, acc_t<T>*, acc_t<T>*, size_t, const AdamWArgs&);
+
+MT_INSTANTIATE_ELEMENTWISE(float)
+MT_INSTANTIATE_ELEMENTWISE(double)
+
+}  // namespace mt::cpu
