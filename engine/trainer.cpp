@@ -42,8 +42,13 @@ BatchSplit split_batch(const RunConfig& cfg, int batch_size, int dp) {
 
 void check_resume_compatible(const json& saved, const json& now, const std::string& ckpt_dir) {
   for (const char* section : {"model", "train", "data"}) {
-    const json a = saved.contains(section) ? saved[section] : json::object();
-    const json b = now.contains(section) ? now[section] : json::object();
+    json a = saved.contains(section) ? saved[section] : json::object();
+    json b = now.contains(section) ? now[section] : json::object();
+    // The micro-batch size is a memory knob of the layout, like parallel.*: it may change.
+    if (std::string(section) == "train") {
+      a.erase("micro_batch_size");
+      b.erase("micro_batch_size");
+    }
     if (a == b) continue;
     std::string key = section;
     for (auto it = b.begin(); it != b.end(); ++it) {

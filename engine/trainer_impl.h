@@ -307,9 +307,9 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
     const double grad_norm = optim.grad_norm();
     if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
       const std::string last = latest_checkpoint(opts.out_dir);
-      MT_CHECK(false, cfg.name, ": the loss is ", loss, " and the gradient norm ", grad_norm, " at step ", step + 1,
+      throw Error(str(cfg.name, ": the loss is ", loss, " and the gradient norm ", grad_norm, " at step ", step + 1,
                "; training stopped. The last good checkpoint is ", last.empty() ? std::string("(none)") : last,
-               " (lower train.lr or raise train.warmup_iters)");
+               " (lower train.lr or raise train.warmup_iters)"));
     }
     optim.update(int(step + 1), lr, grad_norm);
     ++step;

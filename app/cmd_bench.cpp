@@ -1,0 +1,222 @@
+// Why: `moetrain bench CONFIG [--steps N]`: the speed of whole training steps of a manifest's model on
+// this machine (no data needed: tokens are random), with the numbers that say how close to the
+// hardware it runs: tokens/s, executed FLOP/s, MFU against the datasheet peak (GPU) and against the
+// rate the backend's own GEMM reaches on the step's largest GEMM shape (measured here), time per op
+// family, and peak memory. Each step is the trainer's: micro-batches with accumulation, gradient norm,
+// AdamW.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "app/command.h"
+#include "app/common.h"
+#include "app/format.h"
+#include "app/run_backend.h"
+#include "engine/check.h"
+#include "engine/model.h"
+#include "engine/optim.h"
+#include "engine/plan.h"
+
+namespace mt::app {
+namespace {
+
+struct BenchArgs {
+  RunArgs run;
+  int steps = 5;
+  int warmup = 2;
+  int micro = 0;
+  bool as_json = false;
+};
+
+struct Shape {
+  const char* what;
+  int m, n, k;
+};
+
+// The GEMMs of one micro-batch's forward (per rank), the largest by FLOPs first.
+Shape largest_gemm(const ModelConfig& mc, int micro, int tp) {
+  const int M = micro * mc.seq_len, Dm = mc.d_model, HD = mc.n_heads * mc.head_dim / tp;
+  std::vector<Shape> s = {{"qkv", M, 3 * HD, Dm}, {"attn out", M, Dm, HD}, {"lm head", M, mc.vocab_size, Dm}};
+  if (mc.d_ffn > 0) {
+    s.push_back({"ffn up (w1|w3)", M, 2 * mc.d_ffn / tp, Dm});
+    s.push_back({"ffn down", M, Dm, mc.d_ffn / tp});
+  }
+  std::sort(s.begin(), s.end(), [](const Shape& a, const Shape& b) {
+    return double(a.m) * a.n * a.k > double(b.m) * b.n * b.k;
+  });
+  return s.front();
+}
+
+// FLOP/s of ops.gemm (C = A B, row-major, no transposes) on shape s: best of several timed repeats.
+template <typename T>
+double gemm_rate(Ops<T>& ops, const Shape& s) {
+  Device& dev = ops.device();
+  const size_t na = size_t(s.m) * s.k, nb = size_t(s.k) * s.n, nc = size_t(s.m) * s.n;
+  std::vector<T> ha(na), hb(nb);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (auto& x : ha) x = T(nd(rng));
+  for (auto& x : hb) x = T(nd(rng));
+  T* a = static_cast<T*>(dev.alloc(na * sizeof(T)));
+  T* b = static_cast<T*>(dev.alloc(nb * sizeof(T)));
+  T* c = static_cast<T*>(dev.alloc(nc * sizeof(T)));
+  dev.copy(a, ha.data(), na * sizeof(T), CopyKind::HostToDevice);
+  dev.copy(b, hb.data(), nb * sizeof(T), CopyKind::HostToDevice);
+  GemmShape g;
+  g.m = s.m;
+  g.n = s.n;
+  g.k = s.k;
+  g.lda = s.k;
+  g.ldb = s.n;
+  g.ldc = s.n;
+  const double flops = 2.0 * s.m * s.n * s.k;
+  const int reps = std::max(3, int(2e10 / flops));
+  double best = 0;
+  for (int trial = 0; trial < 4; ++trial) {
+    dev.synchronize();
+    auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r) ops.gemm(c, a, b, g, 1.f, 0.f);
+    dev.synchronize();
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (trial > 0) best = std::max(best, flops * reps / dt);
+  }
+  dev.release(a);
+  dev.release(b);
+  dev.release(c);
+  return best;
+}
+
+template <typename T>
+json bench(const RunConfig& cfg, const BenchArgs& a, Ops<T>& ops, const ProcessGrid& grid, const BackendInfo& info) {
+  using clock = std::chrono::steady_clock;
+  const Plan plan = make_plan(cfg);
+  const int S = cfg.model.seq_len;
+  const int local = plan.batch_size / grid.dp_size;
+  MT_INPUT(plan.batch_size % grid.dp_size == 0, cfg.name, ": batch ", plan.batch_size, " does not split over dp ", grid.dp_size);
+  int micro = a.micro > 0 ? a.micro : (cfg.train.micro_batch_size > 0 ? cfg.train.micro_batch_size : local);
+  micro = std::min(micro, local);
+  MT_INPUT(local % micro == 0, cfg.name, ": micro-batch ", micro, " does not divide the per-rank batch ", local);
+  const int n_micro = local / micro;
+
+  Model<T> model(cfg.model, micro, grid, ops);
+  Optimizer<T> opt(model, cfg.train, grid, ops, cfg.parallel.zero1 ? ZeroStage::Stage1 : ZeroStage::None);
+  model.init_params(cfg.train.seed);
+  std::vector<int32_t> tokens(size_t(local) * (S + 1));
+  std::mt19937 rng(uint32_t(cfg.train.seed) + uint32_t(grid.dp_rank));
+  std::uniform_int_distribution<int32_t> tok(0, cfg.model.vocab_size - 1);
+  for (auto& t : tokens) t = tok(rng);
+  Profiler& prof = model.profiler();
+  Device& dev = ops.device();
+
+  auto step = [&](int s) {
+    model.zero_grads();
+    for (int mb = 0; mb < n_micro; ++mb)
+      model.forward_backward(tokens.data() + size_t(mb) * micro * (S + 1), micro, 1.0f / float(n_micro), nullptr);
+    Profiler::Scope ps(prof, OpFamily::Optimizer);
+    opt.update(s, 1e-4, opt.grad_norm());
+  };
+  for (int s = 1; s <= a.warmup; ++s) step(s);
+  // Untimed steps for the rate, then the same number with per-family timing (it synchronises).
+  prof.set_timing(false);
+  prof.reset();
+  dev.synchronize();
+  auto t0 = clock::now();
+  for (int s = 1; s <= a.steps; ++s) step(a.warmup + s);
+  dev.synchronize();
+  const double seconds = std::chrono::duration<double>(clock::now() - t0).count() / a.steps;
+  const double step_flops = prof.total_flops() / a.steps;
+  prof.set_timing(true);
+  prof.reset();
+  for (int s = 1; s <= a.steps; ++s) step(a.warmup + a.steps + s);
+  prof.set_timing(false);
+
+  const Shape big = largest_gemm(cfg.model, micro, grid.tp_size);
+  const double gemm = gemm_rate(ops, big);
+  const double tokens_per_step = double(plan.batch_size) * S;
+  json r;
+  r["name"] = cfg.name;
+  r["device"] = info.name;
+  r["ranks"] = grid.world_size;
+  r["n_params"] = plan.n_params;
+  r["n_active"] = plan.n_active;
+  r["batch"] = {{"sequences", plan.batch_size}, {"seq_len", S}, {"micro_batch", micro}, {"micro_batches", n_micro}};
+  r["step_seconds"] = seconds;
+  r["tok_per_s"] = tokens_per_step / seconds;
+  r["executed_flops_per_step"] = step_flops * grid.world_size;
+  r["flops_per_s"] = step_flops / seconds;  // per rank
+  r["model_flops_per_s"] = plan.flops_per_token * tokens_per_step / seconds / grid.world_size;
+  r["peak_flops"] = info.peak_flops;
+  r["mfu"] = info.peak_flops > 0 ? step_flops / seconds / info.peak_flops : 0.0;
+  r["gemm_reference"] = {{"shape", std::string(big.what) + " " + std::to_string(big.m) + "x" + std::to_string(big.n) +
+                                       "x" + std::to_string(big.k)},
+                         {"flops_per_s", gemm}};
+  r["fraction_of_gemm"] = step_flops / seconds / gemm;
+  r["peak_memory_bytes"] = double(dev.peak_bytes());
+  json fam = json::array();
+  double timed = 0;
+  for (int f = 0; f < Profiler::kCount; ++f) timed += prof.seconds(OpFamily(f));
+  for (int f = 0; f < Profiler::kCount; ++f) {
+    const double sec = prof.seconds(OpFamily(f)) / a.steps;
+    if (sec <= 0) continue;
+    fam.push_back({{"family", op_family_name(OpFamily(f))},
+                   {"seconds", sec},
+                   {"share", prof.seconds(OpFamily(f)) / timed},
+                   {"flops_per_s", prof.flops(OpFamily(f)) > 0 ? prof.flops(OpFamily(f)) / prof.seconds(OpFamily(f)) : 0.0}});
+  }
+  r["families"] = fam;
+  r["root"] = grid.is_root();
+  return r;
+}
+
+void print(const json& r) {
+  std::printf("%s on %s, %d rank(s): N %s, Na %s; batch %d x %d (micro %d x %d)\n", r["name"].get<std::string>().c_str(),
+              r["device"].get<std::string>().c_str(), r["ranks"].get<int>(), fmt_sci(r["n_params"].get<double>()).c_str(),
+              fmt_sci(r["n_active"].get<double>()).c_str(), r["batch"]["sequences"].get<int>(), r["batch"]["seq_len"].get<int>(),
+              r["batch"]["micro_batch"].get<int>(), r["batch"]["micro_batches"].get<int>());
+  std::printf("  step %.4f s, %s tokens/s\n", r["step_seconds"].get<double>(), fmt_count(r["tok_per_s"].get<double>()).c_str());
+  std::printf("  executed %.2f GFLOP/s per rank (model 6Na+12LDmS: %.2f GFLOP/s)\n", r["flops_per_s"].get<double>() / 1e9,
+              r["model_flops_per_s"].get<double>() / 1e9);
+  std::printf("  GEMM reference (%s): %.2f GFLOP/s -> the step runs at %.1f%% of it\n",
+              r["gemm_reference"]["shape"].get<std::string>().c_str(),
+              r["gemm_reference"]["flops_per_s"].get<double>() / 1e9, 100 * r["fraction_of_gemm"].get<double>());
+  if (r["peak_flops"].get<double>() > 0)
+    std::printf("  MFU %.1f%% of %.1f TFLOP/s (peak reference)\n", 100 * r["mfu"].get<double>(),
+                r["peak_flops"].get<double>() / 1e12);
+  std::printf("  peak memory %.1f MiB\n", r["peak_memory_bytes"].get<double>() / (1 << 20));
+  Table t;
+  t.header = {"op family", "ms/step", "share", "GFLOP/s"};
+  for (const auto& f : r["families"])
+    t.rows.push_back({f["family"].get<std::string>(), fmt_fixed(1e3 * f["seconds"].get<double>(), 2),
+           fmt_pct(f["share"].get<double>(), 1),
+           f["flops_per_s"].get<double>() > 0 ? fmt_fixed(f["flops_per_s"].get<double>() / 1e9, 1) : "-"});
+  std::printf("%s", t.text().c_str());
+}
+
+RegisterCommand reg("bench", 60, [](CLI::App& app) {
+  auto args = std::make_shared<BenchArgs>();
+  auto* sub = app.add_subcommand("bench", "Speed of training steps: tokens/s, FLOP/s, MFU, time per op family");
+  sub->add_option("config", args->run.config, "run manifest (model, train.batch_size; no data needed)")
+      ->required()->check(CLI::ExistingFile);
+  sub->add_option("--steps", args->steps, "timed steps (default 5)")->check(CLI::PositiveNumber);
+  sub->add_option("--warmup", args->warmup, "untimed steps first (default 2)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--micro-batch", args->micro, "sequences per micro-batch (default: the manifest's)");
+  sub->add_flag("--json", args->as_json, "print a JSON object");
+  add_run_options(sub, &args->run);
+  sub->callback([args] {
+    RunConfig cfg = load_run(args->run.config, args->run.overrides);
+    json r = with_backend(args->run, cfg.parallel, [&](auto& ops, const ProcessGrid& grid, const BackendInfo& info) {
+      return bench(cfg, *args, ops, grid, info);
+    });
+    if (!r["root"].get<bool>()) return;
+    r.erase("root");
+    if (args->as_json)
+      std::printf("%s\n", r.dump(2).c_str());
+    else
+      print(r);
+  });
+});
+
+}  // namespace
+}  // namespace mt::app

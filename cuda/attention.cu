@@ -1,0 +1,513 @@
+// Why: causal ALiBi attention on the GPU in the flash style: the T x T scores never reach global memory.
+// The forward walks the key tiles of one query tile with an online softmax (running max m and sum l
+// per query row) and saves only out and lse = m + log l; the backward recomputes each tile's
+// probabilities from lse. Extra memory is O(T) per head (lse, and D_i = dout_i . out_i).
+//
+// Score(i, j) = q_i . k_j / sqrt(Dh) - slope_h (i - j) for keys j <= i; P = softmax over j.
+// Backward: dV = P^T dO, dP = dO V^T, dS = P * (dP - D_i), dQ = dS K / sqrt(Dh), dK = dS^T Q / sqrt(Dh).
+// dQ sums over key tiles and dK, dV over query tiles; instead of float atomics (non-deterministic), the
+// backward is two kernels: one per key tile (dK, dV) and one per query tile (dQ), each recomputing the
+// scores it needs. That costs 7 instead of 5 tile products, but every gradient has the same bits on
+// every run.
+//
+// Work split (all three kernels): a block of 8 warps owns a tile of BR = 8 * RPW rows (queries, or keys
+// for dK/dV), RPW rows per warp, and loops over tiles of BC = 32 * CPL "other" rows. A lane computes the
+// products of its warp's RPW rows with CPL columns (lane, lane + 32, ...), reading the other tile from
+// shared memory column-wise; the per-row results are then broadcast through shared memory to
+// accumulate outputs whose head dimension is split over the lanes (d = lane, lane + 32, ...). Tiles are
+// stored as fp32 in shared memory with rows padded to D + 1 floats, so that both the column-wise
+// (lanes over rows) and the row-wise (lanes over d) reads are free of bank conflicts. Dh is padded
+// with zeros to D, a multiple of 32 (32, 64, 128 or 256). Arithmetic is fp32 throughout; these kernels
+// use the FMA units, not the tensor cores (correctness first; a tensor-core version is future work).
+#include <cmath>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels.h"
+
+namespace mt::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+
+struct Geometry {
+  int T_, H, Dh;
+  // Offset of token t of sequence b, head h, part 0 (q), 1 (k) or 2 (v) in qkv / dqkv.
+  __device__ size_t qkv_at(int b, int t, int part, int h) const {
+    return (size_t(b) * T_ + t) * (3 * size_t(H) * Dh) + (size_t(part) * H + h) * Dh;
+  }
+  // Offset of token t of sequence b, head h in out / dout.
+  __device__ size_t out_at(int b, int t, int h) const { return (size_t(b) * T_ + t) * (size_t(H) * Dh) + size_t(h) * Dh; }
+  __device__ size_t lse_at(int b, int h, int t) const { return (size_t(b) * H + h) * T_ + t; }
+};
+
+// Loads rows [r0, r0 + rows) of one head's part into a padded fp32 tile (rows x (D + 1)), times `mul`;
+// rows past T_ and columns past Dh are zero.
+template <int D, typename Dt>
+__device__ void load_tile(float* tile, int rows, const Dt* base, size_t row_stride, int r0, int T_, int Dh,
+                          float mul) {
+  for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
+    const int r = idx / D, d = idx % D, t = r0 + r;
+    float v = 0.f;
+    if (t < T_ && d < Dh) v = to_f(base[size_t(t) * row_stride + d]) * mul;
+    tile[r * (D + 1) + d] = v;
+  }
+}
+
+// ---- forward ------------------------------------------------------------------------------------------------
+template <typename Dt, int D, int RPW, int CPL>
+__global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dt* out, float* lse, const Dt* qkv,
+                                                                      const float* slopes, Geometry g, int B,
+                                                                      float scale) {
+  constexpr int BR = kWarps * RPW, BC = 32 * CPL, LD = D + 1, DL = D / 32;
+  extern __shared__ float smem[];
+  float* Qs = smem;             // (BR, LD), pre-scaled by 1/sqrt(Dh)
+  float* Ks = Qs + BR * LD;     // (BC, LD)
+  float* Vs = Ks + BC * LD;     // (BC, LD)
+  float* Ps = Vs + BC * LD;     // (BR, BC) probabilities of the current tile
+
+  const int BH = B * g.H, n_tiles = (g.T_ + BR - 1) / BR;
+  const int qt = n_tiles - 1 - int(blockIdx.x / BH);  // the longest (last) query tiles first
+  const int bh = int(blockIdx.x % BH), b = bh / g.H, h = bh % g.H;
+  const int i0 = qt * BR, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const float slope = slopes[h];
+  const size_t ld_qkv = 3 * size_t(g.H) * g.Dh;
+
+  load_tile<D>(Qs, BR, qkv + g.qkv_at(b, 0, 0, h), ld_qkv, i0, g.T_, g.Dh, scale);
+
+  float o[RPW][DL], m[RPW], l[RPW];
+#pragma unroll
+  for (int rr = 0; rr < RPW; ++rr) {
+    m[rr] = -INFINITY;
+    l[rr] = 0.f;
+#pragma unroll
+    for (int dd = 0; dd < DL; ++dd) o[rr][dd] = 0.f;
+  }
+
+  const int i_last = min(i0 + BR, g.T_) - 1;  // keys beyond the tile's last query are all masked
+  for (int j0 = 0; j0 <= i_last; j0 += BC) {
+    __syncthreads();  // the previous tile's K, V are no longer read
+    load_tile<D>(Ks, BC, qkv + g.qkv_at(b, 0, 1, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
+    load_tile<D>(Vs, BC, qkv + g.qkv_at(b, 0, 2, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
+    __syncthreads();
+
+    float s[RPW][CPL];
+#pragma unroll
+    for (int rr = 0; rr < RPW; ++rr)
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) s[rr][cc] = 0.f;
+#pragma unroll 4
+    for (int d = 0; d < D; ++d) {
+      float k[CPL];
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) k[cc] = Ks[(lane + 32 * cc) * LD + d];
+#pragma unroll
+      for (int rr = 0; rr < RPW; ++rr) {
+        const float q = Qs[(warp * RPW + rr) * LD + d];
+#pragma unroll
+        for (int cc = 0; cc < CPL; ++cc) s[rr][cc] += q * k[cc];
+      }
+    }
+
+#pragma unroll
+    for (int rr = 0; rr < RPW; ++rr) {
+      const int i = i0 + warp * RPW + rr;
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) {
+        const int j = j0 + lane + 32 * cc;
+        s[rr][cc] = j <= i ? s[rr][cc] - slope * float(i - j) : -INFINITY;
+        tile_max = fmaxf(tile_max, s[rr][cc]);
+      }
+      tile_max = warp_max(tile_max);
+      // Key 0 is visible to every row and lies in the first tile, so m is finite from then on.
+      const float m_new = fmaxf(m[rr], tile_max);
+      const float corr = expf(m[rr] - m_new);
+      float psum = 0.f;
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) {
+        const float p = expf(s[rr][cc] - m_new);
+        psum += p;
+        Ps[(warp * RPW + rr) * BC + lane + 32 * cc] = p;
+      }
+      l[rr] = l[rr] * corr + warp_sum(psum);
+      m[rr] = m_new;
+#pragma unroll
+      for (int dd = 0; dd < DL; ++dd) o[rr][dd] *= corr;
+    }
+    __syncwarp();  // a warp reads only its own rows of Ps
+
+    for (int c = 0; c < BC; ++c) {
+      float v[DL];
+#pragma unroll
+      for (int dd = 0; dd < DL; ++dd) v[dd] = Vs[c * LD + lane + 32 * dd];
+#pragma unroll
+      for (int rr = 0; rr < RPW; ++rr) {
+        const float p = Ps[(warp * RPW + rr) * BC + c];
+#pragma unroll
+        for (int dd = 0; dd < DL; ++dd) o[rr][dd] += p * v[dd];
+      }
+    }
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < RPW; ++rr) {
+    const int i = i0 + warp * RPW + rr;
+    if (i >= g.T_) continue;
+    const float inv = 1.f / l[rr];
+    Dt* dst = out + g.out_at(b, i, h);
+#pragma unroll
+    for (int dd = 0; dd < DL; ++dd) {
+      const int d = lane + 32 * dd;
+      if (d < g.Dh) dst[d] = from_f<Dt>(o[rr][dd] * inv);
+    }
+    if (lane == 0) lse[g.lse_at(b, h, i)] = m[rr] + logf(l[rr]);
+  }
+}
+
+// ---- backward: D_i = dout_i . out_i, one warp per (token, head) -------------------------------------------
+template <typename Dt>
+__global__ void attention_dvec_kernel(float* dvec, const Dt* dout, const Dt* out, Geometry g, int B) {
+  const size_t row = blockIdx.x * size_t(kWarps) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= size_t(B) * g.T_ * g.H) return;
+  const int h = int(row % g.H), t = int((row / g.H) % g.T_), b = int(row / (size_t(g.H) * g.T_));
+  const size_t at = g.out_at(b, t, h);
+  float s = 0.f;
+  for (int d = lane; d < g.Dh; d += 32) s += to_f(dout[at + d]) * to_f(out[at + d]);
+  s = warp_sum(s);
+  if (lane == 0) dvec[g.lse_at(b, h, t)] = s;
+}
+
+// ---- backward: dQ for one query tile -------------------------------------------------------------------------
+template <typename Dt, int D, int RPW, int CPL>
+__global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dt* dqkv, const Dt* dout, const Dt* qkv,
+                                                                 const float* lse, const float* dvec,
+                                                                 const float* slopes, Geometry g, int B,
+                                                                 float scale) {
+  constexpr int BR = kWarps * RPW, BC = 32 * CPL, LD = D + 1, DL = D / 32;
+  extern __shared__ float smem[];
+  float* Qs = smem;            // (BR, LD), pre-scaled
+  float* Gs = Qs + BR * LD;    // (BR, LD) dout
+  float* Ks = Gs + BR * LD;    // (BC, LD)
+  float* Vs = Ks + BC * LD;    // (BC, LD)
+  float* Ss = Vs + BC * LD;    // (BR, BC) dS of the current tile
+
+  const int BH = B * g.H, n_tiles = (g.T_ + BR - 1) / BR;
+  const int qt = n_tiles - 1 - int(blockIdx.x / BH);
+  const int bh = int(blockIdx.x % BH), b = bh / g.H, h = bh % g.H;
+  const int i0 = qt * BR, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const float slope = slopes[h];
+  const size_t ld_qkv = 3 * size_t(g.H) * g.Dh, ld_out = size_t(g.H) * g.Dh;
+
+  load_tile<D>(Qs, BR, qkv + g.qkv_at(b, 0, 0, h), ld_qkv, i0, g.T_, g.Dh, scale);
+  load_tile<D>(Gs, BR, dout + g.out_at(b, 0, h), ld_out, i0, g.T_, g.Dh, 1.f);
+
+  float dq[RPW][DL], row_lse[RPW], row_d[RPW];
+#pragma unroll
+  for (int rr = 0; rr < RPW; ++rr) {
+    const int i = i0 + warp * RPW + rr;
+    row_lse[rr] = i < g.T_ ? lse[g.lse_at(b, h, i)] : 0.f;
+    row_d[rr] = i < g.T_ ? dvec[g.lse_at(b, h, i)] : 0.f;
+#pragma unroll
+    for (int dd = 0; dd < DL; ++dd) dq[rr][dd] = 0.f;
+  }
+
+  const int i_last = min(i0 + BR, g.T_) - 1;
+  for (int j0 = 0; j0 <= i_last; j0 += BC) {
+    __syncthreads();
+    load_tile<D>(Ks, BC, qkv + g.qkv_at(b, 0, 1, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
+    load_tile<D>(Vs, BC, qkv + g.qkv_at(b, 0, 2, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
+    __syncthreads();
+
+    float s[RPW][CPL], dp[RPW][CPL];
+#pragma unroll
+    for (int rr = 0; rr < RPW; ++rr)
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) s[rr][cc] = dp[rr][cc] = 0.f;
+#pragma unroll 2
+    for (int d = 0; d < D; ++d) {
+      float k[CPL], v[CPL];
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) {
+        k[cc] = Ks[(lane + 32 * cc) * LD + d];
+        v[cc] = Vs[(lane + 32 * cc) * LD + d];
+      }
+#pragma unroll
+      for (int rr = 0; rr < RPW; ++rr) {
+        const float q = Qs[(warp * RPW + rr) * LD + d], gr = Gs[(warp * RPW + rr) * LD + d];
+#pragma unroll
+        for (int cc = 0; cc < CPL; ++cc) {
+          s[rr][cc] += q * k[cc];
+          dp[rr][cc] += gr * v[cc];
+        }
+      }
+    }
+#pragma unroll
+    for (int rr = 0; rr < RPW; ++rr) {
+      const int i = i0 + warp * RPW + rr;
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) {
+        const int j = j0 + lane + 32 * cc;
+        const float p = (j <= i && i < g.T_) ? expf(s[rr][cc] - slope * float(i - j) - row_lse[rr]) : 0.f;
+        Ss[(warp * RPW + rr) * BC + lane + 32 * cc] = p * (dp[rr][cc] - row_d[rr]);
+      }
+    }
+    __syncwarp();
+    for (int c = 0; c < BC; ++c) {
+      float k[DL];
+#pragma unroll
+      for (int dd = 0; dd < DL; ++dd) k[dd] = Ks[c * LD + lane + 32 * dd];
+#pragma unroll
+      for (int rr = 0; rr < RPW; ++rr) {
+        const float ds = Ss[(warp * RPW + rr) * BC + c];
+#pragma unroll
+        for (int dd = 0; dd < DL; ++dd) dq[rr][dd] += ds * k[dd];
+      }
+    }
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < RPW; ++rr) {
+    const int i = i0 + warp * RPW + rr;
+    if (i >= g.T_) continue;
+    Dt* dst = dqkv + g.qkv_at(b, i, 0, h);
+#pragma unroll
+    for (int dd = 0; dd < DL; ++dd) {
+      const int d = lane + 32 * dd;
+      if (d < g.Dh) dst[d] = from_f<Dt>(dq[rr][dd] * scale);
+    }
+  }
+}
+
+// ---- backward: dK, dV for one key tile (the warps' rows are keys, the columns queries) ---------------------
+template <typename Dt, int D, int RPW, int CPL>
+__global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dt* dqkv, const Dt* dout, const Dt* qkv,
+                                                                  const float* lse, const float* dvec,
+                                                                  const float* slopes, Geometry g, int B,
+                                                                  float scale) {
+  constexpr int BR = kWarps * RPW, BC = 32 * CPL, LD = D + 1, DL = D / 32;
+  extern __shared__ float smem[];
+  float* Ks = smem;            // (BR, LD) this block's keys
+  float* Vs = Ks + BR * LD;    // (BR, LD)
+  float* Qs = Vs + BR * LD;    // (BC, LD) the current query tile, pre-scaled
+  float* Gs = Qs + BC * LD;    // (BC, LD) its dout
+  float* Ps = Gs + BC * LD;    // (BR, BC) P^T of the tile
+  float* Ss = Ps + BR * BC;    // (BR, BC) dS^T of the tile
+  float* Ls = Ss + BR * BC;    // (BC) lse of the tile's queries
+  float* Ds = Ls + BC;         // (BC) D of the tile's queries
+
+  const int BH = B * g.H, n_tiles = (g.T_ + BR - 1) / BR;
+  // Key tile kt sees the queries from j0 on: the first key tiles have the most work.
+  const int kt = int(blockIdx.x / BH);
+  const int bh = int(blockIdx.x % BH), b = bh / g.H, h = bh % g.H;
+  const int j0 = kt * BR, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const float slope = slopes[h];
+  const size_t ld_qkv = 3 * size_t(g.H) * g.Dh, ld_out = size_t(g.H) * g.Dh;
+  (void)n_tiles;
+
+  load_tile<D>(Ks, BR, qkv + g.qkv_at(b, 0, 1, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
+  load_tile<D>(Vs, BR, qkv + g.qkv_at(b, 0, 2, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
+
+  float dk[RPW][DL], dv[RPW][DL];
+#pragma unroll
+  for (int rr = 0; rr < RPW; ++rr)
+#pragma unroll
+    for (int dd = 0; dd < DL; ++dd) dk[rr][dd] = dv[rr][dd] = 0.f;
+
+  // Query tiles of width BC starting at the one that holds query j0.
+  for (int i0 = (j0 / BC) * BC; i0 < g.T_; i0 += BC) {
+    __syncthreads();
+    load_tile<D>(Qs, BC, qkv + g.qkv_at(b, 0, 0, h), ld_qkv, i0, g.T_, g.Dh, scale);
+    load_tile<D>(Gs, BC, dout + g.out_at(b, 0, h), ld_out, i0, g.T_, g.Dh, 1.f);
+    for (int c = threadIdx.x; c < BC; c += blockDim.x) {
+      const int i = i0 + c;
+      Ls[c] = i < g.T_ ? lse[g.lse_at(b, h, i)] : 0.f;
+      Ds[c] = i < g.T_ ? dvec[g.lse_at(b, h, i)] : 0.f;
+    }
+    __syncthreads();
+
+    float s[RPW][CPL], dp[RPW][CPL];
+#pragma unroll
+    for (int rr = 0; rr < RPW; ++rr)
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) s[rr][cc] = dp[rr][cc] = 0.f;
+#pragma unroll 2
+    for (int d = 0; d < D; ++d) {
+      float q[CPL], gq[CPL];
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) {
+        q[cc] = Qs[(lane + 32 * cc) * LD + d];
+        gq[cc] = Gs[(lane + 32 * cc) * LD + d];
+      }
+#pragma unroll
+      for (int rr = 0; rr < RPW; ++rr) {
+        const float k = Ks[(warp * RPW + rr) * LD + d], v = Vs[(warp * RPW + rr) * LD + d];
+#pragma unroll
+        for (int cc = 0; cc < CPL; ++cc) {
+          s[rr][cc] += k * q[cc];
+          dp[rr][cc] += v * gq[cc];
+        }
+      }
+    }
+#pragma unroll
+    for (int rr = 0; rr < RPW; ++rr) {
+      const int j = j0 + warp * RPW + rr;
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) {
+        const int c = lane + 32 * cc, i = i0 + c;
+        const bool visible = j <= i && i < g.T_;
+        const float p = visible ? expf(s[rr][cc] - slope * float(i - j) - Ls[c]) : 0.f;
+        Ps[(warp * RPW + rr) * BC + c] = p;
+        Ss[(warp * RPW + rr) * BC + c] = p * (dp[rr][cc] - Ds[c]);
+      }
+    }
+    __syncwarp();
+    for (int c = 0; c < BC; ++c) {
+      float q[DL], gq[DL];
+#pragma unroll
+      for (int dd = 0; dd < DL; ++dd) {
+        q[dd] = Qs[c * LD + lane + 32 * dd];
+        gq[dd] = Gs[c * LD + lane + 32 * dd];
+      }
+#pragma unroll
+      for (int rr = 0; rr < RPW; ++rr) {
+        const float p = Ps[(warp * RPW + rr) * BC + c], ds = Ss[(warp * RPW + rr) * BC + c];
+#pragma unroll
+        for (int dd = 0; dd < DL; ++dd) {
+          dv[rr][dd] += p * gq[dd];
+          dk[rr][dd] += ds * q[dd];  // Q is pre-scaled: this is dS^T Q / sqrt(Dh)
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < RPW; ++rr) {
+    const int j = j0 + warp * RPW + rr;
+    if (j >= g.T_) continue;
+    Dt* dstk = dqkv + g.qkv_at(b, j, 1, h);
+    Dt* dstv = dqkv + g.qkv_at(b, j, 2, h);
+#pragma unroll
+    for (int dd = 0; dd < DL; ++dd) {
+      const int d = lane + 32 * dd;
+      if (d < g.Dh) {
+        dstk[d] = from_f<Dt>(dk[rr][dd]);
+        dstv[d] = from_f<Dt>(dv[rr][dd]);
+      }
+    }
+  }
+}
+
+// ---- dispatch on the padded head dimension -------------------------------------------------------------------
+
+template <int D>
+struct TileConfig;  // RPW rows per warp, CPL columns per lane
+template <>
+struct TileConfig<32> {
+  static constexpr int RPW = 8, CPL = 2;
+};
+template <>
+struct TileConfig<64> {
+  static constexpr int RPW = 8, CPL = 2;
+};
+template <>
+struct TileConfig<128> {
+  static constexpr int RPW = 8, CPL = 2;
+};
+template <>
+struct TileConfig<256> {
+  static constexpr int RPW = 4, CPL = 1;
+};
+
+// Sets the kernel's dynamic shared-memory limit (above the default 48 KB) once per process.
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024)
+    MT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+template <typename Dt, int D>
+void forward_d(Context& ctx, Dt* out, float* lse, const Dt* qkv, const float* slopes, int B, Geometry g) {
+  using C = TileConfig<D>;
+  constexpr int BR = kWarps * C::RPW, BC = 32 * C::CPL;
+  const size_t smem = sizeof(float) * (size_t(BR) * (D + 1) + 2 * size_t(BC) * (D + 1) + size_t(BR) * BC);
+  auto kernel = attention_forward_kernel<Dt, D, C::RPW, C::CPL>;
+  allow_smem(kernel, smem);
+  const unsigned blocks = unsigned(ceil_div(g.T_, BR)) * unsigned(B * g.H);
+  kernel<<<blocks, kThreads, smem, ctx.stream()>>>(out, lse, qkv, slopes, g, B, 1.f / std::sqrt(float(g.Dh)));
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename Dt, int D>
+void backward_d(Context& ctx, Dt* dqkv, const Dt* dout, const Dt* qkv, const float* lse, const float* dvec,
+                const float* slopes, int B, Geometry g) {
+  using C = TileConfig<D>;
+  constexpr int BR = kWarps * C::RPW, BC = 32 * C::CPL;
+  const float scale = 1.f / std::sqrt(float(g.Dh));
+  const size_t smem_dq = sizeof(float) * (2 * size_t(BR) * (D + 1) + 2 * size_t(BC) * (D + 1) + size_t(BR) * BC);
+  auto dq = attention_dq_kernel<Dt, D, C::RPW, C::CPL>;
+  allow_smem(dq, smem_dq);
+  const unsigned blocks = unsigned(ceil_div(g.T_, BR)) * unsigned(B * g.H);
+  dq<<<blocks, kThreads, smem_dq, ctx.stream()>>>(dqkv, dout, qkv, lse, dvec, slopes, g, B, scale);
+  MT_CUDA_CHECK_LAUNCH();
+  const size_t smem_kv = sizeof(float) * (2 * size_t(BR) * (D + 1) + 2 * size_t(BC) * (D + 1) +
+                                          2 * size_t(BR) * BC + 2 * size_t(BC));
+  auto dkv = attention_dkv_kernel<Dt, D, C::RPW, C::CPL>;
+  allow_smem(dkv, smem_kv);
+  dkv<<<blocks, kThreads, smem_kv, ctx.stream()>>>(dqkv, dout, qkv, lse, dvec, slopes, g, B, scale);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+void check_sizes(int B, int T_, int H, int Dh) {
+  MT_CHECK(B >= 0 && T_ >= 0 && H > 0 && Dh > 0, "attention sizes B ", B, " T ", T_, " H ", H, " Dh ", Dh);
+  MT_CHECK(Dh <= 256, "the CUDA attention kernels support head_dim up to 256, got ", Dh);
+  MT_CHECK(size_t(B) * H * ((T_ + 31) / 32) < (size_t(1) << 31), "attention grid too large: B ", B, " H ", H,
+           " T ", T_);
+}
+
+}  // namespace
+
+template <typename T>
+void attention_forward(Context& ctx, T* out, float* lse, const T* qkv, const float* slopes, int B, int T_, int H,
+                       int Dh) {
+  check_sizes(B, T_, H, Dh);
+  if (B == 0 || T_ == 0) return;
+  const Geometry g{T_, H, Dh};
+  auto o = dptr(out);
+  auto q = dptr(qkv);
+  if (Dh <= 32) forward_d<dev_t<T>, 32>(ctx, o, lse, q, slopes, B, g);
+  else if (Dh <= 64) forward_d<dev_t<T>, 64>(ctx, o, lse, q, slopes, B, g);
+  else if (Dh <= 128) forward_d<dev_t<T>, 128>(ctx, o, lse, q, slopes, B, g);
+  else forward_d<dev_t<T>, 256>(ctx, o, lse, q, slopes, B, g);
+}
+
+template <typename T>
+void attention_backward(Context& ctx, T* dqkv, const T* dout, const T* qkv, const T* out, const float* lse,
+                        const float* slopes, int B, int T_, int H, int Dh) {
+  check_sizes(B, T_, H, Dh);
+  if (B == 0 || T_ == 0) return;
+  const Geometry g{T_, H, Dh};
+  const size_t rows = size_t(B) * T_ * H;
+  float* dvec = static_cast<float*>(ctx.scratch(sizeof(float) * rows));
+  attention_dvec_kernel<<<ceil_div(rows, kWarps), kThreads, 0, ctx.stream()>>>(dvec, dptr(dout), dptr(out), g, B);
+  MT_CUDA_CHECK_LAUNCH();
+  auto dq = dptr(dqkv);
+  auto go = dptr(dout);
+  auto q = dptr(qkv);
+  if (Dh <= 32) backward_d<dev_t<T>, 32>(ctx, dq, go, q, lse, dvec, slopes, B, g);
+  else if (Dh <= 64) backward_d<dev_t<T>, 64>(ctx, dq, go, q, lse, dvec, slopes, B, g);
+  else if (Dh <= 128) backward_d<dev_t<T>, 128>(ctx, dq, go, q, lse, dvec, slopes, B, g);
+  else backward_d<dev_t<T>, 256>(ctx, dq, go, q, lse, dvec, slopes, B, g);
+}
+
+template void attention_forward<float>(Context&, float*, float*, const float*, const float*, int, int, int, int);
+template void attention_forward<mt::bf16>(Context&, mt::bf16*, float*, const mt::bf16*, const float*, int, int, int,
+                                          int);
+template void attention_backward<float>(Context&, float*, const float*, const float*, const float*, const float*,
+                                        const float*, int, int, int, int);
+template void attention_backward<mt::bf16>(Context&, mt::bf16*, const mt::bf16*, const mt::bf16*, const mt::bf16*,
+                                           const float*, const float*, int, int, int, int);
+
+}  // namespace mt::cuda

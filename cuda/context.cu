@@ -1,0 +1,190 @@
+// Why: see context.h. GEMMs: the engine's matrices are row-major and cuBLAS(Lt) is column-major; a
+// row-major C (m x n) is the column-major C^T (n x m), and C^T = op(B)^T op(A)^T, so every GEMM is
+// issued with the operands swapped (A' = B, B' = A), the transposes kept, m and n exchanged and the
+// leading dimensions unchanged. Accumulation is always fp32 (CUBLAS_COMPUTE_32F: true fp32, no TF32, so
+// that the fp32 mode matches the CPU to 1e-5); bf16 inputs run on the tensor cores.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <functional>
+
+#include "cuda/check.h"
+#include "cuda/common.cuh"
+#include "cuda/context.h"
+
+namespace mt::cuda {
+
+namespace {
+
+// 32 MiB: what cuBLASLt's Hopper kernels ask for at most (NVIDIA recommends 32 MiB on sm_90).
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+// Largest power of two (at most 256) that divides the address: cuBLASLt chooses kernels by it.
+int alignment_of(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int al = 256;
+  while (al > 1 && (a % uintptr_t(al)) != 0) al >>= 1;
+  return al;
+}
+
+template <typename D>
+__global__ void scale_matrix_kernel(D* c, int m, int n, int ldc, float beta) {
+  const size_t total = size_t(m) * n;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
+    D& x = c[(i / n) * size_t(ldc) + i % n];
+    x = beta == 0.f ? from_f<D>(0.f) : from_f<D>(beta * to_f(x));
+  }
+}
+
+}  // namespace
+
+bool Context::PlanKey::operator==(const PlanKey& o) const {
+  return ab_type == o.ab_type && c_type == o.c_type && ta == o.ta && tb == o.tb && m == o.m && n == o.n &&
+         k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && align_a == o.align_a &&
+         align_b == o.align_b && align_c == o.align_c;
+}
+
+size_t Context::PlanKeyHash::operator()(const PlanKey& k) const {
+  size_t h = 0;
+  for (int v : {k.ab_type, k.c_type, k.ta, k.tb, k.m, k.n, k.k, k.lda, k.ldb, k.ldc, k.align_a, k.align_b,
+                k.align_c})
+    h = h * 1000003u ^ std::hash<int>()(v);
+  return h;
+}
+
+Context::Context(CudaDevice& device) : device_(device) {
+  MT_CUDA_CHECK(cudaSetDevice(device.index()));
+  MT_CUBLAS_CHECK(cublasLtCreate(&lt_));
+  MT_CUBLAS_CHECK(cublasCreate(&blas_));
+  MT_CUBLAS_CHECK(cublasSetStream(blas_, device.stream()));
+  // The plain cuBLAS fallback must not use TF32 either.
+  MT_CUBLAS_CHECK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
+  workspace_bytes_ = kWorkspaceBytes;
+  MT_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
+  MT_CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, workspace_bytes_));
+}
+
+Context::~Context() {
+  cudaStreamSynchronize(device_.stream());
+  for (auto& [key, p] : plans_) {
+    if (p.op) cublasLtMatmulDescDestroy(p.op);
+    if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+    if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+    if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+  }
+  if (blas_) cublasDestroy(blas_);
+  if (lt_) cublasLtDestroy(lt_);
+  if (workspace_) cudaFree(workspace_);
+  if (scratch_) cudaFree(scratch_);
+  if (host_scratch_) cudaFreeHost(host_scratch_);
+}
+
+void* Context::scratch(size_t bytes) {
+  if (bytes > scratch_bytes_) {
+    // Grows by half again so that a slowly growing demand does not reallocate every step. cudaFree
+    // waits for the device, so no queued kernel still uses the old block.
+    const size_t want = std::max(bytes, scratch_bytes_ + scratch_bytes_ / 2);
+    if (scratch_) MT_CUDA_CHECK(cudaFree(scratch_));
+    scratch_ = nullptr;
+    scratch_bytes_ = 0;
+    MT_CUDA_CHECK(cudaMalloc(&scratch_, want));
+    scratch_bytes_ = want;
+  }
+  return scratch_;
+}
+
+void* Context::host_scratch(size_t bytes) {
+  if (bytes > host_scratch_bytes_) {
+    // The stream may still copy into the old block: wait before freeing it.
+    MT_CUDA_CHECK(cudaStreamSynchronize(device_.stream()));
+    if (host_scratch_) MT_CUDA_CHECK(cudaFreeHost(host_scratch_));
+    host_scratch_ = nullptr;
+    host_scratch_bytes_ = 0;
+    const size_t want = std::max<size_t>(bytes, 4096);
+    MT_CUDA_CHECK(cudaMallocHost(&host_scratch_, want));
+    host_scratch_bytes_ = want;
+  }
+  return host_scratch_;
+}
+
+Context::Plan& Context::plan(const PlanKey& key) {
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second;
+  Plan p;
+  const cublasOperation_t ta = key.tb ? CUBLAS_OP_T : CUBLAS_OP_N;  // A' = B
+  const cublasOperation_t tb = key.ta ? CUBLAS_OP_T : CUBLAS_OP_N;  // B' = A
+  MT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  MT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  MT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  // Column-major shapes: A' is (n x k) after op, B' is (k x m) after op, C' is (n x m).
+  const auto ab = cudaDataType_t(key.ab_type), ct = cudaDataType_t(key.c_type);
+  MT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab, ta == CUBLAS_OP_N ? key.n : key.k,
+                                             ta == CUBLAS_OP_N ? key.k : key.n, key.ldb));
+  MT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, ab, tb == CUBLAS_OP_N ? key.k : key.m,
+                                             tb == CUBLAS_OP_N ? key.m : key.k, key.lda));
+  MT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ct, key.n, key.m, key.ldc));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  MT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  MT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                       &workspace_bytes_, sizeof(workspace_bytes_)));
+  const uint32_t al_a = uint32_t(key.align_b), al_b = uint32_t(key.align_a), al_c = uint32_t(key.align_c);
+  MT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
+                                                       sizeof(al_a)));
+  MT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
+                                                       sizeof(al_b)));
+  MT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c,
+                                                       sizeof(al_c)));
+  MT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c,
+                                                       sizeof(al_c)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(lt_, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
+    p.algo = result.algo;
+    p.have_algo = true;
+  } else if (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_SUCCESS) {
+    MT_CUBLAS_CHECK(st);
+  }
+  return plans_.emplace(key, p).first->second;
+}
+
+void Context::scale_matrix(void* c, cudaDataType_t c_type, int m, int n, int ldc, float beta) {
+  const int threads = 256;
+  const unsigned blocks = grid_for(size_t(m) * n, threads, 4096);
+  if (c_type == CUDA_R_32F)
+    scale_matrix_kernel<<<blocks, threads, 0, stream()>>>(static_cast<float*>(c), m, n, ldc, beta);
+  else
+    scale_matrix_kernel<<<blocks, threads, 0, stream()>>>(static_cast<__nv_bfloat16*>(c), m, n, ldc, beta);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+void Context::gemm(void* c, cudaDataType_t c_type, const void* a, const void* b, cudaDataType_t ab_type,
+                   const GemmShape& s, float alpha, float beta) {
+  MT_CHECK(s.m >= 0 && s.n >= 0 && s.k >= 0, "gemm sizes m ", s.m, " n ", s.n, " k ", s.k);
+  const int a_cols = s.trans_a == Trans::No ? s.k : s.m;
+  const int b_cols = s.trans_b == Trans::No ? s.n : s.k;
+  MT_CHECK(s.lda >= std::max(1, a_cols) && s.ldb >= std::max(1, b_cols) && s.ldc >= std::max(1, s.n),
+           "gemm leading dimensions lda ", s.lda, " ldb ", s.ldb, " ldc ", s.ldc, " too small for m ", s.m, " n ",
+           s.n, " k ", s.k);
+  if (s.m == 0 || s.n == 0) return;
+  if (s.k == 0) return scale_matrix(c, c_type, s.m, s.n, s.ldc, beta);
+
+  PlanKey key{int(ab_type), int(c_type), s.trans_a == Trans::Yes, s.trans_b == Trans::Yes, s.m, s.n, s.k,
+              s.lda, s.ldb, s.ldc, alignment_of(a), alignment_of(b), alignment_of(c)};
+  Plan& p = plan(key);
+  if (p.have_algo) {
+    MT_CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &alpha, b, p.a, a, p.b, &beta, c, p.c, c, p.c, &p.algo, workspace_,
+                                   workspace_bytes_, stream()));
+    return;
+  }
+  // No cuBLASLt kernel for this alignment / leading dimension: the general cuBLAS path (same math).
+  MT_CUBLAS_CHECK(cublasGemmEx(blas_, s.trans_b == Trans::Yes ? CUBLAS_OP_T : CUBLAS_OP_N,
+                               s.trans_a == Trans::Yes ? CUBLAS_OP_T : CUBLAS_OP_N, s.n, s.m, s.k, &alpha, b, ab_type,
+                               s.ldb, a, ab_type, s.lda, &beta, c, c_type, s.ldc, CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace mt::cuda

@@ -1,0 +1,104 @@
+// Why: the state that every CUDA op of a backend shares: the device and its stream, the cuBLASLt handle
+// with its workspace and a cache of GEMM plans (the heuristic query costs more than a small GEMM, so it
+// runs once per shape), and grow-only scratch memory (device and pinned host) for the ops' temporaries,
+// so that no op allocates in the step loop once the first step has sized them.
+#pragma once
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <library_types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <unordered_map>
+
+#include "cuda/device.h"
+#include "engine/check.h"
+#include "engine/ops.h"
+
+namespace mt::cuda {
+
+class Context {
+ public:
+  explicit Context(CudaDevice& device);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  CudaDevice& device() { return device_; }
+  cudaStream_t stream() const { return device_.stream(); }
+  int sm_count() const { return device_.info().sm_count; }
+
+  // Device scratch of at least `bytes` (256-byte aligned), valid until the next scratch() call. Work on
+  // the stream is ordered, so an op may reuse it freely within its own launches.
+  void* scratch(size_t bytes);
+  // Pinned host memory of at least `bytes`, for small results read back by the host.
+  void* host_scratch(size_t bytes);
+
+  // Row-major C[m, n] = alpha op(A) op(B) + beta C (engine/ops.h GemmShape) with fp32 accumulation.
+  // ab_type: CUDA_R_32F or CUDA_R_16BF; c_type: CUDA_R_32F or CUDA_R_16BF.
+  void gemm(void* c, cudaDataType_t c_type, const void* a, const void* b, cudaDataType_t ab_type,
+            const GemmShape& s, float alpha, float beta);
+
+ private:
+  struct PlanKey {
+    int ab_type, c_type, ta, tb, m, n, k, lda, ldb, ldc, align_a, align_b, align_c;
+    bool operator==(const PlanKey& o) const;
+  };
+  struct PlanKeyHash {
+    size_t operator()(const PlanKey& k) const;
+  };
+  struct Plan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool have_algo = false;  // false: cuBLASLt found none; the plain cuBLAS GemmEx path is used
+  };
+  Plan& plan(const PlanKey& key);
+  // C = beta C for k = 0 (no product).
+  void scale_matrix(void* c, cudaDataType_t c_type, int m, int n, int ldc, float beta);
+
+  CudaDevice& device_;
+  cublasLtHandle_t lt_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  std::unordered_map<PlanKey, Plan, PlanKeyHash> plans_;
+  void* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+  void* host_scratch_ = nullptr;
+  size_t host_scratch_bytes_ = 0;
+};
+
+// Carves several typed arrays out of one scratch() block.
+class ScratchCarver {
+ public:
+  explicit ScratchCarver(size_t align = 256) : align_(align) {}
+  template <typename X>
+  void add(X** ptr, size_t count) {
+    MT_CHECK(n_ < kMax, "ScratchCarver holds at most ", kMax, " arrays");
+    entries_[n_++] = {reinterpret_cast<void**>(ptr), (count * sizeof(X) + align_ - 1) / align_ * align_};
+  }
+  void allocate(Context& ctx) {
+    size_t total = 0;
+    for (int i = 0; i < n_; ++i) total += entries_[i].bytes;
+    char* base = static_cast<char*>(ctx.scratch(total));
+    for (int i = 0; i < n_; ++i) {
+      *entries_[i].ptr = base;
+      base += entries_[i].bytes;
+    }
+  }
+
+ private:
+  struct Entry {
+    void** ptr;
+    size_t bytes;
+  };
+  static constexpr int kMax = 8;
+  size_t align_;
+  Entry entries_[kMax];
+  int n_ = 0;
+};
+
+}  // namespace mt::cuda
