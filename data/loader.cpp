@@ -37,7 +37,7 @@ SequenceLoader::SequenceLoader(std::shared_ptr<const TokenDataset> ds, const Loa
            "global batch ", opt_.batch_size, " does not split over ", opt_.dp_size, " data-parallel ranks");
   MT_CHECK(opt_.dp_rank >= 0 && opt_.dp_rank < opt_.dp_size, "bad dp rank");
   unique_ = std::max<int64_t>(1, opt_.unique_tokens / opt_.seq_len);
-  MT_INPUT(unique_ <= index_.size(), index_.dataset().spec, ": the run needs ", unique_ * opt_.seq_len,
+  MT_INPUT(unique_ <= index_.size(), index_.dataset().spec, ": the run asks for ", opt_.unique_tokens,
            " unique tokens (", unique_, " sequences of ", opt_.seq_len, "), but the data holds only ",
            index_.size() * int64_t(opt_.seq_len), " (", index_.size(), " sequences)");
   if (opt_.prefetch) start_prefetch();
@@ -85,13 +85,17 @@ json SequenceLoader::state() const {
 }
 
 void SequenceLoader::restore(const json& st) {
-  MT_INPUT(st.is_object() && st.contains("position") && st.contains("unique_sequences") && st.contains("seed"),
-           "loader state: expected {position, unique_sequences, seed}, got ", st.dump());
+  auto count = [&](const char* key) {
+    if (!st.is_object() || !st.contains(key)) return false;
+    const json& v = st[key];
+    return v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0);
+  };
+  MT_INPUT(count("position") && count("unique_sequences") && count("seed"),
+           "loader state: expected {position, unique_sequences, seed} as integers >= 0, got ", st.dump());
   MT_INPUT(st["unique_sequences"].get<int64_t>() == unique_ && st["seed"].get<uint64_t>() == opt_.seed,
            "loader state: the checkpoint's unique set (", st["unique_sequences"].get<int64_t>(), " sequences, seed ",
            st["seed"].get<uint64_t>(), ") differs from this run's (", unique_, ", seed ", opt_.seed, ")");
-  int64_t pos = st["position"].get<int64_t>();
-  MT_INPUT(pos >= 0, "loader state: negative position");
+  const int64_t pos = st["position"].get<int64_t>();
   std::lock_guard<std::mutex> lock(mu_);
   position_ = pos;
   want_pos_ = worker_.joinable() ? pos : -1;

@@ -69,8 +69,8 @@ class SequenceLoader {
   double epochs() const { return double(position_) / double(unique_); }
 
   // {"position": global sequences consumed, "unique_sequences", "seed", "batch_size"}: restore() checks
-  // that the unique set is the same (seed, U) and continues from `position`. The batch size may
-  // differ (e.g. a different dp) only if it divides evenly at that position.
+  // that the unique set is the same (seed, U) and continues from `position`. The stream is defined
+  // per sequence, so the batch size and dp layout of the resumed run may differ.
   json state() const;
   void restore(const json& state);
 

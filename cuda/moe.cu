@@ -1,0 +1,408 @@
+// Why: the MoE router and the local half of dispatch / combine on the GPU (the all-to-all lives in
+// engine/moe.h). The router is a softmax and a top-K per token (one warp per token); the routing plan
+// is a stable counting sort of the N*K choices by expert, in token order within an expert (the order
+// the capacity rule and the CPU reference use), built from per-tile ranks and a scan over tiles, so it
+// needs neither a global sort nor float atomics. Permute / combine move rows by that plan.
+#include <algorithm>
+#include <climits>
+#include <vector>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels.h"
+
+namespace mt::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxExperts = 2048;  // the router keeps one bit per (lane, slot) of E / 32 slots
+constexpr int kPlanTile = 256;     // choices per block of the routing plan
+
+// (value, index) a better choice than (bv, bi): larger value, the lower index on ties.
+__device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+
+// ---- router: one warp per token ------------------------------------------------------------------------------
+__global__ void router_forward_kernel(int32_t* topk_idx, float* topk_gate, float* probs, float* lse,
+                                      const float* logits, int N, int E, int K, bool renormalize) {
+  const int row = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (row >= N) return;
+  const float* z = logits + size_t(row) * E;
+  float* p = probs + size_t(row) * E;
+  float mx = -INFINITY;
+  for (int e = lane; e < E; e += 32) mx = fmaxf(mx, z[e]);
+  mx = warp_max(mx);
+  float s = 0.f;
+  for (int e = lane; e < E; e += 32) s += expf(z[e] - mx);
+  s = warp_sum(s);
+  if (lane == 0) lse[row] = mx + logf(s);
+  for (int e = lane; e < E; e += 32) p[e] = expf(z[e] - mx) / s;  // each lane rereads only what it wrote
+  // Top-K by K rounds of a warp arg-max over the experts not yet chosen; bit k of `taken` marks this
+  // lane's expert lane + 32 k as chosen.
+  uint64_t taken = 0;
+  int32_t* idx = topk_idx + size_t(row) * K;
+  float* gate = topk_gate + size_t(row) * K;
+  float chosen_sum = 0.f;
+  for (int k = 0; k < K; ++k) {
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    for (int e = lane, slot = 0; e < E; e += 32, ++slot)
+      if (!((taken >> slot) & 1ull) && better(p[e], e, bv, bi)) {
+        bv = p[e];
+        bi = e;
+      }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(kFullMask, bv, o);
+      const int oi = __shfl_xor_sync(kFullMask, bi, o);
+      if (better(ov, oi, bv, bi)) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    if (bi != INT_MAX && lane == (bi & 31)) taken |= 1ull << (bi >> 5);  // INT_MAX: all NaN
+    if (lane == 0) {
+      idx[k] = bi;
+      gate[k] = bv;
+    }
+    chosen_sum += bv;
+  }
+  if (renormalize && lane == 0)
+    for (int k = 0; k < K; ++k) gate[k] /= chosen_sum;
+}
+
+// d loss / d probs[t, e] = prob_grad[e] + (for a chosen e = idx[k]) dgate[k], through the
+// renormalisation when on: (dgate_k - sum_k' dgate_k' g_k') / S. Then the softmax backward
+// dlogit_e = p_e (dprob_e - sum_j p_j dprob_j) + z_scale 2 lse p_e.
+__global__ void router_backward_kernel(float* dlogits, const float* dgate, const float* prob_grad, const float* probs,
+                                       const float* lse, const int32_t* topk_idx, const float* topk_gate,
+                                       float z_scale, int N, int E, int K, bool renormalize) {
+  const int row = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (row >= N) return;
+  const float* p = probs + size_t(row) * E;
+  const int32_t* idx = topk_idx + size_t(row) * K;
+  const float* dg = dgate + size_t(row) * K;
+  float chosen_sum = 0.f, dot = 0.f;
+  if (renormalize) {
+    const float* g = topk_gate + size_t(row) * K;
+    for (int k = 0; k < K; ++k) {
+      chosen_sum += p[idx[k]];
+      dot += dg[k] * g[k];
+    }
+  }
+  auto dprob = [&](int e) {
+    float d = prob_grad[e];
+    for (int k = 0; k < K; ++k)
+      if (idx[k] == e) d += renormalize ? (dg[k] - dot) / chosen_sum : dg[k];
+    return d;
+  };
+  float pd = 0.f;
+  for (int e = lane; e < E; e += 32) pd += p[e] * dprob(e);
+  pd = warp_sum(pd);
+  const float zterm = 2.f * z_scale * lse[row];
+  float* d = dlogits + size_t(row) * E;
+  for (int e = lane; e < E; e += 32) d[e] = p[e] * (dprob(e) - pd + zterm);
+}
+
+__global__ void count_choices_kernel(int* counts, int* bad, const int32_t* topk_idx, size_t choices, int E) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < choices; i += size_t(gridDim.x) * blockDim.x) {
+    const int e = topk_idx[i];
+    if (e >= 0 && e < E) atomicAdd(&counts[e], 1);  // integer: the same result in any order
+    else atomicExch(bad, 1);
+  }
+}
+
+// prob_sum[e] = sum over tokens of probs[t, e] in double, one block per expert, a fixed order.
+__global__ void prob_sum_kernel(double* prob_sum, const float* probs, int N, int E) {
+  __shared__ double red[32];
+  const int e = blockIdx.x;
+  double s = 0;
+  for (int t = threadIdx.x; t < N; t += blockDim.x) s += double(probs[size_t(t) * E + e]);
+  s = block_sum(s, red);
+  if (threadIdx.x == 0) prob_sum[e] = s;
+}
+
+// ---- routing plan -------------------------------------------------------------------------------------------
+// 1. Per tile of kPlanTile choices: each choice's rank among the tile's earlier choices of the same
+//    expert, and the tile's count per expert.
+__global__ void plan_tile_kernel(int32_t* in_rank, int32_t* tile_count, int* bad, const int32_t* topk_idx,
+                                 int choices, int E) {
+  __shared__ int32_t ex[kPlanTile];
+  extern __shared__ int32_t cnt[];  // (E)
+  for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+  const int i = blockIdx.x * kPlanTile + threadIdx.x;
+  int e = -1;
+  if (i < choices) {
+    e = topk_idx[i];
+    if (e < 0 || e >= E) {
+      atomicExch(bad, 1);
+      e = -1;
+    }
+  }
+  ex[threadIdx.x] = e;
+  __syncthreads();
+  if (e >= 0) {
+    int r = 0;
+    for (int j = 0; j < int(threadIdx.x); ++j) r += ex[j] == e;  // all lanes read ex[j] at once: a broadcast
+    in_rank[i] = r;
+    atomicAdd(&cnt[e], 1);
+  }
+  __syncthreads();
+  for (int x = threadIdx.x; x < E; x += blockDim.x) tile_count[size_t(blockIdx.x) * E + x] = cnt[x];
+}
+
+// 2. One thread per expert: the exclusive scan of its counts over tiles (in place), and its total.
+__global__ void plan_scan_kernel(int32_t* tile_count, int64_t* total, int tiles, int E) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= E) return;
+  int64_t run = 0;
+  for (int t = 0; t < tiles; ++t) {
+    int32_t& c = tile_count[size_t(t) * E + e];
+    const int32_t n = c;
+    c = int32_t(run);
+    run += n;
+  }
+  total[e] = run;
+}
+
+// 3. One thread: rows kept per expert (the capacity) and where each expert's rows start.
+__global__ void plan_offsets_kernel(int64_t* kept, int64_t* start, const int64_t* total, int E, int capacity) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  int64_t s = 0;
+  for (int e = 0; e < E; ++e) {
+    const int64_t k = capacity < 0 ? total[e] : min(total[e], int64_t(capacity));
+    kept[e] = k;
+    start[e] = s;
+    s += k;
+  }
+}
+
+// 4. Each choice's row: start[e] + its rank within e, if below the capacity; row_src of that row.
+__global__ void plan_place_kernel(int32_t* slot, int32_t* row_src, const int32_t* topk_idx, const int32_t* in_rank,
+                                  const int32_t* tile_base, const int64_t* kept, const int64_t* start, int choices,
+                                  int K, int E) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= choices) return;
+  const int e = topk_idx[i];
+  if (e < 0 || e >= E) {
+    slot[i] = -1;
+    return;
+  }
+  const int64_t rank = int64_t(tile_base[size_t(i / kPlanTile) * E + e]) + in_rank[i];
+  if (rank < kept[e]) {
+    const int64_t row = start[e] + rank;
+    slot[i] = int32_t(row);
+    row_src[row] = i / K;
+  } else {
+    slot[i] = -1;
+  }
+}
+
+// ---- permute / combine ----------------------------------------------------------------------------------------
+template <typename D>
+__global__ void permute_kernel(D* out, const D* inp, const int32_t* row_src, int R, int C) {
+  const size_t total = size_t(R) * C;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
+    const size_t r = i / C, c = i % C;
+    out[i] = inp[size_t(row_src[r]) * C + c];
+  }
+}
+
+template <typename D>
+__global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* slot, int N, int K, int C) {
+  const size_t total = size_t(N) * C;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
+    const size_t t = i / C, c = i % C;
+    float acc = 0.f;
+    for (int k = 0; k < K; ++k) {
+      const int32_t row = slot[t * K + k];
+      if (row >= 0) acc += to_f(dout[size_t(row) * C + c]);
+    }
+    dinp[i] = from_f<D>(acc);
+  }
+}
+
+template <typename D>
+__global__ void combine_kernel(D* out, const D* expert_out, const float* gate, const int32_t* slot, int N, int K,
+                               int C) {
+  const size_t total = size_t(N) * C;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
+    const size_t t = i / C, c = i % C;
+    float acc = 0.f;
+    for (int k = 0; k < K; ++k) {
+      const int32_t row = slot[t * K + k];
+      if (row >= 0) acc += gate[t * K + k] * to_f(expert_out[size_t(row) * C + c]);
+    }
+    out[i] = from_f<D>(acc);
+  }
+}
+
+// One warp per choice (t, k): dexpert_out[slot] = gate * dout[t]; dgate = dout[t] . expert_out[slot].
+template <typename D>
+__global__ void combine_backward_kernel(D* dexpert_out, float* dgate, const D* dout, const D* expert_out,
+                                        const float* gate, const int32_t* slot, int N, int K, int C) {
+  const size_t i = blockIdx.x * size_t(kWarps) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (i >= size_t(N) * K) return;
+  const int32_t row = slot[i];
+  if (row < 0) {
+    if (lane == 0) dgate[i] = 0.f;
+    return;
+  }
+  const D* g = dout + (i / K) * C;
+  const D* x = expert_out + size_t(row) * C;
+  D* dx = dexpert_out + size_t(row) * C;
+  const float w = gate[i];
+  float dot = 0.f;
+  for (int c = lane; c < C; c += 32) {
+    const float gc = to_f(g[c]);
+    dot += gc * to_f(x[c]);
+    dx[c] = from_f<D>(w * gc);
+  }
+  dot = warp_sum(dot);
+  if (lane == 0) dgate[i] = dot;
+}
+
+}  // namespace
+
+void router_forward(Context& ctx, int32_t* topk_idx, float* topk_gate, float* probs, float* lse, const float* logits,
+                    int N, int E, int K, GateNorm norm) {
+  MT_CHECK(E > 0 && K > 0 && K <= E, "router with E ", E, " K ", K);
+  MT_CHECK(E <= kMaxExperts, "the CUDA router supports at most ", kMaxExperts, " experts, got ", E);
+  if (N == 0) return;
+  router_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx.stream()>>>(topk_idx, topk_gate, probs, lse, logits, N,
+                                                                           E, K, norm == GateNorm::Renormalize);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+void router_backward(Context& ctx, float* dlogits, const float* dgate, const float* prob_grad, const float* probs,
+                     const float* lse, const int32_t* topk_idx, const float* topk_gate, float z_scale, int N, int E,
+                     int K, GateNorm norm) {
+  if (N == 0) return;
+  router_backward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx.stream()>>>(
+      dlogits, dgate, prob_grad, probs, lse, topk_idx, topk_gate, z_scale, N, E, K, norm == GateNorm::Renormalize);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+void router_stats(Context& ctx, int64_t* counts_host, double* prob_sum_host, const int32_t* topk_idx,
+                  const float* probs, int N, int E, int K) {
+  // Device layout: [prob_sum (E doubles) | counts (E ints) | bad flag (1 int)].
+  const size_t bytes = sizeof(double) * E + sizeof(int) * (E + 1);
+  char* buf = static_cast<char*>(ctx.scratch(bytes));
+  double* prob_sum = reinterpret_cast<double*>(buf);
+  int* counts = reinterpret_cast<int*>(buf + sizeof(double) * E);
+  int* bad = counts + E;
+  MT_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int) * (E + 1), ctx.stream()));
+  const size_t choices = size_t(N) * K;
+  if (choices) {
+    count_choices_kernel<<<grid_for(choices, kThreads, 4096), kThreads, 0, ctx.stream()>>>(counts, bad, topk_idx,
+                                                                                         choices, E);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+  prob_sum_kernel<<<E, kThreads, 0, ctx.stream()>>>(prob_sum, probs, N, E);
+  MT_CUDA_CHECK_LAUNCH();
+  char* host = static_cast<char*>(ctx.host_scratch(bytes));
+  MT_CUDA_CHECK(cudaMemcpyAsync(host, buf, bytes, cudaMemcpyDeviceToHost, ctx.stream()));
+  MT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+  const int* hc = reinterpret_cast<const int*>(host + sizeof(double) * E);
+  MT_CHECK(hc[E] == 0, "router_stats: an expert index is outside [0, ", E, ")");
+  for (int e = 0; e < E; ++e) {
+    counts_host[e] = hc[e];
+    prob_sum_host[e] = reinterpret_cast<const double*>(host)[e];
+  }
+}
+
+int moe_route_plan(Context& ctx, int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
+                   const int32_t* topk_idx, int N, int K, int E, int capacity) {
+  MT_CHECK(E > 0 && K > 0, "routing plan with E ", E, " K ", K);
+  const int64_t choices64 = int64_t(N) * K;
+  MT_CHECK(choices64 < INT32_MAX, "routing plan of ", choices64, " choices");
+  const int choices = int(choices64);
+  const int tiles = std::max(1, int(ceil_div(choices, kPlanTile)));
+  int32_t* in_rank = nullptr;
+  int32_t* tile_count = nullptr;
+  int64_t* small = nullptr;  // [bad flag | kept (E) | start (E) | total (E)]
+  ScratchCarver carve;
+  carve.add(&in_rank, size_t(std::max(choices, 1)));
+  carve.add(&tile_count, size_t(tiles) * E);
+  carve.add(&small, 1 + 3 * size_t(E));
+  carve.allocate(ctx);
+  int* bad = reinterpret_cast<int*>(small);
+  int64_t* kept = small + 1;
+  int64_t* start = kept + E;
+  int64_t* total = start + E;
+  MT_CUDA_CHECK(cudaMemsetAsync(small, 0, sizeof(int64_t), ctx.stream()));
+  if (choices > 0) {
+    const size_t smem = sizeof(int32_t) * E;
+    plan_tile_kernel<<<tiles, kPlanTile, smem, ctx.stream()>>>(in_rank, tile_count, bad, topk_idx, choices, E);
+    MT_CUDA_CHECK_LAUNCH();
+  } else {
+    MT_CUDA_CHECK(cudaMemsetAsync(tile_count, 0, sizeof(int32_t) * E, ctx.stream()));
+  }
+  plan_scan_kernel<<<ceil_div(E, kThreads), kThreads, 0, ctx.stream()>>>(tile_count, total, tiles, E);
+  MT_CUDA_CHECK_LAUNCH();
+  plan_offsets_kernel<<<1, 32, 0, ctx.stream()>>>(kept, start, total, E, capacity);
+  MT_CUDA_CHECK_LAUNCH();
+  if (choices > 0) {
+    plan_place_kernel<<<ceil_div(choices, kThreads), kThreads, 0, ctx.stream()>>>(
+        slot, row_src, topk_idx, in_rank, tile_count, kept, start, choices, K, E);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+  int64_t* host = static_cast<int64_t*>(ctx.host_scratch(sizeof(int64_t) * (1 + E)));
+  MT_CUDA_CHECK(cudaMemcpyAsync(host, small, sizeof(int64_t) * (1 + E), cudaMemcpyDeviceToHost, ctx.stream()));
+  MT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+  MT_CHECK(reinterpret_cast<const int*>(host)[0] == 0, "routing plan: an expert index is outside [0, ", E, ")");
+  int64_t R = 0;
+  for (int e = 0; e < E; ++e) {
+    tokens_per_expert_host[e] = host[1 + e];
+    R += host[1 + e];
+  }
+  MT_CHECK(R <= INT32_MAX, "routing plan of ", R, " rows");
+  return int(R);
+}
+
+template <typename T>
+void moe_permute(Context& ctx, T* out, const T* inp, const int32_t* row_src, int R, int C) {
+  if (size_t(R) * C == 0) return;
+  permute_kernel<<<grid_for(size_t(R) * C, kThreads), kThreads, 0, ctx.stream()>>>(dptr(out), dptr(inp), row_src, R, C);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void moe_permute_backward(Context& ctx, T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) {
+  if (size_t(N) * C == 0) return;
+  permute_backward_kernel<<<grid_for(size_t(N) * C, kThreads), kThreads, 0, ctx.stream()>>>(dptr(dinp), dptr(dout),
+                                                                                             slot, N, K, C);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void moe_combine(Context& ctx, T* out, const T* expert_out, const float* gate, const int32_t* slot, int N, int K,
+                 int C) {
+  if (size_t(N) * C == 0) return;
+  combine_kernel<<<grid_for(size_t(N) * C, kThreads), kThreads, 0, ctx.stream()>>>(dptr(out), dptr(expert_out), gate,
+                                                                                    slot, N, K, C);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void moe_combine_backward(Context& ctx, T* dexpert_out, float* dgate, const T* dout, const T* expert_out,
+                          const float* gate, const int32_t* slot, int N, int K, int C) {
+  const size_t choices = size_t(N) * K;
+  if (choices == 0) return;
+  combine_backward_kernel<<<ceil_div(choices, kWarps), kThreads, 0, ctx.stream()>>>(
+      dptr(dexpert_out), dgate, dptr(dout), dptr(expert_out), gate, slot, N, K, C);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+#define MT_CUDA_INSTANTIATE_MOE(T)                                                                             \
+  template void moe_permute<T>(Context&, T*, const T*, const int32_t*, int, int);                             \
+  template void moe_permute_backward<T>(Context&, T*, const T*, const int32_t*, int, int, int);               \
+  template void moe_combine<T>(Context&, T*, const T*, const float*, const int32_t*, int, int, int);          \
+  template void moe_combine_backward<T>(Context&, T*, float*, const T*, const T*, const float*, const int32_t*, \
+                                        int, int, int);
+
+MT_CUDA_INSTANTIATE_MOE(float)
+MT_CUDA_INSTANTIATE_MOE(mt::bf16)
+
+}  // namespace mt::cuda

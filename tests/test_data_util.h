@@ -1,0 +1,73 @@
+// Why: the data tests write token files in the documented byte layouts themselves (llm.c shards,
+// Megatron-LM indexed datasets, index.json), never with the code under test, so that a reader and a
+// writer cannot share a mistake.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "engine/check.h"
+
+namespace mt::test {
+
+// Little-endian bytes of v appended to out (the test hosts are little-endian, as the readers require).
+template <typename T>
+void put(std::string* out, T v) {
+  char b[sizeof(T)];
+  std::memcpy(b, &v, sizeof(T));
+  out->append(b, sizeof(T));
+}
+
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+  MT_CHECK(f.good(), "cannot write ", path);
+}
+
+// An llm.c shard: 256 int32 header [magic, version, count, 0...], then uint16 (v1) or uint32 (v7)
+// tokens. `magic`/`count` override the header fields (for corrupt files); -1 keeps the right value.
+inline std::string native_shard(const std::vector<uint32_t>& tokens, int version, int64_t magic = -1,
+                                int64_t count = -1) {
+  std::string s;
+  put<int32_t>(&s, int32_t(magic >= 0 ? magic : version == 1 ? 20240520 : 20240801));
+  put<int32_t>(&s, version);
+  put<int32_t>(&s, int32_t(count >= 0 ? count : int64_t(tokens.size())));
+  s.resize(1024, '\0');
+  for (uint32_t t : tokens) {
+    if (version == 1) put<uint16_t>(&s, uint16_t(t));
+    else put<uint32_t>(&s, t);
+  }
+  return s;
+}
+
+// A Megatron-LM indexed dataset PREFIX.idx / PREFIX.bin: one sequence per entry of `seqs`, one
+// document per sequence; `code` is the dtype code (4 = int32, 8 = uint16).
+inline void write_megatron(const std::string& prefix, const std::vector<std::vector<int64_t>>& seqs, int code) {
+  const int width = code == 8 ? 2 : code == 4 ? 4 : code == 5 ? 8 : 1;
+  std::string idx("MMIDIDX\0\0", 9), bin;
+  put<uint64_t>(&idx, 1);
+  put<uint8_t>(&idx, uint8_t(code));
+  put<uint64_t>(&idx, seqs.size());
+  put<uint64_t>(&idx, seqs.size() + 1);
+  for (const auto& q : seqs) put<int32_t>(&idx, int32_t(q.size()));
+  int64_t offset = 0;
+  for (const auto& q : seqs) {
+    put<int64_t>(&idx, offset);
+    offset += int64_t(q.size()) * width;
+  }
+  for (size_t d = 0; d <= seqs.size(); ++d) put<int64_t>(&idx, int64_t(d));
+  for (const auto& q : seqs)
+    for (int64_t t : q) {
+      if (width == 2) put<uint16_t>(&bin, uint16_t(t));
+      else if (width == 4) put<int32_t>(&bin, int32_t(t));
+      else if (width == 8) put<int64_t>(&bin, t);
+      else put<uint8_t>(&bin, uint8_t(t));
+    }
+  write_bytes(prefix + ".idx", idx);
+  write_bytes(prefix + ".bin", bin);
+}
+
+}  // namespace mt::test
