@@ -57,8 +57,15 @@ double gemm_rate(Ops<T>& ops, const Shape& s) {
   std::vector<T> ha(na), hb(nb);
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.f, 1.f);
-  for (auto& x : ha) x = T(nd(rng));
-  for (auto& x : hb) x = T(nd(rng));
+  auto draw = [&]() -> T {
+    if constexpr (std::is_same_v<T, bf16>) {
+      return to_bf16(nd(rng));
+    } else {
+      return T(nd(rng));
+    }
+  };
+  for (auto& x : ha) x = draw();
+  for (auto& x : hb) x = draw();
   T* a = static_cast<T*>(dev.alloc(na * sizeof(T)));
   T* b = static_cast<T*>(dev.alloc(nb * sizeof(T)));
   T* c = static_cast<T*>(dev.alloc(nc * sizeof(T)));

@@ -298,14 +298,13 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dt* dqkv, const
   float* Ls = Ss + BR * BC;    // (BC) lse of the tile's queries
   float* Ds = Ls + BC;         // (BC) D of the tile's queries
 
-  const int BH = B * g.H, n_tiles = (g.T_ + BR - 1) / BR;
+  const int BH = B * g.H;
   // Key tile kt sees the queries from j0 on: the first key tiles have the most work.
   const int kt = int(blockIdx.x / BH);
   const int bh = int(blockIdx.x % BH), b = bh / g.H, h = bh % g.H;
   const int j0 = kt * BR, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const float slope = slopes[h];
   const size_t ld_qkv = 3 * size_t(g.H) * g.Dh, ld_out = size_t(g.H) * g.Dh;
-  (void)n_tiles;
 
   load_tile<D>(Ks, BR, qkv + g.qkv_at(b, 0, 1, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
   load_tile<D>(Vs, BR, qkv + g.qkv_at(b, 0, 2, h), ld_qkv, j0, g.T_, g.Dh, 1.f);

@@ -379,11 +379,11 @@ class OutFile {
       n -= size_t(w);
     }
   }
-  // Writes the buffer out (reopening a parked file first).
+  // Writes the buffer out (reopening a parked file first, positioned at its end).
   void flush() {
     if (fd_ < 0) {
       fd_ = ::open(tmp_.c_str(), O_RDWR | O_CLOEXEC);
-      if (fd_ < 0) fail("reopen");
+      if (fd_ < 0 || ::lseek(fd_, 0, SEEK_END) < 0) fail("reopen");
     }
     write_all(buf_.data(), buf_.size());
     buf_.clear();

@@ -125,6 +125,9 @@ namespace {
   throw InputError(file + ": " + what);
 }
 
+// A string as a JSON literal (quoted, control characters escaped): error messages stay one line.
+std::string quote(const std::string& s) { return nlohmann::json(s).dump(); }
+
 const nlohmann::json* child(const nlohmann::json& j, const char* key) {
   auto it = j.find(key);
   return it == j.end() || it->is_null() ? nullptr : &*it;
@@ -260,12 +263,12 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   std::string raw;
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
-      bad(path, "model.vocab[\"" + it.key() + "\"]: the id must be an integer >= 0");
+      bad(path, "model.vocab[" + quote(it.key()) + "]: the id must be an integer >= 0");
     int32_t id = it.value().get<int32_t>();
     max_id = std::max(max_id, id);
     if (!unmap_bytes(bm, it.key(), &raw)) {
       if (bytes_of.count(id)) continue;  // an added token listed in the vocab under its own spelling
-      bad(path, "model.vocab[\"" + it.key() + "\"]: not a byte-level token (a character outside GPT-2's byte map)");
+      bad(path, "model.vocab[" + quote(it.key()) + "]: not a byte-level token (a character outside GPT-2's byte map)");
     }
     m->by_bytes.emplace(raw, id);
     bytes_of.emplace(id, raw);  // added tokens keep their content
@@ -305,13 +308,13 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
     auto id_of = [&](const std::string& tok, std::string* bytes) {
       auto it = unmap_bytes(bm, tok, bytes) ? m->by_bytes.find(*bytes) : m->by_bytes.end();
       if (it == m->by_bytes.end())
-        bad(path, "model.merges[" + std::to_string(i) + "]: \"" + tok + "\" is not in model.vocab");
+        bad(path, "model.merges[" + std::to_string(i) + "]: " + quote(tok) + " is not in model.vocab");
       return it->second;
     };
     int32_t l = id_of(a, &left), r = id_of(b, &right);
     auto merged = m->by_bytes.find(left + right);
     if (merged == m->by_bytes.end())
-      bad(path, "model.merges[" + std::to_string(i) + "]: the merged token \"" + a + b + "\" is not in model.vocab");
+      bad(path, "model.merges[" + std::to_string(i) + "]: the merged token " + quote(a + b) + " is not in model.vocab");
     uint64_t key = (uint64_t(uint32_t(l)) << 32) | uint32_t(r);
     m->merges.emplace(key, Merge{int32_t(i), merged->second});  // a repeated pair keeps its first rank
   }
@@ -560,11 +563,17 @@ size_t Tokenizer::encode_prefix(std::string_view text, std::vector<int32_t>* out
     encode(text, out);
     return text.size();
   }
-  // A cut after a newline that a printable ASCII character follows is a pre-token boundary of both
-  // regexes whatever comes later (no match can span it), unless it falls inside an added token.
+  // A cut after a newline that a complete non-space character follows is a pre-token boundary of both
+  // regexes whatever comes later (no match can span it: a newline is never the optional prefix of a
+  // word, and white space runs stop at the character), unless it falls inside an added token. Any
+  // script qualifies, so a corpus whose lines start with non-ASCII letters still streams.
+  const auto* bytes = reinterpret_cast<const uint8_t*>(text.data());
   size_t cut = 0;
   for (size_t i = text.size(); i-- > 1;) {
-    if (text[i - 1] == '\n' && text[i] > ' ' && text[i] < 0x7F) {
+    if (text[i - 1] != '\n') continue;
+    size_t len;
+    char32_t cp = utf8::decode(bytes + i, text.size() - i, &len);
+    if (cp != utf8::kInvalid && ascii_or_table(cp) != unicode::kSpace) {
       cut = i;
       break;
     }

@@ -43,12 +43,16 @@ std::pair<uint64_t, uint32_t> file_sum(const std::string& path) {
   return {total, uint32_t(crc)};
 }
 
-// Adds the tensors of `table` held in `values` (named prefix + name) and their slice metadata.
-void add_table(const ParamTable& table, const float* values, const std::string& prefix,
+// Adds the tensors of `table` held in `values` (named prefix + name) and their slice metadata. The
+// tensors replicated over tp are added only with `replicated` (tp rank 0): one copy per checkpoint,
+// so that every element of a tensor is covered exactly once when it is assembled.
+void add_table(const ParamTable& table, const float* values, const std::string& prefix, bool replicated,
                std::vector<safetensors::TensorRef>* refs, json* slices) {
-  for (auto& ref : table_refs(table, values, prefix)) refs->push_back(ref);
-  for (const TensorInfo& t : table.tensors)
+  for (const TensorInfo& t : table.tensors) {
+    if (!t.tp_sharded && !replicated) continue;
+    refs->push_back({prefix + t.name, DType::F32, t.shape, values + t.offset});
     (*slices)[prefix + t.name] = {{"global_shape", t.global_shape}, {"start", t.slice_start}};
+  }
 }
 
 struct Shard {
@@ -167,17 +171,18 @@ void save_checkpoint(const std::string& run_dir, int64_t step, json state, const
     for (int kind = 0; kind < 2; ++kind) {
       std::vector<safetensors::TensorRef> refs;
       json slices = json::object();
+      const bool rep = grid.tp_rank == 0;
       if (kind == 0) {
-        if (write_dense) add_table(layout.dense, bufs.dense, "", &refs, &slices);
-        if (write_expert) add_table(layout.expert, bufs.expert, "", &refs, &slices);
+        if (write_dense) add_table(layout.dense, bufs.dense, "", rep, &refs, &slices);
+        if (write_expert) add_table(layout.expert, bufs.expert, "", rep, &refs, &slices);
       } else {
         if (write_dense) {
-          add_table(layout.dense, bufs.dense_m, "exp_avg.", &refs, &slices);
-          add_table(layout.dense, bufs.dense_v, "exp_avg_sq.", &refs, &slices);
+          add_table(layout.dense, bufs.dense_m, "exp_avg.", rep, &refs, &slices);
+          add_table(layout.dense, bufs.dense_v, "exp_avg_sq.", rep, &refs, &slices);
         }
         if (write_expert) {
-          add_table(layout.expert, bufs.expert_m, "exp_avg.", &refs, &slices);
-          add_table(layout.expert, bufs.expert_v, "exp_avg_sq.", &refs, &slices);
+          add_table(layout.expert, bufs.expert_m, "exp_avg.", rep, &refs, &slices);
+          add_table(layout.expert, bufs.expert_v, "exp_avg_sq.", rep, &refs, &slices);
         }
       }
       const std::string file = (kind == 0 ? "model-" : "optimizer-") + tag + ".safetensors";

@@ -7,8 +7,9 @@
 // Each safetensors file records, in its metadata, where every slice lies in the full tensor, so a
 // reader at any (tp, ep, dp) assembles its own slices from whichever shards hold them (resharding on
 // load), and `moetrain export` assembles full tensors. Dense tensors are written by the ranks with
-// dp_rank 0, expert tensors by the ranks with edp_rank 0. Everything is written into a temporary
-// folder renamed into place when complete, so the latest checkpoint is always whole.
+// dp_rank 0, expert tensors by the ranks with edp_rank 0; a tensor replicated over tp (norms, router,
+// embed, lm_head) only by tp rank 0, so that each element is stored once. Everything is written into a
+// temporary folder renamed into place when complete, so the latest checkpoint is always whole.
 #pragma once
 
 #include <cstdint>

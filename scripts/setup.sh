@@ -3,6 +3,7 @@
 # Debian/Ubuntu machine. It installs only what is missing, as root or through sudo, and never touches
 # the CUDA toolkit (found, not installed: the build goes CPU-only without it).
 set -euo pipefail
+trap 'bash "$(dirname "$0")/setup_js.sh"' EXIT  # then the JS reference of the BPE tests (never fails)
 
 PACKAGES=(
   build-essential cmake pkg-config git zlib1g-dev
@@ -19,6 +20,8 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+# npm comes with some nodejs builds (NodeSource) and is its own package in Debian's.
+command -v npm > /dev/null || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"

@@ -108,7 +108,7 @@ std::vector<int32_t> slice(const std::vector<int32_t>& v, int64_t begin, int64_t
 
 }  // namespace
 
-TEST_CASE("permutation: a bijection of [0, n) that depends on the key", "[data][loader]") {
+TEST_CASE("permutation: a bijection of 0..n-1 that depends on the key", "[data][loader]") {
   for (uint64_t n : {1ull, 2ull, 3ull, 5ull, 17ull, 64ull, 1000ull, 4097ull}) {
     mt::data::Permutation p(n, 42), q(n, 43);
     std::vector<char> seen(n, 0);
@@ -280,6 +280,27 @@ TEST_CASE("loader: more unique tokens than the data holds is an InputError namin
   SequenceLoader ok(f.ds, o);
   CHECK(ok.unique_sequences() == expected_windows());
   CHECK(ok.unique_tokens() == have);
+}
+
+TEST_CASE("loader: a bad token id fails next() with an InputError, with or without prefetch", "[data][loader]") {
+  Fixture f = make_dataset("loader_bad_token");
+  // The same shards against a vocab of 1000: every window past position 1000 holds a bad id.
+  auto small_vocab = std::make_shared<const TokenDataset>(
+      mt::data::open_dataset(f.ds->spec, mt::data::Split::Train, 1000));
+  for (bool prefetch : {true, false}) {
+    INFO("prefetch " << prefetch);
+    SequenceLoader l(small_vocab, options(expected_windows(), 16, 0, 1, prefetch));
+    std::vector<int32_t> buf(16 * (kS + 1));
+    std::string msg;
+    for (int step = 0; step < 13 && msg.empty(); ++step) {
+      try {
+        l.next(buf.data());
+      } catch (const mt::InputError& e) {
+        msg = e.what();
+      }
+    }
+    CHECK(msg.find(">= the vocab size 1000") != std::string::npos);
+  }
 }
 
 // ---- evaluation set -------------------------------------------------------------------------------

@@ -32,9 +32,9 @@ inline void write_bytes(const std::string& path, const std::string& bytes) {
 inline std::string native_shard(const std::vector<uint32_t>& tokens, int version, int64_t magic = -1,
                                 int64_t count = -1) {
   std::string s;
-  put<int32_t>(&s, int32_t(magic >= 0 ? magic : version == 1 ? 20240520 : 20240801));
+  put<int32_t>(&s, int32_t(magic != -1 ? magic : version == 1 ? 20240520 : 20240801));
   put<int32_t>(&s, version);
-  put<int32_t>(&s, int32_t(count >= 0 ? count : int64_t(tokens.size())));
+  put<int32_t>(&s, int32_t(count != -1 ? count : int64_t(tokens.size())));
   s.resize(1024, '\0');
   for (uint32_t t : tokens) {
     if (version == 1) put<uint16_t>(&s, uint16_t(t));
@@ -46,7 +46,8 @@ inline std::string native_shard(const std::vector<uint32_t>& tokens, int version
 // A Megatron-LM indexed dataset PREFIX.idx / PREFIX.bin: one sequence per entry of `seqs`, one
 // document per sequence; `code` is the dtype code (4 = int32, 8 = uint16).
 inline void write_megatron(const std::string& prefix, const std::vector<std::vector<int64_t>>& seqs, int code) {
-  const int width = code == 8 ? 2 : code == 4 ? 4 : code == 5 ? 8 : 1;
+  MT_CHECK(code == 8 || code == 4, "write_megatron writes uint16 (8) or int32 (4) tokens");
+  const int width = code == 8 ? 2 : 4;
   std::string idx("MMIDIDX\0\0", 9), bin;
   put<uint64_t>(&idx, 1);
   put<uint8_t>(&idx, uint8_t(code));
@@ -62,9 +63,7 @@ inline void write_megatron(const std::string& prefix, const std::vector<std::vec
   for (const auto& q : seqs)
     for (int64_t t : q) {
       if (width == 2) put<uint16_t>(&bin, uint16_t(t));
-      else if (width == 4) put<int32_t>(&bin, int32_t(t));
-      else if (width == 8) put<int64_t>(&bin, t);
-      else put<uint8_t>(&bin, uint8_t(t));
+      else put<int32_t>(&bin, int32_t(t));
     }
   write_bytes(prefix + ".idx", idx);
   write_bytes(prefix + ".bin", bin);

@@ -91,7 +91,7 @@ TEST_CASE("cpu embedding_backward is the gradient of embedding_forward and accum
   check_gradient("dwte", wte, minus(dwte, before), loss);
 }
 
-TEST_CASE("cpu rmsnorm_backward is the gradient of rmsnorm_forward; dinp and dweight accumulate", "[ops]") {
+TEST_CASE("cpu rmsnorm_backward is the gradient of rmsnorm_forward, and dinp and dweight accumulate", "[ops]") {
   mt::CpuOps<double> ops;
   std::mt19937_64 rng(2);
   const int N = 5, C = 7;

@@ -89,7 +89,7 @@ TEST_CASE("Step Law auto lr and batch size, and auto warmup", "[plan]") {
   CHECK(p.warmup_iters == 1957);  // 1% of 195,778 iterations
 }
 
-TEST_CASE("match_compute takes C from another manifest; reuse sets D-hat and epochs", "[plan]") {
+TEST_CASE("match_compute takes C from another manifest, and reuse sets D-hat and epochs", "[plan]") {
   std::string dir = mt::test::scratch_dir("plan_match");
   json dense = json::parse(R"({"model": {"vocab_size": 256, "d_model": 64, "n_layers": 4, "n_heads": 4, "d_ffn": 256,
     "seq_len": 64}, "train": {"tokens": 1048576, "batch_size": 16, "lr": 1e-3}})");
@@ -103,7 +103,7 @@ TEST_CASE("match_compute takes C from another manifest; reuse sets D-hat and epo
   auto cfg = mt::parse_run(moe, "moe", dir);
   auto mp = mt::make_plan(cfg);
   CHECK(mp.compute == Approx(dp.compute).epsilon(mp.flops_per_token * 16 * 64 / dp.compute));
-  CHECK(mp.tokens > 2 * dp.tokens);  // the MoE consumes more tokens at equal C
+  CHECK(mp.tokens > 1.5 * dp.tokens);  // the MoE consumes more tokens at equal C
   CHECK(mp.unique_tokens == 1048576);
   CHECK(mp.epochs == Approx(mp.tokens / 1048576));
   // resolved_manifest re-plans to the same run.

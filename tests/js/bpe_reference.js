@@ -118,16 +118,17 @@ function encodeFile(name, textPath, outPath) {
   const text = fs.readFileSync(textPath, 'utf8');
   const specials = Object.keys(enc.special).sort((a, b) => b.length - a.length);
   const ids = [];
+  const append = (part) => { for (const id of api.encode(part)) ids.push(id); };
   let start = 0;
   for (let i = 0; i < text.length; i++) {
     const s = text.startsWith('<|', i) ? specials.find((sp) => text.startsWith(sp, i)) : undefined;
     if (s === undefined) continue;
-    if (i > start) ids.push(...api.encode(text.slice(start, i)));
+    if (i > start) append(text.slice(start, i));
     ids.push(enc.special[s]);
     start = i + s.length;
     i = start - 1;
   }
-  if (start < text.length) ids.push(...api.encode(text.slice(start)));
+  if (start < text.length) append(text.slice(start));
   fs.writeFileSync(outPath, Buffer.from(Int32Array.from(ids).buffer));
 }
 
