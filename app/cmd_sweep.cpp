@@ -6,11 +6,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "app/command.h"
 #include "app/common.h"
@@ -172,14 +175,16 @@ void run_sweep(const SweepArgs& a) {
   fs::create_directories(a.out);
   SweepState state = prepare_sweep(m.sweep, a.run.config, a.out);
   std::vector<RunTask> tasks = sweep_tasks(state, a.out);
-  int n_done = 0, n_resume = 0;
+  int n_done = 0, n_resume = 0, n_failed = 0;
   for (auto& t : tasks) {
     RunStatus s = run_status(t.out_dir);
     n_done += s == RunStatus::Finished;
     n_resume += s == RunStatus::Incomplete;
+    n_failed += s == RunStatus::Failed;
   }
   std::cout << "sweep " << state.name << ": " << tasks.size() << " runs in " << a.out << " (" << n_done
-            << " finished, " << n_resume << " to resume, " << tasks.size() - n_done - n_resume << " to start)\n";
+            << " finished, " << n_resume << " to resume, " << tasks.size() - n_done - n_resume - n_failed
+            << " to start, " << n_failed << " failed before: run again)\n";
   if (a.slurm) {
     write_slurm(a, state, a.out);
     return;
@@ -198,6 +203,15 @@ void run_sweep(const SweepArgs& a) {
     }
     std::cout << "dry run: nothing started\n";
     return;
+  }
+  // Runs side by side share the cores: unless the user chose, each gets cores / jobs OpenMP threads
+  // (OpenMP threads that outnumber the cores spin against each other and run many times slower).
+  if (a.jobs > 1 && !std::getenv("OMP_NUM_THREADS")) {
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    const std::string threads = std::to_string(std::max(1u, cores / unsigned(a.jobs)));
+    ::setenv("OMP_NUM_THREADS", threads.c_str(), 1);
+    std::cout << "sweep: " << a.jobs << " runs at a time on " << cores << " cores: OMP_NUM_THREADS=" << threads
+              << " for each (set OMP_NUM_THREADS to choose)\n";
   }
   install_sweep_signals();
   ProcessLauncher launcher(self_exe(), extra);

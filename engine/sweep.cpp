@@ -122,7 +122,9 @@ SweepState prepare_sweep(const Sweep& sweep, const std::string& source, const st
     Plan plan = make_plan(cfg);
     fs::path run_dir = fs::path(dir) / run.name;
     fs::path old_path = run_dir / "manifest.json";
-    if (fs::exists(old_path) && run_status(run_dir.string()) != RunStatus::Pending) {
+    const bool started = run_status(run_dir.string()) == RunStatus::Finished ||
+                         !latest_checkpoint(run_dir.string()).empty();
+    if (fs::exists(old_path) && started) {
       json old = read_json_file(old_path.string());
       MT_INPUT(old == m, where, ": ", run_dir.string(),
                " holds a started run of a different manifest; use another --out folder, or delete that run "
@@ -144,6 +146,7 @@ const char* to_string(RunStatus s) {
   switch (s) {
     case RunStatus::Pending: return "pending";
     case RunStatus::Incomplete: return "incomplete";
+    case RunStatus::Failed: return "failed";
     case RunStatus::Finished: return "finished";
   }
   return "?";
@@ -151,6 +154,7 @@ const char* to_string(RunStatus s) {
 
 RunStatus run_status(const std::string& run_dir) {
   if (fs::exists(fs::path(run_dir) / "summary.json")) return RunStatus::Finished;
+  if (last_line((fs::path(run_dir) / "train.log").string()).rfind("moetrain: error:", 0) == 0) return RunStatus::Failed;
   if (!latest_checkpoint(run_dir).empty()) return RunStatus::Incomplete;
   return RunStatus::Pending;
 }
@@ -271,7 +275,7 @@ SweepOutcome run_sweep_tasks(const std::vector<RunTask>& tasks, int jobs, Launch
         out.skipped.push_back(t.name);
         continue;
       }
-      std::string how = s == RunStatus::Incomplete
+      std::string how = !latest_checkpoint(t.out_dir).empty()
                             ? " (resuming from " + fs::path(latest_checkpoint(t.out_dir)).filename().string() + ")"
                             : "";
       int handle = launcher.start(t);

@@ -46,9 +46,11 @@ SweepState read_sweep_state(const std::string& dir);
 // before anything is written: its results would not be the run the sweep now describes.
 SweepState prepare_sweep(const Sweep& sweep, const std::string& source, const std::string& dir);
 
-enum class RunStatus { Pending, Incomplete, Finished };
+enum class RunStatus { Pending, Incomplete, Failed, Finished };
 const char* to_string(RunStatus s);
-// Finished: summary.json; Incomplete: a complete checkpoint (checkpoints/step_*/state.json); else Pending.
+// Finished: summary.json; Failed: train.log ends with moetrain's error line ("moetrain: error: ..."; a
+// restart appends a header line, so a failed run that is running again is not Failed); Incomplete: a
+// complete checkpoint (checkpoints/step_*/state.json); else Pending.
 RunStatus run_status(const std::string& run_dir);
 
 struct RunTask {

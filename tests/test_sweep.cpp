@@ -161,6 +161,10 @@ TEST_CASE("run_status reads a run folder", "[sweep]") {
   CHECK(mt::run_status(dir) == mt::RunStatus::Pending);  // no state.json: not a complete checkpoint
   mt::test::write_file(dir + "/checkpoints/step_00000005/state.json", "{}");
   CHECK(mt::run_status(dir) == mt::RunStatus::Incomplete);
+  mt::test::write_file(dir + "/train.log", "step 5\nmoetrain: error: loss is nan at step 6\n");
+  CHECK(mt::run_status(dir) == mt::RunStatus::Failed);
+  mt::test::write_file(dir + "/train.log", "step 5\nmoetrain: error: loss is nan\n==== restarted\n");
+  CHECK(mt::run_status(dir) == mt::RunStatus::Incomplete);  // running again
   mt::test::write_file(dir + "/summary.json", "{}");
   CHECK(mt::run_status(dir) == mt::RunStatus::Finished);
 }

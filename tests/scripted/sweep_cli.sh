@@ -1,0 +1,265 @@
+# Why: the user-facing guarantees of `moetrain sweep` that only the real binary can show: a dry run
+# starts nothing; a sweep of tiny dense and MoE runs (match_compute) finishes with a results table and
+# the EL fit; running it again skips every run; --collect rewrites the same table; a failing run is
+# reported while the others finish; the Slurm scripts parse, are submitted as an array plus an
+# afterany collect job, and an array task trains its run (fake sbatch/srun/scontrol on PATH);
+# scripts/slurm/train.sbatch trains, and requeues itself after a SIGTERM; scripts/plot_sweep.py draws
+# its four figures. Usage: sweep_cli.sh MOETRAIN SCRATCH_DIR
+set -euo pipefail
+BIN=$(realpath "$1")
+TMP=$2
+rm -rf "$TMP" && mkdir -p "$TMP"
+TMP=$(realpath "$TMP")
+fail() { echo "FAIL: $*" >&2; exit 1; }
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+# Two runs at a time on a small machine: one thread each.
+export OMP_NUM_THREADS=1
+
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+"$PY" -c 'import matplotlib, numpy' 2> /dev/null ||
+  fail "$PY cannot import matplotlib and numpy (scripts/setup.sh installs python3-matplotlib)"
+
+# Tiny real text: 200 kB of the GNU dictionary (dict-gcide, installed by scripts/setup.sh).
+{ zcat /usr/share/dictd/gcide.dict.dz || true; } | head -c 200000 > "$TMP/text.txt"
+[ -s "$TMP/text.txt" ] || fail "no text from /usr/share/dictd/gcide.dict.dz"
+"$BIN" data build --input "$TMP/text.txt" --out "$TMP/ds" --tokenizer byte --val-tokens 8192 > /dev/null
+
+# The dense reference as its own manifest (the MoE runs match its compute), and the sweep: the
+# reference, 0.5x and 2x its tokens, and two MoEs at the reference's compute. Paths are relative to
+# the manifests' folder.
+cat > "$TMP/dense_ref.json" << 'EOF'
+{
+  "name": "dense_1c",
+  "model": {"vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2, "head_dim": 16, "d_ffn": 96, "seq_len": 32},
+  "train": {"tokens": 8192, "batch_size": 8, "micro_batch_size": 8, "lr": 3e-3, "warmup_iters": 2, "seed": 1},
+  "data": {"train": "ds", "val": "ds"},
+  "eval": {"every": 0, "tokens": 1024},
+  "checkpoint": {"every": 0, "keep": 1},
+  "log": {"every": 4}
+}
+EOF
+cat > "$TMP/sweep.json" << 'EOF'
+{
+  "name": "cli_sweep",
+  "reference": "dense_1c",
+  "base": {
+    "model": {"vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2, "head_dim": 16, "d_ffn": 96, "seq_len": 32},
+    "train": {"batch_size": 8, "micro_batch_size": 8, "lr": 3e-3, "warmup_iters": 2, "seed": 1},
+    "data": {"train": "ds", "val": "ds"},
+    "eval": {"every": 0, "tokens": 1024},
+    "checkpoint": {"every": 0, "keep": 1},
+    "log": {"every": 4}
+  },
+  "runs": [
+    {"name": "dense_1c", "train.tokens": 8192},
+    {"name": "dense_0.5c", "train.tokens": 4096},
+    {"name": "dense_2c", "train.tokens": 16384},
+    {"name": "moe_a", "train.match_compute": "dense_ref.json",
+     "model.moe": {"layout": "1dense", "n_experts": 8, "top_k": 1, "d_expert": 16, "d_shared": 16}},
+    {"name": "moe_b", "train.match_compute": "dense_ref.json", "data.reuse": "loose",
+     "model.moe": {"layout": "1dense", "n_experts": 4, "top_k": 2, "d_expert": 32, "d_shared": 32}}
+  ]
+}
+EOF
+RUNS=(dense_1c dense_0.5c dense_2c moe_a moe_b)
+S=$TMP/sweep.json
+D=$TMP/D
+
+# 1. --dry-run: every run listed, run folders with absolute manifests, nothing started.
+"$BIN" sweep "$S" --out "$D" --dry-run > "$TMP/dry.log"
+for r in "${RUNS[@]}"; do
+  grep -q "^  $r: pending: moetrain train $D/$r/manifest.json" "$TMP/dry.log" || fail "dry run does not list $r"
+  [ -f "$D/$r/manifest.json" ] || fail "dry run wrote no $r/manifest.json"
+done
+grep -q "dry run: nothing started" "$TMP/dry.log" || fail "dry run: $(cat "$TMP/dry.log")"
+[ -z "$(find "$D" -name summary.json -o -name train.log -o -name metrics.jsonl)" ] || fail "dry run started a run"
+grep -q "\"$TMP/ds\"" "$D/dense_1c/manifest.json" || fail "run manifest data path is not absolute"
+grep -q "\"$TMP/dense_ref.json\"" "$D/moe_a/manifest.json" || fail "run manifest match_compute is not absolute"
+echo "dry run: ${#RUNS[@]} runs listed, nothing started"
+
+# 2. The sweep, two runs at a time: every run finishes, one results row per run, the EL fit line.
+t0=$(date +%s)
+"$BIN" sweep "$S" --out "$D" --jobs 2 > "$TMP/sweep1.log" || fail "sweep exit $?: $(tail -5 "$TMP/sweep1.log")"
+for r in "${RUNS[@]}"; do
+  [ -f "$D/$r/summary.json" ] || fail "$r: no summary.json"
+  grep -q "\"val_bpc\"" "$D/$r/metrics.jsonl" || fail "$r: no eval in metrics.jsonl"
+  grep -q "^$r,finished," "$D/results.csv" || fail "$r: not finished in results.csv"
+done
+head -1 "$D/results.csv" | grep -qx "name,status,reuse,N,Na,ra,M,C,D,D_hat,epochs,M_over_M_ref,val_loss,val_bpc,delta_bpc,wall_seconds,EL" ||
+  fail "results.csv header: $(head -1 "$D/results.csv")"
+[ "$(wc -l < "$D/results.csv")" -eq $((${#RUNS[@]} + 1)) ] || fail "results.csv: $(wc -l < "$D/results.csv") lines"
+[ -s "$D/results.md" ] || fail "no results.md"
+[ "$(grep -c '^\[[0-9]*/5\] start ' "$TMP/sweep1.log")" -eq 5 ] || fail "sweep did not start 5 runs"
+el=$(grep '^EL: ' "$TMP/sweep1.log") || fail "no EL line in the sweep output"
+if [[ $el == "EL: dense fit"* ]]; then
+  for r in moe_a moe_b; do
+    grep "^$r," "$D/results.csv" | awk -F, '{ exit !($17 != "" && $17 > 0) }' || fail "$r: no EL in results.csv"
+  done
+else
+  [[ $el == "EL: not available: "?* ]] || fail "EL line without a reason: $el"
+fi
+# match_compute: the MoEs' compute C is the reference's within one batch.
+cref=$(awk -F, '$1 == "dense_1c" { print $8 }' "$D/results.csv")
+for r in moe_a moe_b; do
+  c=$(awk -F, -v r=$r '$1 == r { print $8 }' "$D/results.csv")
+  awk -v a="$c" -v b="$cref" 'BEGIN { d = a / b - 1; exit !(d < 0.3 && d > -0.3) }' ||
+    fail "$r: compute $c does not match the reference's $cref"
+done
+echo "sweep: ${#RUNS[@]} runs finished in $(($(date +%s) - t0)) s; $el"
+
+# 3. The same command again: every run skipped, no log grows.
+sizes() { for r in "${RUNS[@]}"; do stat -c %s "$D/$r/train.log"; done; }
+before=$(sizes)
+"$BIN" sweep "$S" --out "$D" --jobs 2 > "$TMP/sweep2.log" || fail "second sweep exit $?"
+[ "$(grep -c 'skip .*: finished' "$TMP/sweep2.log")" -eq 5 ] || fail "second sweep: $(cat "$TMP/sweep2.log")"
+! grep -q '\] start ' "$TMP/sweep2.log" || fail "second sweep started a run"
+grep -q "(5 finished, 0 to resume, 0 to start, 0 failed before" "$TMP/sweep2.log" || fail "second sweep: $(head -1 "$TMP/sweep2.log")"
+[ "$before" = "$(sizes)" ] || fail "a train.log grew on the second sweep"
+echo "again: all 5 skipped"
+
+# 4. --collect rewrites the same table.
+cp "$D/results.csv" "$TMP/results.csv.1"
+rm "$D/results.md"
+"$BIN" sweep --collect "$D" > "$TMP/collect.log"
+cmp "$TMP/results.csv.1" "$D/results.csv" || fail "--collect wrote a different results.csv"
+[ -s "$D/results.md" ] || fail "--collect wrote no results.md"
+echo "collect: identical results.csv"
+
+# 5. A run that cannot train (its data does not exist) fails, the other one finishes, exit non-zero.
+sed -e 's/"name": "cli_sweep"/"name": "bad_sweep"/' -e '/"reference"/d' "$S" |
+  awk '/"runs": \[/ { print; print "    {\"name\": \"bad\", \"train.tokens\": 2048, \"data.train\": \"no_such_data\"},"; \
+                      print "    {\"name\": \"ok\", \"train.tokens\": 2048}"; skip = 1; next }
+       skip && /^  \]/ { skip = 0 } !skip' > "$TMP/bad.json"
+rc=0
+"$BIN" sweep "$TMP/bad.json" --out "$TMP/D3" > "$TMP/bad.out" 2> "$TMP/bad.err" || rc=$?
+[ $rc -ne 0 ] || fail "a sweep with a failed run exit 0"
+grep -q "FAILED bad (exit [0-9]*).*no_such_data" "$TMP/bad.out" || fail "failed run not reported: $(cat "$TMP/bad.out")"
+grep -q "1 of 2 runs failed: bad" "$TMP/bad.err" || fail "failed sweep message: $(cat "$TMP/bad.err")"
+[ -f "$TMP/D3/ok/summary.json" ] || fail "the good run did not finish next to the failed one"
+[ ! -f "$TMP/D3/bad/summary.json" ] || fail "the failed run has a summary.json"
+grep -q "^ok,finished," "$TMP/D3/results.csv" || fail "no results for the good run"
+grep -q "^bad,failed," "$TMP/D3/results.csv" || fail "the failed run is not 'failed' in results.csv"
+"$BIN" sweep "$TMP/bad.json" --out "$TMP/D3" --dry-run > "$TMP/bad2.out" 2>&1 || fail "dry run after a failure"
+grep -q "(1 finished, 0 to resume, 0 to start, 1 failed before: run again)" "$TMP/bad2.out" || fail "failed run not counted: $(head -1 "$TMP/bad2.out")"
+echo "failed run: exit $rc, $(cat "$TMP/bad.err")"
+
+# Fake Slurm commands: sbatch records its arguments and prints a job id; srun drops its options and
+# runs the rest; scontrol records its arguments.
+FAKE=$TMP/fakebin
+mkdir -p "$FAKE"
+cat > "$FAKE/sbatch" << EOF
+#!/bin/bash
+echo "\$*" >> "$TMP/sbatch.args"
+echo "12345;cluster"
+EOF
+cat > "$FAKE/srun" << EOF
+#!/bin/bash
+echo "\$*" >> "$TMP/srun.args"
+while [ \$# -gt 0 ] && [[ \$1 == -* ]]; do shift; done
+exec "\$@"
+EOF
+cat > "$FAKE/scontrol" << EOF
+#!/bin/bash
+echo "\$*" >> "$TMP/scontrol.args"
+EOF
+chmod +x "$FAKE"/*
+D2=$TMP/D2
+SLURM_ARGS=(--slurm --jobs 2 --gpus-per-run 2 --slurm-opt=--partition=debug)
+
+# 6. --slurm --dry-run: both scripts written and parse, nothing submitted even with sbatch on PATH.
+PATH="$FAKE:$PATH" "$BIN" sweep "$S" --out "$D2" "${SLURM_ARGS[@]}" --dry-run > "$TMP/slurm_dry.log"
+for f in sweep.sbatch collect.sbatch; do
+  [ -f "$D2/$f" ] || fail "--slurm --dry-run wrote no $f"
+  bash -n "$D2/$f" || fail "$f does not parse"
+  grep -q "^#SBATCH --partition=debug$" "$D2/$f" || fail "$f: no --slurm-opt line"
+done
+grep -q "^#SBATCH --array=0-4%2$" "$D2/sweep.sbatch" || fail "sweep.sbatch: array line"
+grep -q "^#SBATCH --ntasks-per-node=2$" "$D2/sweep.sbatch" || fail "sweep.sbatch: ntasks line"
+grep -q "^#SBATCH --gpus-per-node=2$" "$D2/sweep.sbatch" || fail "sweep.sbatch: gpus line"
+[ ! -e "$TMP/sbatch.args" ] || fail "--dry-run called sbatch"
+[ -z "$(find "$D2" -name summary.json -o -name train.log)" ] || fail "--slurm --dry-run started a run"
+echo "slurm dry run: scripts parse, nothing submitted"
+
+# 7. --slurm with sbatch on PATH: the array, then the collect job after it.
+PATH="$FAKE:$PATH" "$BIN" sweep "$S" --out "$D2" "${SLURM_ARGS[@]}" > "$TMP/slurm.log"
+[ "$(wc -l < "$TMP/sbatch.args")" -eq 2 ] || fail "sbatch calls: $(cat "$TMP/sbatch.args")"
+sed -n 1p "$TMP/sbatch.args" | grep -qx -- "--parsable $D2/sweep.sbatch" || fail "array submit: $(sed -n 1p "$TMP/sbatch.args")"
+sed -n 2p "$TMP/sbatch.args" | grep -qx -- "--parsable --dependency=afterany:12345 $D2/collect.sbatch" ||
+  fail "collect submit: $(sed -n 2p "$TMP/sbatch.args")"
+grep -q "submitted array job 12345" "$TMP/slurm.log" || fail "submit output: $(cat "$TMP/slurm.log")"
+echo "slurm: $(grep submitted "$TMP/slurm.log")"
+
+# 8. Array task 0 under a fake srun trains run 0; again, it says finished; collect.sbatch collects.
+export SLURM_ARRAY_JOB_ID=12345 SLURM_JOB_ID=12346
+PATH="$FAKE:$PATH" SLURM_ARRAY_TASK_ID=0 bash "$D2/sweep.sbatch" > "$TMP/task0.log" 2>&1 ||
+  fail "array task 0 exit $?: $(cat "$TMP/task0.log")"
+[ -f "$D2/dense_1c/summary.json" ] || fail "array task 0 did not train dense_1c: $(tail -3 "$D2/dense_1c/train.log")"
+[ -z "$(find "$D2" -path "$D2/dense_1c" -prune -o -name summary.json -print)" ] || fail "task 0 trained another run"
+grep -q -- "--kill-on-bad-exit=1 $BIN train $D2/dense_1c/manifest.json --out $D2/dense_1c --resume auto" "$TMP/srun.args" ||
+  fail "srun arguments: $(cat "$TMP/srun.args")"
+PATH="$FAKE:$PATH" SLURM_ARRAY_TASK_ID=0 bash "$D2/sweep.sbatch" > "$TMP/task0b.log" 2>&1 || fail "task 0 again: exit $?"
+grep -q "dense_1c: already finished" "$TMP/task0b.log" || fail "task 0 again: $(cat "$TMP/task0b.log")"
+[ ! -e "$TMP/scontrol.args" ] || fail "a finished task requeued itself"
+bash "$D2/collect.sbatch" > /dev/null || fail "collect.sbatch exit $?"
+grep -q "^dense_1c,finished," "$D2/results.csv" && grep -q "^moe_a,pending," "$D2/results.csv" ||
+  fail "collect.sbatch results: $(cat "$D2/results.csv")"
+echo "array task 0: trained dense_1c, then: $(cat "$TMP/task0b.log")"
+
+# 9. scripts/slurm/train.sbatch: parses; trains a run (relative paths from the submit folder, the
+# default binary build/moetrain there); a second time it is finished; a SIGTERM ends the run with a
+# checkpoint (exit 3) and a requeue.
+TS=scripts/slurm/train.sbatch
+bash -n $TS || fail "$TS does not parse"
+for o in "--ntasks-per-node=8" "--gpus-per-node=8" "--requeue" "--signal=B:TERM@120"; do
+  grep -q -- "^#SBATCH $o$" $TS || fail "$TS: no #SBATCH $o"
+done
+mkdir -p "$TMP/build" && ln -s "$BIN" "$TMP/build/moetrain"
+rm -f "$TMP/srun.args"
+(cd / && PATH="$FAKE:$PATH" SLURM_SUBMIT_DIR="$TMP" SLURM_JOB_ID=777 bash "$OLDPWD/$TS" dense_ref.json tr \
+   --set eval.tokens=2048 > "$TMP/tr.log" 2>&1) || fail "train.sbatch exit $?: $(cat "$TMP/tr.log")"
+[ -f "$TMP/tr/summary.json" ] || fail "train.sbatch did not train: $(cat "$TMP/tr.log")"
+grep -q -- "--kill-on-bad-exit=1 $TMP/build/moetrain train dense_ref.json --out tr --resume auto --set eval.tokens=2048" \
+  "$TMP/srun.args" || fail "train.sbatch srun arguments: $(cat "$TMP/srun.args")"
+PATH="$FAKE:$PATH" SLURM_SUBMIT_DIR="$TMP" MOETRAIN="$BIN" bash $TS dense_ref.json tr > "$TMP/tr2.log" 2>&1 ||
+  fail "train.sbatch again: exit $?"
+grep -q "already finished" "$TMP/tr2.log" || fail "train.sbatch again: $(cat "$TMP/tr2.log")"
+[ ! -e "$TMP/scontrol.args" ] || fail "a finished train.sbatch requeued itself"
+PATH="$FAKE:$PATH" SLURM_SUBMIT_DIR="$TMP" SLURM_JOB_ID=778 MOETRAIN="$BIN" bash $TS dense_ref.json term \
+  --set train.tokens=4096000 --set data.reuse=strict --set data.unique_tokens=65536 > "$TMP/term.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 300); do
+  [ "$(grep -c '"loss"' "$TMP/term/metrics.jsonl" 2>/dev/null || echo 0)" -ge 2 ] && break
+  kill -0 $pid 2> /dev/null || fail "train.sbatch ended before the SIGTERM: $(cat "$TMP/term.log")"
+  sleep 0.1
+done
+kill -TERM $pid
+rc=0
+wait $pid || rc=$?
+[ $rc -eq 3 ] || fail "train.sbatch after SIGTERM: exit $rc, expected 3: $(cat "$TMP/term.log")"
+grep -qx "requeue 778" "$TMP/scontrol.args" || fail "no requeue after SIGTERM: $(cat "$TMP/scontrol.args" 2>&1)"
+ls "$TMP"/term/checkpoints/step_*/state.json > /dev/null 2>&1 || fail "SIGTERM left no checkpoint"
+[ ! -f "$TMP/term/summary.json" ] || fail "a stopped run wrote summary.json"
+echo "train.sbatch: trained, then already finished; SIGTERM: exit 3, $(cat "$TMP/scontrol.args")"
+
+# 10. The figures, of this sweep and of the fixture sweep (collected into a copy first).
+is_png() { [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
+FIGS=(fig_bpc_vs_ra.png fig_delta_vs_ra_reuse.png fig_bpc_vs_epochs.png fig_curves.png)
+cp -r tests/fixtures/sweep "$TMP/fixture"
+"$BIN" sweep --collect "$TMP/fixture" > /dev/null
+for src in "$D" "$TMP/fixture"; do
+  out=$TMP/plots_$(basename "$src")
+  "$PY" scripts/plot_sweep.py "$src" --out "$out" > "$TMP/plot.log" || fail "plot_sweep.py $src: exit $?"
+  [ "$(grep -c '^wrote ' "$TMP/plot.log")" -eq 4 ] || fail "plot_sweep.py output: $(cat "$TMP/plot.log")"
+  for f in "${FIGS[@]}"; do is_png "$out/$f" || fail "$out/$f: missing or not a PNG"; done
+done
+grep -q "moe_ra54_loose" "$TMP/plot.log" || fail "plot_sweep.py did not name the fixture's pending run"
+"$PY" scripts/plot_sweep.py "$D" > /dev/null
+for f in "${FIGS[@]}"; do is_png "$D/$f" || fail "default --out: no $D/$f"; done
+mkdir -p "$TMP/empty"
+rc=0
+"$PY" scripts/plot_sweep.py "$TMP/empty" > /dev/null 2> "$TMP/plot.err" || rc=$?
+[ $rc -eq 2 ] || fail "plot_sweep.py without results.csv: exit $rc, expected 2"
+[ "$(wc -l < "$TMP/plot.err")" -eq 1 ] && grep -q "results.csv" "$TMP/plot.err" || fail "plot error: $(cat "$TMP/plot.err")"
+echo "plots: 4 PNGs for the sweep and for the fixture; without results.csv: $(cat "$TMP/plot.err")"
+echo "OK"
