@@ -165,15 +165,16 @@ def plot_vs_ra(plt, runs, key, ylabel, title, ref_lines, out, bubbles=False):
                        edgecolors="k", linewidths=0.5, s=[400 * r["D"] / d_max for r in sel])
     for j, (y, label) in enumerate(ref_lines):
         ax.axhline(y, color="0.%d" % min(6, 2 * j), linestyle=["--", ":", "-."][j % 3], linewidth=1, label=label)
-    if bubbles and math.isfinite(d_max):
-        ax.text(0.99, 0.01, "marker area ~ consumed tokens D (largest %.3g)" % d_max, transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=7, color="0.3")
+
     if moe:
         ax.set_xscale("log")
         percent_axis(plt, ax.xaxis, min(r["ra"] for r in moe), max(r["ra"] for r in moe))
     else:
         empty_note(ax, "no finished MoE runs")
-    ax.set_xlabel("activation rate ra = Na / N")
+    xlabel = "activation rate ra = Na / N"
+    if bubbles and math.isfinite(d_max):
+        xlabel += "   (marker area ~ consumed tokens D, largest %.3g)" % d_max
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
