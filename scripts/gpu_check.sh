@@ -121,7 +121,7 @@ for layout in "2 2 1 fp32" "2 1 2 fp32" "4 2 2 fp32" "2 2 1 bf16" "4 2 2 bf16"; 
   if OMP_NUM_THREADS=1 MOETRAIN_COMM=mpi timeout 600 "$MPIRUN" --allow-run-as-root --oversubscribe -np "$1" \
       "$J" "$2" "$3" "$4" >"$log" 2>&1; then
     if grep -q "skipped" "$log"; then row "$name" "SKIPPED" "no GPU visible"
-    else row "$name" "passed" "$(grep -E 'loss 0:' "$log" | head -1 | sed 's/^ *//')"; fi
+    else row "$name" "passed" "$(grep -m1 -E 'loss 0:' "$log" | sed 's/^ *//')"; fi
   else
     row "$name" "FAILED" "see $log"
   fi

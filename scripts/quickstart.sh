@@ -24,7 +24,7 @@ fi
 
 for run in dense moe; do
   manifest=manifests/quickstart/$run.json
-  name=$(sed -n 's/^ *"name": *"\([^"]*\)".*/\1/p' "$manifest" | head -1)
+  name=$(sed -n 's/^ *"name": *"\([^"]*\)".*/\1/p;T;q' "$manifest")
   if [ -f "$OUT/$name/summary.json" ]; then
     echo "$name: already finished ($OUT/$name/summary.json)"
     continue

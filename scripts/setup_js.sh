@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../tests/js"
 want=$(sed -n 's/.*"gpt-tokenizer": *"\([^"]*\)".*/\1/p' package.json)
-have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' node_modules/gpt-tokenizer/package.json 2>/dev/null | head -1)
+have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p;T;q' node_modules/gpt-tokenizer/package.json 2>/dev/null)
 if [ -n "$have" ] && [ "$have" = "$want" ]; then
   echo "setup_js: gpt-tokenizer $have present"
   exit 0

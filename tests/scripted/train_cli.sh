@@ -23,7 +23,7 @@ SET=(--set data.train="$TMP/ds" --set data.val="$TMP/ds" --set model.seq_len=32 
 for f in config.json metrics.jsonl summary.json checkpoints/step_00000200/state.json; do
   [ -f "$TMP/full/$f" ] || fail "missing $f"
 done
-first=$(grep '"loss"' "$TMP/full/metrics.jsonl" | head -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
+first=$(grep -m1 '"loss"' "$TMP/full/metrics.jsonl" | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
 last=$(grep '"loss"' "$TMP/full/metrics.jsonl" | tail -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 1.5) }' || fail "loss did not fall enough: $first -> $last"
 grep -q '"expert_load"' "$TMP/full/metrics.jsonl" || fail "no expert load in metrics"
