@@ -152,7 +152,7 @@ case $CASE in
     # The rank process: a `moetrain train ... --out $out` whose environment says world rank 1.
     victim=""
     for pid in $(pgrep -f -- "train $M .*--out $out" || true); do
-      if tr '\0' '\n' < "/proc/$pid/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then
+      if grep -qxz "OMPI_COMM_WORLD_RANK=1" "/proc/$pid/environ" 2> /dev/null; then
         victim=$pid
       fi
     done
