@@ -14,10 +14,10 @@
 #include "app/common.h"
 #include "app/format.h"
 #include "app/run_backend.h"
-#include "engine/check.h"
-#include "engine/model.h"
-#include "engine/optim.h"
-#include "engine/plan.h"
+#include "engine/core/check.h"
+#include "engine/model/model.h"
+#include "engine/model/optim.h"
+#include "engine/run/plan.h"
 
 namespace mt::app {
 namespace {

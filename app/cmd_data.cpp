@@ -15,7 +15,7 @@
 #include "data/build.h"
 #include "data/shards.h"
 #include "data/utf8.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 
 namespace mt::app {
 namespace {

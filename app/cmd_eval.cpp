@@ -8,9 +8,9 @@
 #include "app/command.h"
 #include "app/common.h"
 #include "app/run_backend.h"
-#include "engine/check.h"
-#include "engine/checkpoint.h"
-#include "engine/trainer.h"
+#include "engine/core/check.h"
+#include "engine/run/checkpoint.h"
+#include "engine/run/trainer.h"
 
 namespace mt::app {
 namespace {

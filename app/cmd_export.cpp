@@ -5,7 +5,7 @@
 
 #include "app/command.h"
 #include "app/common.h"
-#include "engine/checkpoint.h"
+#include "engine/run/checkpoint.h"
 
 namespace mt::app {
 namespace {

@@ -9,10 +9,10 @@
 #include "app/common.h"
 #include "comm/grid.h"
 #include "data/shards.h"
-#include "engine/check.h"
-#include "engine/checkpoint.h"
+#include "engine/core/check.h"
+#include "engine/run/checkpoint.h"
 #include "engine/cpu/cpu_ops.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
 
 namespace mt::app {
 namespace {

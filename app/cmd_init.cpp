@@ -7,10 +7,10 @@
 #include "app/common.h"
 #include "app/format.h"
 #include "comm/grid.h"
-#include "engine/checkpoint.h"
+#include "engine/run/checkpoint.h"
 #include "engine/cpu/cpu_ops.h"
-#include "engine/model.h"
-#include "engine/plan.h"
+#include "engine/model/model.h"
+#include "engine/run/plan.h"
 
 namespace mt::app {
 namespace {

@@ -8,8 +8,8 @@
 
 #include "app/command.h"
 #include "app/format.h"
-#include "engine/check.h"
-#include "engine/plan.h"
+#include "engine/core/check.h"
+#include "engine/run/plan.h"
 
 namespace mt::app {
 namespace {

@@ -18,10 +18,10 @@
 #include "app/command.h"
 #include "app/common.h"
 #include "app/format.h"
-#include "engine/check.h"
-#include "engine/io.h"
-#include "engine/sweep.h"
-#include "engine/sweep_results.h"
+#include "engine/core/check.h"
+#include "engine/core/io.h"
+#include "engine/run/sweep.h"
+#include "engine/run/sweep_results.h"
 
 namespace fs = std::filesystem;
 

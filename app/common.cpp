@@ -4,8 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 
-#include "engine/check.h"
-#include "engine/checkpoint.h"
+#include "engine/core/check.h"
+#include "engine/run/checkpoint.h"
 
 namespace fs = std::filesystem;
 

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.h"
-#include "engine/config.h"
+#include "engine/core/backend.h"
+#include "engine/run/config.h"
 
 namespace CLI {
 class App;

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "app/command.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 
 namespace mt::app {
 std::vector<Command>& command_registry() {

@@ -7,9 +7,9 @@
 
 #include "app/common.h"
 #include "comm/grid.h"
-#include "engine/backend.h"
+#include "engine/core/backend.h"
 #include "engine/cpu/cpu_ops.h"
-#include "engine/trainer.h"
+#include "engine/run/trainer.h"
 #ifdef MOETRAIN_HAVE_CUDA
 #include "cuda/backend.h"
 #endif

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/device.h"
-#include "engine/dtype.h"
+#include "engine/core/device.h"
+#include "engine/core/dtype.h"
 
 namespace mt {
 

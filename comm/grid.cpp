@@ -8,7 +8,7 @@
 #include <cstdlib>
 
 #include "comm/mpi_comm.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 
 namespace mt {
 

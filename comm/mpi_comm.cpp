@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/check.h"
+#include "engine/core/check.h"
 
 namespace mt {
 namespace {

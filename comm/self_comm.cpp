@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "comm/comm.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 
 namespace mt {
 namespace {

@@ -9,9 +9,9 @@
 #include <string>
 
 #include "comm/grid.h"
-#include "engine/device.h"
-#include "engine/dtype.h"
-#include "engine/ops.h"
+#include "engine/core/device.h"
+#include "engine/core/dtype.h"
+#include "engine/model/ops.h"
 
 namespace mt::cuda {
 

@@ -11,7 +11,7 @@
 
 #include <string>
 
-#include "engine/check.h"
+#include "engine/core/check.h"
 
 namespace mt::cuda {
 

@@ -12,7 +12,7 @@
 #include <type_traits>
 
 #include "cuda/check.h"
-#include "engine/dtype.h"
+#include "engine/core/dtype.h"
 
 namespace mt::cuda {
 

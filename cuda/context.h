@@ -14,8 +14,8 @@
 #include <unordered_map>
 
 #include "cuda/device.h"
-#include "engine/check.h"
-#include "engine/ops.h"
+#include "engine/core/check.h"
+#include "engine/model/ops.h"
 
 namespace mt::cuda {
 

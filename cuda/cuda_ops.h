@@ -6,7 +6,7 @@
 #pragma once
 
 #include "cuda/context.h"
-#include "engine/ops.h"
+#include "engine/model/ops.h"
 
 namespace mt::cuda {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "engine/device.h"
+#include "engine/core/device.h"
 
 namespace mt::cuda {
 

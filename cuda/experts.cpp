@@ -10,7 +10,7 @@
 #include <climits>
 
 #include "cuda/kernels.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 
 namespace mt::cuda {
 

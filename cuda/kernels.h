@@ -14,8 +14,8 @@
 #include <cstdint>
 
 #include "cuda/context.h"
-#include "engine/dtype.h"
-#include "engine/ops.h"
+#include "engine/core/dtype.h"
+#include "engine/model/ops.h"
 
 namespace mt::cuda {
 

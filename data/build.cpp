@@ -28,8 +28,8 @@
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "data/utf8.h"
-#include "engine/check.h"
-#include "engine/config.h"
+#include "engine/core/check.h"
+#include "engine/core/json.h"
 
 namespace fs = std::filesystem;
 

@@ -7,7 +7,7 @@
 #include <optional>
 
 #include "data/loader.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 
 namespace mt::data {
 

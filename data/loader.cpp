@@ -6,7 +6,7 @@
 #include <exception>
 
 #include "data/permutation.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 
 namespace mt::data {
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "data/shards.h"
-#include "engine/config.h"
+#include "engine/core/json.h"
 
 namespace mt::data {
 

@@ -14,8 +14,8 @@
 #include <filesystem>
 #include <limits>
 
-#include "engine/check.h"
-#include "engine/config.h"
+#include "engine/core/check.h"
+#include "engine/core/json.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the shard readers assume a little-endian host (the formats are little-endian)"

@@ -14,7 +14,7 @@
 
 #include "data/unicode_tables.h"
 #include "data/utf8.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 
 namespace mt::data {
 

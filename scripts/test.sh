@@ -7,7 +7,12 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 
 bash scripts/setup.sh
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
+# ccache (installed by setup.sh) makes a rebuild of unchanged sources, or of another checkout, cheap.
+LAUNCH=()
+if command -v ccache > /dev/null; then
+  LAUNCH=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+fi
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release "${LAUNCH[@]}"
 cmake --build "$BUILD_DIR" -j "$JOBS"
 cd "$BUILD_DIR"
 ctest --output-on-failure -j "$JOBS" "$@"

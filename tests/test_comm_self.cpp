@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "comm/grid.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 #include "tests/mpi/counting_device.h"
 
 using namespace mt;

@@ -2,9 +2,9 @@
 // --set overrides and sweeps must produce exactly the runs the user described.
 #include <catch2/catch.hpp>
 
-#include "engine/check.h"
-#include "engine/config.h"
-#include "engine/plan.h"
+#include "engine/core/check.h"
+#include "engine/run/config.h"
+#include "engine/run/plan.h"
 #include "tests/test_util.h"
 
 using mt::json;

@@ -12,8 +12,8 @@
 #include "data/build.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
-#include "engine/check.h"
-#include "engine/config.h"
+#include "engine/core/check.h"
+#include "engine/run/config.h"
 #include "tests/test_data_util.h"
 #include "tests/test_util.h"
 

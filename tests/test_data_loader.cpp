@@ -15,7 +15,7 @@
 #include "data/eval.h"
 #include "data/loader.h"
 #include "data/permutation.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 #include "tests/test_data_util.h"
 #include "tests/test_util.h"
 

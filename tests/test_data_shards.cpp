@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "data/shards.h"
-#include "engine/check.h"
-#include "engine/config.h"
+#include "engine/core/check.h"
+#include "engine/run/config.h"
 #include "tests/test_data_util.h"
 #include "tests/test_util.h"
 

@@ -25,8 +25,8 @@
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "data/utf8.h"
-#include "engine/check.h"
-#include "engine/config.h"
+#include "engine/core/check.h"
+#include "engine/run/config.h"
 #include "tests/test_data_util.h"
 #include "tests/test_util.h"
 

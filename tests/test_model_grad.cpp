@@ -9,7 +9,8 @@
 
 #include "comm/grid.h"
 #include "engine/cpu/cpu_ops.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
+#include "engine/run/config.h"
 
 using mt::json;
 

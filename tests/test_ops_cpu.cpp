@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/check.h"
+#include "engine/core/check.h"
 #include "engine/cpu/cpu_ops.h"
 
 namespace {

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <filesystem>
 
-#include "engine/check.h"
-#include "engine/config.h"
-#include "engine/plan.h"
+#include "engine/core/check.h"
+#include "engine/run/config.h"
+#include "engine/run/plan.h"
 #include "tests/test_util.h"
 
 using mt::json;

@@ -11,11 +11,11 @@
 #include <set>
 #include <sstream>
 
-#include "engine/check.h"
-#include "engine/config.h"
-#include "engine/plan.h"
-#include "engine/sweep.h"
-#include "engine/sweep_results.h"
+#include "engine/core/check.h"
+#include "engine/run/config.h"
+#include "engine/run/plan.h"
+#include "engine/run/sweep.h"
+#include "engine/run/sweep_results.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;

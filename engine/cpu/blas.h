@@ -9,7 +9,7 @@
 
 #include <cblas.h>
 
-#include "engine/ops.h"
+#include "engine/model/ops.h"
 
 namespace mt::cpu {
 

@@ -6,7 +6,7 @@
 // except the residual stream: rmsnorm_backward adds into dinp.
 #pragma once
 
-#include "engine/ops.h"
+#include "engine/model/ops.h"
 
 namespace mt {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/check.h"
+#include "engine/core/check.h"
 #include "engine/cpu/kernels.h"
 
 namespace mt::cpu {

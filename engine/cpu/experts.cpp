@@ -5,7 +5,7 @@
 // Per expert e with rows x (n, C): h13 = [x w1_e^T | x w3_e^T] (n, 2F), act = swiglu(h13) (n, F),
 // out = act w2_e^T (n, C). Backward: dact = dout w2_e, dw2_e += dout^T act, dh13 = swiglu'(dact),
 // dinp = dh13[:, :F] w1_e + dh13[:, F:] w3_e, dw1_e += dh13[:, :F]^T x, dw3_e += dh13[:, F:]^T x.
-#include "engine/check.h"
+#include "engine/core/check.h"
 #include "engine/cpu/blas.h"
 #include "engine/cpu/kernels.h"
 

@@ -3,7 +3,7 @@
 // that BLAS leaves to the caller.
 #include <algorithm>
 
-#include "engine/check.h"
+#include "engine/core/check.h"
 #include "engine/cpu/blas.h"
 #include "engine/cpu/kernels.h"
 

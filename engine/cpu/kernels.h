@@ -16,8 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/dtype.h"
-#include "engine/ops.h"
+#include "engine/core/dtype.h"
+#include "engine/model/ops.h"
 
 namespace mt::cpu {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/check.h"
+#include "engine/core/check.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/vec_math.h"
 

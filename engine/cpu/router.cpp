@@ -8,7 +8,7 @@
 #include <limits>
 #include <vector>
 
-#include "engine/check.h"
+#include "engine/core/check.h"
 #include "engine/cpu/kernels.h"
 #include "engine/cpu/vec_math.h"
 

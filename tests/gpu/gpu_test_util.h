@@ -17,7 +17,7 @@
 #include "cuda/context.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/device.h"
-#include "engine/ops.h"
+#include "engine/model/ops.h"
 
 extern "C" int mt_cuda_device_count();
 

@@ -7,10 +7,10 @@
 #include <random>
 
 #include "comm/grid.h"
-#include "engine/config.h"
+#include "engine/run/config.h"
 #include "engine/cpu/cpu_ops.h"
-#include "engine/model.h"
-#include "engine/optim.h"
+#include "engine/model/model.h"
+#include "engine/model/optim.h"
 #include "tests/gpu/gpu_test_util.h"
 
 using namespace mt;

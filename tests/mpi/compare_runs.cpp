@@ -24,9 +24,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/check.h"
-#include "engine/checkpoint.h"
-#include "engine/safetensors.h"
+#include "engine/core/check.h"
+#include "engine/run/checkpoint.h"
+#include "engine/run/safetensors.h"
 
 namespace fs = std::filesystem;
 

@@ -7,8 +7,8 @@
 #include <cstring>
 #include <string>
 
-#include "engine/check.h"
-#include "engine/device.h"
+#include "engine/core/check.h"
+#include "engine/core/device.h"
 
 namespace mt::test {
 

@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "comm/grid.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 #include "tests/mpi/counting_device.h"
 
 int main(int argc, char** argv) {

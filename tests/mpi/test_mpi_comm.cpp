@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "comm/mpi_comm.h"
-#include "engine/check.h"
+#include "engine/core/check.h"
 #include "tests/mpi/counting_device.h"
 
 using namespace mt;

@@ -17,10 +17,10 @@
 
 #include "comm/grid.h"
 #include "cuda/backend.h"
-#include "engine/check.h"
-#include "engine/config.h"
-#include "engine/model.h"
-#include "engine/optim.h"
+#include "engine/core/check.h"
+#include "engine/run/config.h"
+#include "engine/model/model.h"
+#include "engine/model/optim.h"
 
 extern "C" int mt_cuda_device_count();
 

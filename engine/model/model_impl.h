@@ -1,0 +1,469 @@
+// Why: the body of Model<T> (engine/model.h), in a header so that the CPU build instantiates it for
+// float and double (engine/model.cpp) and the CUDA build for bf16 (cuda/). The forward saves what the
+// backward needs in the arena; the backward walks the layers in reverse with the residual-stream
+// gradient dx accumulating (rmsnorm_backward adds into it) and every other activation gradient
+// written.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "engine/model/arena.h"
+#include "engine/core/check.h"
+#include "engine/model/model.h"
+#include "engine/model/moe.h"
+#include "engine/model/tensors.h"
+
+namespace mt {
+
+template <typename T>
+struct Model<T>::Impl {
+  ModelConfig cfg;
+  const ProcessGrid& grid;
+  Ops<T>& ops;
+  Device& dev;
+  Profiler prof;
+  ParamLayout layout;
+  Arena arena;
+
+  // Sizes on this rank.
+  int B, S, N, Dm, V, L, Hl, Dh, Q, Fl, head0, chunk;
+  size_t dense_numel, expert_numel;
+
+  // Parameter-shaped buffers (device): master weights, gradients, compute copies (bf16 only).
+  P* params_dense = nullptr;
+  P* params_expert = nullptr;
+  P* grads_dense = nullptr;
+  P* grads_expert = nullptr;
+  T* compute_dense = nullptr;
+  T* compute_expert = nullptr;
+  ModelTensors<T> w;   // compute weights
+  ModelTensors<P> g;   // gradients
+
+  // Activations (arena).
+  int32_t* inputs = nullptr;    // (N)
+  int32_t* targets = nullptr;   // (N)
+  float* slopes = nullptr;      // (Hl)
+  std::vector<T*> x;            // L + 1 residual streams (N, Dm): x[l] enters layer l
+  std::vector<T*> x_mid;        // L (N, Dm): after attention
+  std::vector<T*> ln1, ln2;     // L (N, Dm)
+  std::vector<P*> rstd1, rstd2; // L (N)
+  std::vector<T*> qkv;          // L (N, 3 Q)
+  std::vector<T*> atty;         // L (N, Q)
+  std::vector<P*> lse;          // L (B, Hl, S)
+  std::vector<T*> h13, act;     // L (N, 2 Fl), (N, Fl)   [dense layers]
+  T* lnf = nullptr;             // (N, Dm)
+  P* rstdf = nullptr;           // (N)
+  T* logits = nullptr;          // (chunk, V): logits, then their gradient in place
+  P* losses = nullptr;          // (N)
+  // Backward scratch.
+  T* dx = nullptr;              // (N, Dm) residual-stream gradient
+  T* dln = nullptr;             // (N, Dm)
+  T* tmp = nullptr;             // (N, Dm)
+  T* dwide = nullptr;           // (N, max(3 Q, 2 Fl))
+  T* dnarrow = nullptr;         // (N, max(Q, Fl))
+
+  MoeScratch<T> moe_scratch;
+  std::vector<std::unique_ptr<MoeLayer<T>>> moe;  // per layer (null for dense layers)
+
+  Impl(const ModelConfig& c, int micro_batch, const ProcessGrid& gr, Ops<T>& o)
+      : cfg(c), grid(gr), ops(o), dev(o.device()), prof(o.device()), arena(o.device()) {
+    const int tp = grid.tp_size, ep = grid.ep_size;
+    B = micro_batch;
+    S = cfg.seq_len;
+    N = B * S;
+    Dm = cfg.d_model;
+    V = cfg.vocab_size;
+    L = cfg.n_layers;
+    MT_CHECK(cfg.n_heads % tp == 0 && cfg.d_ffn % tp == 0, "tensor-parallel split must divide heads and d_ffn");
+    Hl = cfg.n_heads / tp;
+    Dh = cfg.head_dim;
+    Q = Hl * Dh;
+    Fl = cfg.d_ffn / tp;
+    head0 = grid.tp_rank * Hl;
+    // LM head in chunks of tokens, so that (chunk, V) logits stay within 32M elements.
+    chunk = std::max(1, std::min(N, int((int64_t(1) << 25) / V)));
+    layout = build_param_layout(cfg, ShardSpec{grid.tp_rank, tp, grid.ep_rank, ep});
+    dense_numel = layout.dense.numel;
+    expert_numel = layout.expert.numel;
+
+    params_dense = alloc<P>(dense_numel);
+    grads_dense = alloc<P>(dense_numel);
+    params_expert = alloc<P>(expert_numel);
+    grads_expert = alloc<P>(expert_numel);
+    if constexpr (!std::is_same_v<T, P>) {
+      compute_dense = alloc<T>(dense_numel);
+      compute_expert = alloc<T>(expert_numel);
+    } else {
+      compute_dense = params_dense;
+      compute_expert = params_expert;
+    }
+    w = bind_tensors<T>(cfg, layout, compute_dense, compute_expert);
+    g = bind_tensors<P>(cfg, layout, grads_dense, grads_expert);
+
+    arena.request(&inputs, N);
+    arena.request(&targets, N);
+    arena.request(&slopes, Hl);
+    x.resize(L + 1);
+    x_mid.resize(L);
+    ln1.resize(L);
+    ln2.resize(L);
+    rstd1.resize(L);
+    rstd2.resize(L);
+    qkv.resize(L);
+    atty.resize(L);
+    lse.resize(L);
+    h13.assign(L, nullptr);
+    act.assign(L, nullptr);
+    const size_t nd = size_t(N) * Dm;
+    for (int l = 0; l <= L; ++l) arena.request(&x[l], nd);
+    for (int l = 0; l < L; ++l) {
+      arena.request(&x_mid[l], nd);
+      arena.request(&ln1[l], nd);
+      arena.request(&ln2[l], nd);
+      arena.request(&rstd1[l], N);
+      arena.request(&rstd2[l], N);
+      arena.request(&qkv[l], size_t(N) * 3 * Q);
+      arena.request(&atty[l], size_t(N) * Q);
+      arena.request(&lse[l], size_t(N) * Hl);
+      if (!cfg.is_moe_layer(l)) {
+        arena.request(&h13[l], size_t(N) * 2 * Fl);
+        arena.request(&act[l], size_t(N) * Fl);
+      }
+    }
+    arena.request(&lnf, nd);
+    arena.request(&rstdf, N);
+    arena.request(&logits, size_t(chunk) * V);
+    arena.request(&losses, N);
+    arena.request(&dx, nd);
+    arena.request(&dln, nd);
+    arena.request(&tmp, nd);
+    arena.request(&dwide, size_t(N) * std::max(3 * Q, 2 * Fl));
+    arena.request(&dnarrow, size_t(N) * std::max(Q, Fl));
+
+    moe.resize(L);
+    if (cfg.moe.enabled) {
+      const auto& mc = cfg.moe;
+      MT_CHECK(mc.n_experts % ep == 0 && mc.d_expert % tp == 0 && mc.d_shared % tp == 0,
+               "expert / tensor-parallel split must divide n_experts, d_expert and d_shared");
+      MoeDims md;
+      md.N = N;
+      md.Dm = Dm;
+      md.E = mc.n_experts;
+      md.El = mc.n_experts / ep;
+      md.K = mc.top_k;
+      md.Del = mc.d_expert / tp;
+      md.Dsl = mc.d_shared / tp;
+      md.ep = ep;
+      md.capacity = mc.capacity_factor > 0 ? int(std::ceil(mc.capacity_factor * double(N) * mc.top_k / mc.n_experts)) : -1;
+      md.norm = mc.normalize_gates ? GateNorm::Renormalize : GateNorm::None;
+      md.balance_coef = float(mc.balance_coef);
+      md.z_coef = float(mc.z_loss_coef);
+      moe_scratch.request(arena, md);
+      for (int l = 0; l < L; ++l)
+        if (cfg.is_moe_layer(l)) moe[l] = std::make_unique<MoeLayer<T>>(md, ops, grid, prof, arena, moe_scratch);
+    }
+    arena.allocate();
+
+    std::vector<float> all(cfg.n_heads);
+    alibi_slopes(all.data(), cfg.n_heads);
+    dev.copy(slopes, all.data() + head0, sizeof(float) * Hl, CopyKind::HostToDevice);
+  }
+
+  ~Impl() {
+    for (void* p : owned) dev.release(p);
+  }
+
+  std::vector<void*> owned;
+  template <typename X>
+  X* alloc(size_t n) {
+    if (n == 0) return nullptr;
+    X* p = static_cast<X*>(dev.alloc(n * sizeof(X)));
+    owned.push_back(p);
+    return p;
+  }
+
+  MemSpace space() const { return dev.kind() == DeviceKind::Cpu ? MemSpace::Host : MemSpace::Device; }
+
+  // ---- GEMM helpers: a linear layer y = x W^T with x (M, Kin), W (Nout, Kin) ----------------------
+  void linear(T* y, const T* xin, const T* W, int M, int Kin, int Nout, float beta, OpFamily f) {
+    ops.gemm(y, xin, W, GemmShape{Trans::No, Trans::Yes, M, Nout, Kin, Kin, Kin, Nout}, 1.f, beta);
+    prof.add_flops(f, 2.0 * M * Nout * Kin);
+  }
+  // dx = dy W (written, or accumulated with beta 1); dW += dy^T x.
+  void linear_backward(T* dxin, P* dW, const T* dy, const T* xin, const T* W, int M, int Kin, int Nout,
+                       OpFamily f, float beta = 0.f) {
+    ops.gemm(dxin, dy, W, GemmShape{Trans::No, Trans::No, M, Kin, Nout, Nout, Kin, Kin}, 1.f, beta);
+    ops.gemm_acc(dW, dy, xin, GemmShape{Trans::Yes, Trans::No, Nout, Kin, M, Nout, Kin, Kin}, 1.f, 1.f);
+    prof.add_flops(f, 4.0 * M * Nout * Kin);
+  }
+
+  void tp_allreduce(T* buf, size_t n) {
+    if (grid.tp_size == 1) return;
+    Profiler::Scope ps(prof, OpFamily::TpComm);
+    grid.tp().allreduce_sum(buf, n, dtype_of<T>(), space());
+  }
+
+  double attention_flops_forward() const {
+    // QK^T and PV over the causal triangle.
+    return 2.0 * 2.0 * double(B) * Hl * Dh * (double(S) * (S + 1) / 2);
+  }
+
+  void load_tokens(const int32_t* windows, int n_seqs) {
+    MT_CHECK(n_seqs == B, "a micro-batch holds ", B, " sequences, got ", n_seqs);
+    std::vector<int32_t> in(N), tg(N);
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < S; ++t) {
+        in[size_t(b) * S + t] = windows[size_t(b) * (S + 1) + t];
+        tg[size_t(b) * S + t] = windows[size_t(b) * (S + 1) + t + 1];
+      }
+    for (int i = 0; i < N; ++i)
+      MT_CHECK(in[i] >= 0 && in[i] < V && tg[i] >= 0 && tg[i] < V, "token id out of [0, ", V, ")");
+    dev.copy(inputs, in.data(), sizeof(int32_t) * N, CopyKind::HostToDevice);
+    dev.copy(targets, tg.data(), sizeof(int32_t) * N, CopyKind::HostToDevice);
+  }
+
+  // ---- forward ----------------------------------------------------------------------------------------
+  void forward(MicroBatchStats* stats) {
+    const size_t nd = size_t(N) * Dm;
+    {
+      Profiler::Scope ps(prof, OpFamily::Embedding);
+      ops.embedding_forward(x[0], inputs, w.embed, N, Dm);
+    }
+    for (int l = 0; l < L; ++l) {
+      const LayerTensors<T>& lw = w.layers[l];
+      {
+        Profiler::Scope ps(prof, OpFamily::Norm);
+        ops.rmsnorm_forward(ln1[l], rstd1[l], x[l], lw.attn_norm, N, Dm, float(cfg.norm_eps));
+      }
+      {
+        Profiler::Scope ps(prof, OpFamily::Linear);
+        linear(qkv[l], ln1[l], lw.wqkv, N, Dm, 3 * Q, 0.f, OpFamily::Linear);
+      }
+      {
+        Profiler::Scope ps(prof, OpFamily::Attention);
+        ops.attention_forward(atty[l], lse[l], qkv[l], slopes, B, S, Hl, Dh);
+        prof.add_flops(OpFamily::Attention, attention_flops_forward());
+      }
+      {
+        Profiler::Scope ps(prof, OpFamily::Linear);
+        linear(tmp, atty[l], lw.wo, N, Q, Dm, 0.f, OpFamily::Linear);
+      }
+      tp_allreduce(tmp, nd);
+      dev.copy(x_mid[l], x[l], sizeof(T) * nd, CopyKind::DeviceToDevice);
+      ops.add_inplace(x_mid[l], tmp, nd);
+      {
+        Profiler::Scope ps(prof, OpFamily::Norm);
+        ops.rmsnorm_forward(ln2[l], rstd2[l], x_mid[l], lw.ffn_norm, N, Dm, float(cfg.norm_eps));
+      }
+      if (!moe[l]) {
+        {
+          Profiler::Scope ps(prof, OpFamily::Linear);
+          linear(h13[l], ln2[l], lw.w13, N, Dm, 2 * Fl, 0.f, OpFamily::Linear);
+        }
+        {
+          Profiler::Scope ps(prof, OpFamily::SwiGLU);
+          ops.swiglu_forward(act[l], h13[l], N, Fl);
+        }
+        Profiler::Scope ps(prof, OpFamily::Linear);
+        linear(tmp, act[l], lw.w2, N, Fl, Dm, 0.f, OpFamily::Linear);
+      } else {
+        MoeLayerStats ms;
+        moe[l]->forward(tmp, ln2[l], lw, &ms);
+        stats->balance_loss += ms.balance_loss;
+        stats->z_loss += ms.z_loss;
+        stats->dropped += ms.dropped;
+        stats->tokens_per_expert.push_back(std::move(ms.tokens_per_expert));
+      }
+      tp_allreduce(tmp, nd);
+      dev.copy(x[l + 1], x_mid[l], sizeof(T) * nd, CopyKind::DeviceToDevice);
+      ops.add_inplace(x[l + 1], tmp, nd);
+    }
+    Profiler::Scope ps(prof, OpFamily::Norm);
+    ops.rmsnorm_forward(lnf, rstdf, x[L], w.final_norm, N, Dm, float(cfg.norm_eps));
+  }
+
+  // The LM head and loss in chunks of tokens. With Pass::WithBackward the gradient of the loss (scaled
+  // by dloss per token) w.r.t. lnf is written to dln and lm_head's gradient accumulates.
+  enum class Pass { ForwardOnly, WithBackward };
+  double head_and_loss(float dloss, Pass pass) {
+    const bool backward = pass == Pass::WithBackward;
+    for (int c0 = 0; c0 < N; c0 += chunk) {
+      const int n = std::min(chunk, N - c0);
+      {
+        Profiler::Scope ps(prof, OpFamily::LmHead);
+        linear(logits, lnf + size_t(c0) * Dm, w.lm_head, n, Dm, V, 0.f, OpFamily::LmHead);
+      }
+      {
+        Profiler::Scope ps(prof, OpFamily::Loss);
+        ops.cross_entropy(losses + c0, backward ? logits : nullptr, logits, targets + c0, dloss, n, V);
+      }
+      if (backward) {
+        Profiler::Scope ps(prof, OpFamily::LmHead);
+        linear_backward(dln + size_t(c0) * Dm, g.lm_head, logits, lnf + size_t(c0) * Dm, w.lm_head, n, Dm, V,
+                        OpFamily::LmHead);
+      }
+    }
+    return ops.sum(losses, size_t(N));
+  }
+
+  // ---- backward ---------------------------------------------------------------------------------------
+  void backward(float loss_scale, GradReadyHook* hook) {
+    const size_t nd = size_t(N) * Dm;
+    dev.zero(dx, sizeof(T) * nd);
+    {
+      Profiler::Scope ps(prof, OpFamily::Norm);
+      ops.rmsnorm_backward(dx, g.final_norm, dln, x[L], w.final_norm, rstdf, N, Dm);
+    }
+    if (hook) hook->ready(ParamGroup::Dense, layout.dense.at("final_norm.weight").offset);
+    for (int l = L - 1; l >= 0; --l) {
+      const LayerTensors<T>& lw = w.layers[l];
+      const LayerTensors<P>& lg = g.layers[l];
+      // FFN or MoE: its output's gradient is dx; its input's (ln2) goes to dln.
+      if (!moe[l]) {
+        {
+          Profiler::Scope ps(prof, OpFamily::Linear);
+          linear_backward(dnarrow, lg.w2, dx, act[l], lw.w2, N, Fl, Dm, OpFamily::Linear);
+        }
+        {
+          Profiler::Scope ps(prof, OpFamily::SwiGLU);
+          ops.swiglu_backward(dwide, dnarrow, h13[l], N, Fl);
+        }
+        {
+          Profiler::Scope ps(prof, OpFamily::Linear);
+          linear_backward(dln, lg.w13, dwide, ln2[l], lw.w13, N, Dm, 2 * Fl, OpFamily::Linear);
+        }
+        tp_allreduce(dln, nd);
+      } else {
+        moe[l]->backward(dln, dx, ln2[l], lw, lg, loss_scale);
+        if (hook) hook->ready(ParamGroup::Expert, layout.expert.at("layers." + std::to_string(l) + ".moe.experts.w1").offset);
+      }
+      {
+        Profiler::Scope ps(prof, OpFamily::Norm);
+        ops.rmsnorm_backward(dx, lg.ffn_norm, dln, x_mid[l], lw.ffn_norm, rstd2[l], N, Dm);
+      }
+      // Attention: the output's gradient is dx (the residual passes through unchanged).
+      {
+        Profiler::Scope ps(prof, OpFamily::Linear);
+        linear_backward(dnarrow, lg.wo, dx, atty[l], lw.wo, N, Q, Dm, OpFamily::Linear);
+      }
+      {
+        Profiler::Scope ps(prof, OpFamily::Attention);
+        ops.attention_backward(dwide, dnarrow, qkv[l], atty[l], lse[l], slopes, B, S, Hl, Dh);
+        // The backward recomputes the scores and forms dV, dP, dQ, dK: five triangle products.
+        prof.add_flops(OpFamily::Attention, 2.5 * attention_flops_forward());
+      }
+      {
+        Profiler::Scope ps(prof, OpFamily::Linear);
+        linear_backward(dln, lg.wqkv, dwide, ln1[l], lw.wqkv, N, Dm, 3 * Q, OpFamily::Linear);
+      }
+      tp_allreduce(dln, nd);
+      {
+        Profiler::Scope ps(prof, OpFamily::Norm);
+        ops.rmsnorm_backward(dx, lg.attn_norm, dln, x[l], lw.attn_norm, rstd1[l], N, Dm);
+      }
+      if (hook)
+        hook->ready(ParamGroup::Dense, layout.dense.at("layers." + std::to_string(l) + ".attn_norm.weight").offset);
+    }
+    {
+      Profiler::Scope ps(prof, OpFamily::Embedding);
+      ops.embedding_backward(g.embed, dx, inputs, N, Dm, V);
+    }
+    if (hook) hook->ready(ParamGroup::Dense, 0);
+  }
+};
+
+template <typename T>
+Model<T>::Model(const ModelConfig& cfg, int micro_batch, const ProcessGrid& grid, Ops<T>& ops)
+    : impl_(std::make_unique<Impl>(cfg, micro_batch, grid, ops)) {}
+
+template <typename T>
+Model<T>::~Model() = default;
+
+template <typename T>
+const ModelConfig& Model<T>::config() const {
+  return impl_->cfg;
+}
+template <typename T>
+const ParamLayout& Model<T>::layout() const {
+  return impl_->layout;
+}
+template <typename T>
+int Model<T>::micro_batch() const {
+  return impl_->B;
+}
+template <typename T>
+typename Model<T>::P* Model<T>::params(ParamGroup g) {
+  return g == ParamGroup::Dense ? impl_->params_dense : impl_->params_expert;
+}
+template <typename T>
+typename Model<T>::P* Model<T>::grads(ParamGroup g) {
+  return g == ParamGroup::Dense ? impl_->grads_dense : impl_->grads_expert;
+}
+template <typename T>
+size_t Model<T>::numel(ParamGroup g) const {
+  return g == ParamGroup::Dense ? impl_->dense_numel : impl_->expert_numel;
+}
+template <typename T>
+Profiler& Model<T>::profiler() {
+  return impl_->prof;
+}
+template <typename T>
+size_t Model<T>::activation_bytes() const {
+  return impl_->arena.bytes();
+}
+
+template <typename T>
+void Model<T>::init_params(uint64_t seed) {
+  auto& im = *impl_;
+  for (ParamGroup g : {ParamGroup::Dense, ParamGroup::Expert}) {
+    const ParamTable& table = g == ParamGroup::Dense ? im.layout.dense : im.layout.expert;
+    if (table.numel == 0) continue;
+    std::vector<P> host(table.numel);
+    mt::init_params<P>(host.data(), table, seed, im.cfg.n_layers);
+    im.dev.copy(params(g), host.data(), sizeof(P) * host.size(), CopyKind::HostToDevice);
+  }
+  refresh_compute_weights();
+}
+
+template <typename T>
+void Model<T>::zero_grads() {
+  auto& im = *impl_;
+  if (im.dense_numel) im.dev.zero(im.grads_dense, sizeof(P) * im.dense_numel);
+  if (im.expert_numel) im.dev.zero(im.grads_expert, sizeof(P) * im.expert_numel);
+}
+
+template <typename T>
+void Model<T>::refresh_compute_weights() {
+  if constexpr (!std::is_same_v<T, P>) {
+    auto& im = *impl_;
+    im.ops.to_compute(im.compute_dense, im.params_dense, im.dense_numel);
+    if (im.expert_numel) im.ops.to_compute(im.compute_expert, im.params_expert, im.expert_numel);
+  }
+}
+
+template <typename T>
+MicroBatchStats Model<T>::forward_backward(const int32_t* windows_host, int n_seqs, float loss_scale,
+                                          GradReadyHook* hook) {
+  auto& im = *impl_;
+  MicroBatchStats stats;
+  im.load_tokens(windows_host, n_seqs);
+  im.forward(&stats);
+  stats.loss_sum = im.head_and_loss(loss_scale / float(im.N), Impl::Pass::WithBackward);
+  stats.tokens = im.N;
+  im.backward(loss_scale, hook);
+  return stats;
+}
+
+template <typename T>
+double Model<T>::forward_nll(const int32_t* windows_host, int n_seqs) {
+  auto& im = *impl_;
+  MicroBatchStats stats;
+  im.load_tokens(windows_host, n_seqs);
+  im.forward(&stats);
+  return im.head_and_loss(0.f, Impl::Pass::ForwardOnly);
+}
+
+}  // namespace mt

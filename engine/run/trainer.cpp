@@ -1,0 +1,133 @@
+// Why: the non-template parts of the trainer (signals, batch split, resume checks, metrics file
+// handling, the CPU's GEMM reference rate) and its CPU instantiation.
+#include "engine/run/trainer.h"
+
+#include <cblas.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <sstream>
+
+#include "engine/cpu/cpu_ops.h"
+#include "engine/run/trainer_impl.h"
+
+namespace mt {
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+extern "C" void on_stop_signal(int) { g_stop = 1; }
+}  // namespace
+
+void install_stop_signals() {
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);
+}
+
+namespace train_detail {
+
+bool stop_requested() { return g_stop != 0; }
+
+BatchSplit split_batch(const RunConfig& cfg, int batch_size, int dp) {
+  BatchSplit s;
+  MT_INPUT(batch_size % dp == 0, cfg.name, ": train.batch_size (", batch_size, ") does not split over ", dp,
+           " data-parallel ranks");
+  s.local = batch_size / dp;
+  s.micro = cfg.train.micro_batch_size > 0 ? std::min(cfg.train.micro_batch_size, s.local) : s.local;
+  MT_INPUT(s.local % s.micro == 0, cfg.name, ": train.micro_batch_size (", s.micro,
+           ") does not divide the per-rank batch (", batch_size, " / ", dp, " ranks = ", s.local, ")");
+  s.n_micro = s.local / s.micro;
+  return s;
+}
+
+void check_resume_compatible(const json& saved, const json& now, const std::string& ckpt_dir) {
+  for (const char* section : {"model", "train", "data"}) {
+    json a = saved.contains(section) ? saved[section] : json::object();
+    json b = now.contains(section) ? now[section] : json::object();
+    // The micro-batch size is a memory knob of the layout, like parallel.*: it may change.
+    if (std::string(section) == "train") {
+      a.erase("micro_batch_size");
+      b.erase("micro_batch_size");
+    }
+    if (a == b) continue;
+    std::string key = section;
+    for (auto it = b.begin(); it != b.end(); ++it) {
+      if (!a.contains(it.key()) || a[it.key()] != it.value()) {
+        key += std::string(".") + it.key() + " (checkpoint " + (a.contains(it.key()) ? a[it.key()].dump() : "absent") +
+               ", now " + it.value().dump() + ")";
+        break;
+      }
+    }
+    MT_INPUT(false, "--resume: the checkpoint ", ckpt_dir, " was written by a different run: ", key,
+             " differs; resume with the same manifest or start a new --out folder");
+  }
+}
+
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) {
+    std::ofstream(path, std::ios::trunc);
+    return;
+  }
+  std::ostringstream kept;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("step") || j["step"].get<int64_t>() > step) continue;
+    kept << line << "\n";
+  }
+  in.close();
+  write_text_atomic(path, kept.str());
+}
+
+std::string short_count(double x) {
+  char buf[32];
+  if (x >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2fG", x / 1e9);
+  else if (x >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2fM", x / 1e6);
+  else if (x >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1fk", x / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", x);
+  return buf;
+}
+
+std::string short_duration(double s) {
+  char buf[32];
+  if (!std::isfinite(s) || s < 0) return "?";
+  const long t = long(s + 0.5);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else if (t >= 60)
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lds", t);
+  return buf;
+}
+
+}  // namespace train_detail
+
+double measure_cpu_gemm_flops() {
+  // A square sgemm large enough to reach OpenBLAS's steady rate; the best of seven after a warm-up (a
+  // single short timing on a busy machine would understate the peak and put MFU above 100%). Measured once.
+  static const double rate = [] {
+    const int n = 1024;
+    std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n, 0.f);
+    double best = 0;
+    for (int rep = 0; rep < 8; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+      double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (rep > 0) best = std::max(best, 2.0 * n * n * n / dt);
+    }
+    return best;
+  }();
+  return rate;
+}
+
+template TrainResult train<float>(const RunConfig&, const TrainOptions&, Ops<float>&, const ProcessGrid&);
+template json evaluate_checkpoint<float>(const RunConfig&, const std::string&, Ops<float>&, const ProcessGrid&);
+
+}  // namespace mt
