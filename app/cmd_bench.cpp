@@ -161,6 +161,8 @@ json bench(const RunConfig& cfg, const BenchArgs& a, Ops<T>& ops, const ProcessG
                          {"flops_per_s", gemm}};
   r["fraction_of_gemm"] = step_flops / seconds / gemm;
   r["peak_memory_bytes"] = double(dev.peak_bytes());
+  // The arena of one micro-batch: what micro_batch_size trades against memory.
+  r["activation_bytes_per_micro_batch"] = double(model.activation_bytes());
   json fam = json::array();
   double timed = 0;
   for (int f = 0; f < Profiler::kCount; ++f) timed += prof.seconds(OpFamily(f));
@@ -191,7 +193,9 @@ void print(const json& r) {
   if (r["peak_flops"].get<double>() > 0)
     std::printf("  MFU %.1f%% of %.1f TFLOP/s (peak reference)\n", 100 * r["mfu"].get<double>(),
                 r["peak_flops"].get<double>() / 1e12);
-  std::printf("  peak memory %.1f MiB\n", r["peak_memory_bytes"].get<double>() / (1 << 20));
+  std::printf("  peak memory %.1f MiB, of which activations %.1f MiB per micro-batch of %d sequences\n",
+              r["peak_memory_bytes"].get<double>() / (1 << 20),
+              r["activation_bytes_per_micro_batch"].get<double>() / (1 << 20), r["batch"]["micro_batch"].get<int>());
   Table t;
   t.header = {"op family", "ms/step", "share", "GFLOP/s"};
   for (const auto& f : r["families"])
@@ -204,6 +208,12 @@ void print(const json& r) {
 RegisterCommand reg("bench", 60, [](CLI::App& app) {
   auto args = std::make_shared<BenchArgs>();
   auto* sub = app.add_subcommand("bench", "Speed of training steps: tokens/s, FLOP/s, MFU, time per op family");
+  sub->footer(
+      "FLOPs: executed FLOPs count 2 per multiply-add of every GEMM. Attention counts QK^T and PV over the\n"
+      "causal triangle (4 B H Dh S(S+1)/2) forward and 2.5 times that backward (dV, dP, dQ, dK and the\n"
+      "recomputed scores: FlashAttention's convention); the native kernel's backward recomputes the scores\n"
+      "twice (7 tile products, not 5), which is not counted. MFU = executed FLOP/s / peak; the model rate\n"
+      "uses the paper's M = 6 Na + 12 L Dm S.");
   sub->add_option("config", args->run.config, "run manifest (model, train.batch_size; no data needed)")
       ->required()->check(CLI::ExistingFile);
   sub->add_option("--steps", args->steps, "timed steps (default 5)")->check(CLI::PositiveNumber);
@@ -215,7 +225,7 @@ RegisterCommand reg("bench", 60, [](CLI::App& app) {
     RunConfig cfg = load_run(args->run.config, args->run.overrides);
     json r = with_backend(args->run, cfg.parallel, [&](auto& ops, const ProcessGrid& grid, const BackendInfo& info) {
       return bench(cfg, *args, ops, grid, info);
-    });
+    }, cfg.model.attention_impl);
     if (!r["root"].get<bool>()) return;
     r.erase("root");
     if (args->as_json)

@@ -38,7 +38,7 @@ void run_eval(const EvalArgs& a) {
     json out = evaluate_checkpoint(cfg, ckpt, ops, grid);
     out["root"] = grid.is_root();
     return out;
-  });
+  }, cfg.model.attention_impl);
   if (!r["root"].get<bool>()) return;
   r.erase("root");
   if (a.as_json) {

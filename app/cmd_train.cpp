@@ -39,7 +39,7 @@ void run_train(const TrainArgs& a) {
     opts.peak_flops = info.peak_flops;
     opts.device_name = info.name;
     return train(cfg, opts, ops, grid);
-  });
+  }, cfg.model.attention_impl);
   if (r.outcome == TrainOutcome::Interrupted) {
     // Preempted (SIGTERM / SIGINT): a checkpoint was written; exit 3 so that a caller can tell.
     std::exit(3);

@@ -21,13 +21,16 @@ struct BackendInfo {
   double peak_flops = 0;   // per process: the MFU reference
 };
 
+// `attention`: the manifest's model.attention_impl (the CUDA backend's bf16 attention kernels).
 template <typename Fn>
-auto with_backend(const RunArgs& args, const ParallelConfig& par, Fn&& fn) {
+auto with_backend(const RunArgs& args, const ParallelConfig& par, Fn&& fn,
+                  AttentionImpl attention = AttentionImpl::Native) {
   BackendChoice choice = resolve_backend({parse_device(args.device), parse_precision(args.precision)});
   init_distributed();
 #ifdef MOETRAIN_HAVE_CUDA
   if (choice.device == DeviceChoice::Cuda) {
     auto gpu = cuda::open_backend(choice.precision == Precision::Bf16 ? cuda::Compute::Bf16 : cuda::Compute::Fp32);
+    gpu->set_attention(attention);
     auto grid = cuda::make_grid(par.tp, par.ep, *gpu);
     BackendInfo info{gpu->describe(), gpu->peak_flops()};
     if (choice.precision == Precision::Bf16) return fn(gpu->ops_bf16(), *grid, info);
@@ -35,6 +38,7 @@ auto with_backend(const RunArgs& args, const ParallelConfig& par, Fn&& fn) {
   }
 #else
   (void)choice;  // resolve_backend() refused cuda in a build without it
+  (void)attention;
 #endif
   CpuOps<float> ops;
   auto grid = make_grid(par.tp, par.ep, ops.device());

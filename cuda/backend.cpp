@@ -38,7 +38,8 @@ std::string Backend::describe() const {
   const DeviceInfo& d = impl_->device->info();
   return str(impl_->device->name(), " (", d.sm_count, " SMs, sm_", d.major, d.minor, ") ",
              impl_->compute == Compute::Bf16 ? "bf16" : "fp32",
-             impl_->ranks_per_gpu > 1 ? str(", shared by ", impl_->ranks_per_gpu, " ranks") : std::string());
+             impl_->ranks_per_gpu > 1 ? str(", shared by ", impl_->ranks_per_gpu, " ranks") : std::string(),
+             impl_->ctx->attention() == AttentionImpl::Cudnn ? ", cuDNN attention" : "");
 }
 
 double Backend::peak_flops() const {
@@ -48,6 +49,8 @@ double Backend::peak_flops() const {
 }
 
 Compute Backend::compute() const { return impl_->compute; }
+
+void Backend::set_attention(AttentionImpl impl) { impl_->ctx->set_attention(impl); }
 Ops<bf16>& Backend::ops_bf16() { return *impl_->bf16; }
 Ops<float>& Backend::ops_fp32() { return *impl_->fp32; }
 Device& Backend::device() { return *impl_->device; }
@@ -146,6 +149,7 @@ std::unique_ptr<ProcessGrid> make_grid(int tp, int ep, Backend& backend) {
   ncclComm_t world = nullptr;
   MT_CUDA_CHECK(cudaSetDevice(impl.device->index()));
   MT_NCCL_CHECK(ncclCommInitRank(&world, g->world_size, id, g->world_rank));
+  auto order = make_nccl_order(*impl.device);
   // Split every group of more than one rank (the same groups on every rank, in the same order, as
   // ncclCommSplit is collective over the world), then replace the world itself.
   for (int i = 1; i < 5; ++i) {
@@ -154,9 +158,9 @@ std::unique_ptr<ProcessGrid> make_grid(int tp, int ep, Backend& backend) {
     const int color = group_color(group, g->world_rank);
     ncclComm_t sub = nullptr;
     MT_NCCL_CHECK(ncclCommSplit(world, color, group.rank(), &sub, nullptr));
-    *comms[i] = make_nccl_comm(sub, std::move(*comms[i]), *impl.device, labels[i]);
+    *comms[i] = make_nccl_comm(sub, std::move(*comms[i]), *impl.device, order, labels[i]);
   }
-  *comms[0] = make_nccl_comm(world, std::move(*comms[0]), *impl.device, labels[0]);
+  *comms[0] = make_nccl_comm(world, std::move(*comms[0]), *impl.device, order, labels[0]);
   return g;
 }
 

@@ -11,6 +11,7 @@
 #include "comm/grid.h"
 #include "engine/core/device.h"
 #include "engine/core/dtype.h"
+#include "engine/model/model_config.h"
 #include "engine/model/ops.h"
 
 namespace mt::cuda {
@@ -31,6 +32,8 @@ class Backend {
   // mode, the plain fp32 (FMA, not TF32) peak in fp32 mode, which computes in true fp32.
   double peak_flops() const;
   Compute compute() const;
+  // model.attention_impl for the bf16 ops (see Context::set_attention).
+  void set_attention(AttentionImpl impl);
   Ops<bf16>& ops_bf16();
   Ops<float>& ops_fp32();
   Device& device();

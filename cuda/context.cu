@@ -11,6 +11,7 @@
 #include "cuda/check.h"
 #include "cuda/common.cuh"
 #include "cuda/context.h"
+#include "cuda/cudnn_attention.h"
 
 namespace mt::cuda {
 
@@ -18,6 +19,11 @@ namespace {
 
 // 32 MiB: what cuBLASLt's Hopper kernels ask for at most (NVIDIA recommends 32 MiB on sm_90).
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+// The scratch reservations (see context.h): device, and pinned host (router counts, route plans).
+constexpr size_t kScratchBytes = size_t(64) << 20;
+constexpr size_t kHostScratchBytes = size_t(1) << 20;
+// GEMM plans kept: a dense step has a few dozen shapes; an MoE step adds a few per expert and layer.
+constexpr size_t kMaxPlans = 4096;
 
 // Largest power of two (at most 256) that divides the address: cuBLASLt chooses kernels by it.
 int alignment_of(const void* p) {
@@ -62,16 +68,24 @@ Context::Context(CudaDevice& device) : device_(device) {
   workspace_bytes_ = kWorkspaceBytes;
   MT_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
   MT_CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, workspace_bytes_));
+  MT_CUDA_CHECK(cudaMalloc(&scratch_, kScratchBytes));
+  scratch_bytes_ = kScratchBytes;
+  MT_CUDA_CHECK(cudaMallocHost(&host_scratch_, kHostScratchBytes));
+  host_scratch_bytes_ = kHostScratchBytes;
+}
+
+void Context::destroy(Plan& p) {
+  if (p.op) cublasLtMatmulDescDestroy(p.op);
+  if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+  if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+  if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+  p = Plan{};
 }
 
 Context::~Context() {
   cudaStreamSynchronize(device_.stream());
-  for (auto& [key, p] : plans_) {
-    if (p.op) cublasLtMatmulDescDestroy(p.op);
-    if (p.a) cublasLtMatrixLayoutDestroy(p.a);
-    if (p.b) cublasLtMatrixLayoutDestroy(p.b);
-    if (p.c) cublasLtMatrixLayoutDestroy(p.c);
-  }
+  cudnn_.reset();
+  for (auto& kp : plans_) destroy(kp.second);
   if (blas_) cublasDestroy(blas_);
   if (lt_) cublasLtDestroy(lt_);
   if (workspace_) cudaFree(workspace_);
@@ -79,15 +93,20 @@ Context::~Context() {
   if (host_scratch_) cudaFreeHost(host_scratch_);
 }
 
+CudnnAttention& Context::cudnn() {
+  if (!cudnn_) cudnn_ = std::make_unique<CudnnAttention>(*this);
+  return *cudnn_;
+}
+
 void* Context::scratch(size_t bytes) {
   if (bytes > scratch_bytes_) {
-    // Grows by half again so that a slowly growing demand does not reallocate every step. cudaFree
-    // waits for the device, so no queued kernel still uses the old block.
+    // Beyond the reservation (a very wide model): grows by half again, stream-ordered, so the old block
+    // is freed once the kernels queued before it are done, and the host does not wait.
     const size_t want = std::max(bytes, scratch_bytes_ + scratch_bytes_ / 2);
-    if (scratch_) MT_CUDA_CHECK(cudaFree(scratch_));
+    MT_CUDA_CHECK(cudaFreeAsync(scratch_, stream()));
     scratch_ = nullptr;
     scratch_bytes_ = 0;
-    MT_CUDA_CHECK(cudaMalloc(&scratch_, want));
+    MT_CUDA_CHECK(cudaMallocAsync(&scratch_, want, stream()));
     scratch_bytes_ = want;
   }
   return scratch_;
@@ -95,7 +114,7 @@ void* Context::scratch(size_t bytes) {
 
 void* Context::host_scratch(size_t bytes) {
   if (bytes > host_scratch_bytes_) {
-    // The stream may still copy into the old block: wait before freeing it.
+    // Beyond the reservation only. The stream may still copy into the old block: wait before freeing it.
     MT_CUDA_CHECK(cudaStreamSynchronize(device_.stream()));
     if (host_scratch_) MT_CUDA_CHECK(cudaFreeHost(host_scratch_));
     host_scratch_ = nullptr;
@@ -108,8 +127,17 @@ void* Context::host_scratch(size_t bytes) {
 }
 
 Context::Plan& Context::plan(const PlanKey& key) {
-  auto it = plans_.find(key);
-  if (it != plans_.end()) return it->second;
+  auto it = plan_index_.find(key);
+  if (it != plan_index_.end()) {
+    plans_.splice(plans_.begin(), plans_, it->second);
+    return it->second->second;
+  }
+  if (plans_.size() >= kMaxPlans) {
+    // The descriptors are read when a matmul is queued, so a plan of queued work may be destroyed.
+    destroy(plans_.back().second);
+    plan_index_.erase(plans_.back().first);
+    plans_.pop_back();
+  }
   Plan p;
   const cublasOperation_t ta = key.tb ? CUBLAS_OP_T : CUBLAS_OP_N;  // A' = B
   const cublasOperation_t tb = key.ta ? CUBLAS_OP_T : CUBLAS_OP_N;  // B' = A
@@ -148,7 +176,9 @@ Context::Plan& Context::plan(const PlanKey& key) {
   } else if (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_SUCCESS) {
     MT_CUBLAS_CHECK(st);
   }
-  return plans_.emplace(key, p).first->second;
+  plans_.emplace_front(key, p);
+  plan_index_.emplace(key, plans_.begin());
+  return plans_.front().second;
 }
 
 void Context::scale_matrix(void* c, cudaDataType_t c_type, int m, int n, int ldc, float beta) {

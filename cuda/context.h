@@ -1,7 +1,8 @@
 // Why: the state that every CUDA op of a backend shares: the device and its stream, the cuBLASLt handle
-// with its workspace and a cache of GEMM plans (the heuristic query costs more than a small GEMM, so it
-// runs once per shape), and grow-only scratch memory (device and pinned host) for the ops' temporaries,
-// so that no op allocates in the step loop once the first step has sized them.
+// with its workspace and a bounded cache of GEMM plans (the heuristic query costs more than a small GEMM,
+// so it runs once per shape while the shape stays in the cache), and scratch memory (device and pinned
+// host) for the ops' temporaries, reserved once at construction for what a step's ops ask (the largest
+// is rmsnorm's 512 x C partial sums: 16 MiB at C = 8192), so that the step loop does not allocate.
 #pragma once
 
 #include <cublasLt.h>
@@ -11,13 +12,19 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <list>
+#include <memory>
 #include <unordered_map>
+#include <utility>
 
 #include "cuda/device.h"
 #include "engine/core/check.h"
+#include "engine/model/model_config.h"
 #include "engine/model/ops.h"
 
 namespace mt::cuda {
+
+class CudnnAttention;
 
 class Context {
  public:
@@ -31,10 +38,17 @@ class Context {
   int sm_count() const { return device_.info().sm_count; }
 
   // Device scratch of at least `bytes` (256-byte aligned), valid until the next scratch() call. Work on
-  // the stream is ordered, so an op may reuse it freely within its own launches.
+  // the stream is ordered, so an op may reuse it freely within its own launches. A demand beyond the
+  // reservation grows it stream-ordered (cudaFreeAsync / cudaMallocAsync: no device synchronisation).
   void* scratch(size_t bytes);
   // Pinned host memory of at least `bytes`, for small results read back by the host.
   void* host_scratch(size_t bytes);
+
+  // Which attention kernels the bf16 ops run (model.attention_impl); fp32 always runs the native ones.
+  AttentionImpl attention() const { return attention_; }
+  void set_attention(AttentionImpl impl) { attention_ = impl; }
+  // The cuDNN attention of this context (handle and plans), made on first use.
+  CudnnAttention& cudnn();
 
   // Row-major C[m, n] = alpha op(A) op(B) + beta C (engine/ops.h GemmShape) with fp32 accumulation.
   // ab_type: CUDA_R_32F or CUDA_R_16BF; c_type: CUDA_R_32F or CUDA_R_16BF.
@@ -55,7 +69,10 @@ class Context {
     cublasLtMatmulAlgo_t algo{};
     bool have_algo = false;  // false: cuBLASLt found none; the plain cuBLAS GemmEx path is used
   };
+  // The cached plan of `key` (made on a miss), now the most recently used; beyond kMaxPlans the least
+  // recently used plan is destroyed: dropless MoE brings new expert row counts every step.
   Plan& plan(const PlanKey& key);
+  static void destroy(Plan& p);
   // C = beta C for k = 0 (no product).
   void scale_matrix(void* c, cudaDataType_t c_type, int m, int n, int ldc, float beta);
 
@@ -64,11 +81,15 @@ class Context {
   cublasHandle_t blas_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  std::unordered_map<PlanKey, Plan, PlanKeyHash> plans_;
+  using PlanList = std::list<std::pair<PlanKey, Plan>>;  // most recently used first
+  PlanList plans_;
+  std::unordered_map<PlanKey, PlanList::iterator, PlanKeyHash> plan_index_;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
   void* host_scratch_ = nullptr;
   size_t host_scratch_bytes_ = 0;
+  AttentionImpl attention_ = AttentionImpl::Native;
+  std::unique_ptr<CudnnAttention> cudnn_;
 };
 
 // Carves several typed arrays out of one scratch() block.

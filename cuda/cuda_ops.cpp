@@ -1,8 +1,12 @@
 // Why: CudaOps<T> is a thin forwarding layer over cuda/kernels.h (as CpuOps is over engine/cpu); the
 // GEMMs are here, one Context::gemm call each: bf16 or fp32 operands, fp32 accumulation, output in T
-// (gemm) or fp32 (gemm_acc: weight gradients and router logits). Instantiated for float and bf16.
+// (gemm) or fp32 (gemm_acc: weight gradients and router logits). Instantiated for float and bf16. bf16
+// attention goes to cuDNN when the context says so (model.attention_impl).
 #include "cuda/cuda_ops.h"
 
+#include <type_traits>
+
+#include "cuda/cudnn_attention.h"
 #include "cuda/kernels.h"
 
 namespace mt::cuda {
@@ -63,11 +67,17 @@ void CudaOps<T>::rmsnorm_backward(T* dinp, P* dweight, const T* dout, const T* i
 template <typename T>
 void CudaOps<T>::attention_forward(T* out, P* lse, const T* qkv, const float* slopes, int B, int T_, int H,
                                    int Dh) {
+  if constexpr (std::is_same_v<T, mt::bf16>)
+    if (ctx_.attention() == AttentionImpl::Cudnn)
+      return ctx_.cudnn().forward(out, lse, qkv, slopes, B, T_, H, Dh);
   cuda::attention_forward<T>(ctx_, out, lse, qkv, slopes, B, T_, H, Dh);
 }
 template <typename T>
 void CudaOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const P* lse,
                                     const float* slopes, int B, int T_, int H, int Dh) {
+  if constexpr (std::is_same_v<T, mt::bf16>)
+    if (ctx_.attention() == AttentionImpl::Cudnn)
+      return ctx_.cudnn().backward(dqkv, dout, qkv, out, lse, slopes, B, T_, H, Dh);
   cuda::attention_backward<T>(ctx_, dqkv, dout, qkv, out, lse, slopes, B, T_, H, Dh);
 }
 

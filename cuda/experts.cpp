@@ -7,7 +7,10 @@
 // Per expert e with rows x (n, C): h13 = [x w1_e^T | x w3_e^T] (n, 2F), act = swiglu(h13) (n, F),
 // out = act w2_e^T (n, C). Backward: dact = dout w2_e, dw2_e += dout^T act, dh13 = swiglu'(dact),
 // dinp = dh13[:, :F] w1_e + dh13[:, F:] w3_e, dw1_e += dh13[:, :F]^T x, dw3_e += dh13[:, F:]^T x.
+// In bf16 the two products of dinp are summed in fp32 (scratch, in blocks of rows) and rounded once.
+#include <algorithm>
 #include <climits>
+#include <type_traits>
 
 #include "cuda/kernels.h"
 #include "engine/core/check.h"
@@ -26,6 +29,27 @@ void check_sizes(const int64_t* offsets, int E, int C, int F) {
 
 GemmShape shape(Trans ta, Trans tb, int m, int n, int k, int lda, int ldb, int ldc) {
   return GemmShape{ta, tb, m, n, k, lda, ldb, ldc};
+}
+
+// dx (n, C) = dh (n, 2F; ld 2F) [w1_e; w3_e]: one rounding to T.
+template <typename T>
+void input_grad(Context& ctx, T* dx, const T* dh, const T* w1e, const T* w3e, int n, int C, int F) {
+  const int ld13 = 2 * F;
+  if constexpr (std::is_same_v<T, float>) {
+    gemm<T>(ctx, dx, dh, w1e, shape(Trans::No, Trans::No, n, C, F, ld13, C, C), 1.f, 0.f);
+    gemm<T>(ctx, dx, dh + F, w3e, shape(Trans::No, Trans::No, n, C, F, ld13, C, C), 1.f, 1.f);
+  } else {
+    // Rows per block so that the fp32 sum fits the context's reserved scratch (16 MiB at least).
+    const int block = std::max(1, int((size_t(16) << 20) / (sizeof(float) * size_t(C))));
+    float* acc = static_cast<float*>(ctx.scratch(sizeof(float) * size_t(std::min(n, block)) * C));
+    for (int r = 0; r < n; r += block) {
+      const int m = std::min(block, n - r);
+      const T* d = dh + size_t(r) * ld13;
+      gemm_acc<T>(ctx, acc, d, w1e, shape(Trans::No, Trans::No, m, C, F, ld13, C, C), 1.f, 0.f);
+      gemm_acc<T>(ctx, acc, d + F, w3e, shape(Trans::No, Trans::No, m, C, F, ld13, C, C), 1.f, 1.f);
+      to_compute<T>(ctx, dx + size_t(r) * C, acc, size_t(m) * C);
+    }
+  }
 }
 
 }  // namespace
@@ -76,9 +100,7 @@ void experts_backward(Context& ctx, T* dinp, float* dw1, float* dw3, float* dw2,
     if (n == 0) continue;
     const T* x = inp + size_t(r0) * C;
     const T* dh = dh13 + size_t(r0) * ld13;
-    T* dx = dinp + size_t(r0) * C;
-    gemm<T>(ctx, dx, dh, w1 + e * wsize, shape(Trans::No, Trans::No, n, C, F, ld13, C, C), 1.f, 0.f);
-    gemm<T>(ctx, dx, dh + F, w3 + e * wsize, shape(Trans::No, Trans::No, n, C, F, ld13, C, C), 1.f, 1.f);
+    input_grad<T>(ctx, dinp + size_t(r0) * C, dh, w1 + e * wsize, w3 + e * wsize, n, C, F);
     gemm_acc<T>(ctx, dw1 + e * wsize, dh, x, shape(Trans::Yes, Trans::No, F, C, n, ld13, C, C), 1.f, 1.f);
     gemm_acc<T>(ctx, dw3 + e * wsize, dh + F, x, shape(Trans::Yes, Trans::No, F, C, n, ld13, C, C), 1.f, 1.f);
   }

@@ -28,6 +28,39 @@ ncclDataType_t nccl_type(DType t) {
   return ncclFloat32;
 }
 
+}  // namespace
+
+// See nccl_comm.h: the side stream of the process and an event that marks the end of its work so far.
+class NcclOrder {
+ public:
+  explicit NcclOrder(CudaDevice& device) : device_(device) {
+    MT_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+    MT_CUDA_CHECK(cudaEventCreateWithFlags(&side_done_, cudaEventDisableTiming));
+  }
+  ~NcclOrder() {
+    cudaStreamSynchronize(side_);
+    cudaEventDestroy(side_done_);
+    cudaStreamDestroy(side_);
+  }
+  NcclOrder(const NcclOrder&) = delete;
+  NcclOrder& operator=(const NcclOrder&) = delete;
+
+  cudaStream_t side() const { return side_; }
+  // Before a main-stream collective: the main stream waits for the side stream's work issued so far.
+  cudaStream_t main_after_side() {
+    MT_CUDA_CHECK(cudaEventRecord(side_done_, side_));
+    MT_CUDA_CHECK(cudaStreamWaitEvent(device_.stream(), side_done_, 0));
+    return device_.stream();
+  }
+
+ private:
+  CudaDevice& device_;
+  cudaStream_t side_ = nullptr;
+  cudaEvent_t side_done_ = nullptr;
+};
+
+namespace {
+
 // An allreduce queued on the side stream; wait() makes the main stream wait for it (the host does not).
 class NcclRequest final : public CommRequest {
  public:
@@ -49,15 +82,13 @@ class NcclRequest final : public CommRequest {
 
 class NcclComm final : public Comm {
  public:
-  NcclComm(ncclComm_t comm, std::unique_ptr<Comm> host, CudaDevice& device, std::string label)
-      : comm_(comm), host_(std::move(host)), device_(device), label_(std::move(label)) {
-    MT_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
-  }
+  NcclComm(ncclComm_t comm, std::unique_ptr<Comm> host, CudaDevice& device, std::shared_ptr<NcclOrder> order,
+           std::string label)
+      : comm_(comm), host_(std::move(host)), device_(device), order_(std::move(order)), label_(std::move(label)) {}
   ~NcclComm() override {
-    cudaStreamSynchronize(side_);
+    cudaStreamSynchronize(order_->side());
     cudaStreamSynchronize(device_.stream());
     ncclCommDestroy(comm_);
-    cudaStreamDestroy(side_);
   }
   NcclComm(const NcclComm&) = delete;
   NcclComm& operator=(const NcclComm&) = delete;
@@ -69,7 +100,7 @@ class NcclComm final : public Comm {
   void allreduce_sum(void* buf, size_t count, DType dtype, MemSpace space) override {
     if (space == MemSpace::Host) return host_->allreduce_sum(buf, count, dtype, space);
     if (count == 0) return;
-    MT_NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_type(dtype), ncclSum, comm_, stream()));
+    MT_NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_type(dtype), ncclSum, comm_, ordered()));
   }
 
   std::unique_ptr<CommRequest> iallreduce_sum(void* buf, size_t count, DType dtype, MemSpace space) override {
@@ -80,23 +111,23 @@ class NcclComm final : public Comm {
     MT_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
     auto req = std::make_unique<NcclRequest>(done, stream());
     MT_CUDA_CHECK(cudaEventRecord(ready, stream()));
-    MT_CUDA_CHECK(cudaStreamWaitEvent(side_, ready, 0));
+    MT_CUDA_CHECK(cudaStreamWaitEvent(order_->side(), ready, 0));
     MT_CUDA_CHECK(cudaEventDestroy(ready));  // released once recorded work completes
-    if (count) MT_NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_type(dtype), ncclSum, comm_, side_));
-    MT_CUDA_CHECK(cudaEventRecord(done, side_));
+    if (count) MT_NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_type(dtype), ncclSum, comm_, order_->side()));
+    MT_CUDA_CHECK(cudaEventRecord(done, order_->side()));
     return req;
   }
 
   void allgather(const void* send, void* recv, size_t count, DType dtype, MemSpace space) override {
     if (space == MemSpace::Host) return host_->allgather(send, recv, count, dtype, space);
     if (count == 0) return;
-    MT_NCCL_CHECK(ncclAllGather(send, recv, count, nccl_type(dtype), comm_, stream()));
+    MT_NCCL_CHECK(ncclAllGather(send, recv, count, nccl_type(dtype), comm_, ordered()));
   }
 
   void reduce_scatter_sum(const void* send, void* recv, size_t count, DType dtype, MemSpace space) override {
     if (space == MemSpace::Host) return host_->reduce_scatter_sum(send, recv, count, dtype, space);
     if (count == 0) return;
-    MT_NCCL_CHECK(ncclReduceScatter(send, recv, count, nccl_type(dtype), ncclSum, comm_, stream()));
+    MT_NCCL_CHECK(ncclReduceScatter(send, recv, count, nccl_type(dtype), ncclSum, comm_, ordered()));
   }
 
   void alltoallv(const void* send, const size_t* send_counts, const size_t* send_displs, void* recv,
@@ -105,14 +136,15 @@ class NcclComm final : public Comm {
       return host_->alltoallv(send, send_counts, send_displs, recv, recv_counts, recv_displs, dtype, space);
     const size_t es = dtype_size(dtype);
     const ncclDataType_t t = nccl_type(dtype);
+    cudaStream_t st = ordered();
     MT_NCCL_CHECK(ncclGroupStart());
     for (int j = 0; j < size(); ++j) {
       if (send_counts[j])
         MT_NCCL_CHECK(ncclSend(static_cast<const char*>(send) + send_displs[j] * es, send_counts[j], t, j, comm_,
-                               stream()));
+                               st));
       if (recv_counts[j])
         MT_NCCL_CHECK(ncclRecv(static_cast<char*>(recv) + recv_displs[j] * es, recv_counts[j], t, j, comm_,
-                               stream()));
+                               st));
     }
     MT_NCCL_CHECK(ncclGroupEnd());
   }
@@ -125,7 +157,7 @@ class NcclComm final : public Comm {
     if (space == MemSpace::Host) return host_->broadcast(buf, count, dtype, root, space);
     MT_CHECK(root >= 0 && root < size(), "broadcast root ", root, " outside ", describe());
     if (count == 0) return;
-    MT_NCCL_CHECK(ncclBroadcast(buf, buf, count, nccl_type(dtype), root, comm_, stream()));
+    MT_NCCL_CHECK(ncclBroadcast(buf, buf, count, nccl_type(dtype), root, comm_, ordered()));
   }
 
   void barrier() override {
@@ -135,12 +167,14 @@ class NcclComm final : public Comm {
 
  private:
   cudaStream_t stream() const { return device_.stream(); }
+  // The main stream, after the side stream's NCCL work so far (nccl_comm.h: launch order).
+  cudaStream_t ordered() { return order_->main_after_side(); }
 
   ncclComm_t comm_;
   std::unique_ptr<Comm> host_;
   CudaDevice& device_;
+  std::shared_ptr<NcclOrder> order_;
   std::string label_;
-  cudaStream_t side_ = nullptr;
 };
 
 class DoneRequest final : public CommRequest {
@@ -224,9 +258,11 @@ class Bf16SumComm final : public Comm {
 
 }  // namespace
 
+std::shared_ptr<NcclOrder> make_nccl_order(CudaDevice& device) { return std::make_shared<NcclOrder>(device); }
+
 std::unique_ptr<Comm> make_nccl_comm(ncclComm_t comm, std::unique_ptr<Comm> host, CudaDevice& device,
-                                     const std::string& label) {
-  return std::make_unique<NcclComm>(comm, std::move(host), device, label);
+                                     std::shared_ptr<NcclOrder> order, const std::string& label) {
+  return std::make_unique<NcclComm>(comm, std::move(host), device, std::move(order), label);
 }
 
 std::unique_ptr<Comm> make_bf16_sum_comm(std::unique_ptr<Comm> inner, Context& ctx) {

@@ -1,153 +1,123 @@
 #!/usr/bin/env bash
-# Why: one command for a machine with an NVIDIA GPU (an H100: sm_90) that builds the CUDA backend, runs
-# the GPU tests (every CUDA op against its CPU twin, the whole model CPU vs GPU), the tp / ep layouts on
-# one GPU through MPI staging, and `moetrain bench` on manifests/bench/*.json, then prints one table.
+# Why: the GPU machines of this workplace are bare (a CUDA toolkit, CMake, a compiler and PyTorch with
+# its own cuDNN/NCCL wheels; no Open MPI, no OpenBLAS, no package registry) and device time is scarce.
+# So the CUDA build happens here and one folder travels: `prepare DIR` builds Release with CUDA for
+# sm_90 and packs DIR with the executables, the manifests they need, every shared library they load
+# that a bare CUDA machine lacks (Open MPI with its plugins and help files, PMIx, hwloc, libevent,
+# OpenBLAS, the OpenMP and C++ runtimes, ...) and DIR/run.sh (scripts/gpu_run.sh), which runs every GPU
+# check there without building. The CUDA libraries (cudart, cuBLAS, cuDNN, NCCL) are not packed:
+# run.sh finds them on the machine.
 #
-#   scripts/gpu_check.sh                 build in build-gpu/ and run everything
-#   scripts/gpu_check.sh --fetch-debs D  (on a Debian/Ubuntu machine with apt, NOT the GPU machine)
-#                                        download into D the .deb files of the build and MPI dependencies
+#   scripts/gpu_check.sh prepare DIR    build (BUILD_DIR, default build-gpu) and pack DIR (<= 60 MiB)
+#   DIR/run.sh                          on the GPU machine: `CHECK <name> ok|FAIL|SKIPPED ...` lines
 #
-# Finding MPI. The GPU machines of this workplace have CUDA, CMake and a compiler but no Open MPI,
-# OpenBLAS, Catch2, CLI11 or nlohmann-json, and reach no package registry. Carry them as .deb files:
-#   1. here:   echo /.debs/ >> .git/info/exclude; scripts/gpu_check.sh --fetch-debs .debs
-#   2. there:  carry .debs and run  MOETRAIN_DEBS=.debs scripts/gpu_check.sh
-# The packages are unpacked with dpkg -x under $MT_DEPS_ROOT (default /tmp/moetrain-deps), never into
-# /, and found through CMAKE_PREFIX_PATH, CPATH, LD_LIBRARY_PATH and OPAL_PREFIX (Open MPI relocated).
-# mpirun is taken, in this order, from $MPI_HOME/bin (mpirun or mpirun.openmpi), from the unpacked
-# packages, or from PATH; without one the layout checks are reported as skipped, not failed.
-# Other settings: BUILD_DIR (default build-gpu), CUDA_ARCH (default 90), JOBS (default nproc),
-# MOETRAIN_PREBUILT=1 (use BUILD_DIR as it is: no configure or build).
-set -uo pipefail
-cd "$(dirname "$0")/.."
+# Settings: BUILD_DIR (default build-gpu; configured with -DMOETRAIN_NATIVE=OFF so that the binaries
+# run on any x86-64 CPU), CUDA_ARCH (default 90), JOBS (default nproc), MT_BUNDLE_FROM=BUILD (pack an
+# existing CUDA build as it is, no build: the ctest dry run does this with its own build directory).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
-DEB_PACKAGES=(
-  libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libhwloc15 libhwloc-dev libpmix2 libevent-core-2.1-7
-  libevent-pthreads-2.1-7 libfabric1 libucx0 libpsm2-2 libpsm-infinipath1 libibverbs1 librdmacm1 libnl-3-200
-  libnl-route-3-200 libefa1 libltdl7 libxnvctrl0
-  libopenblas0 libopenblas0-openmp libopenblas-dev libopenblas-openmp-dev libgfortran5
-  catch2 libcli11-dev nlohmann-json3-dev zlib1g-dev
-)
+die() { echo "gpu_check: $*" >&2; exit 2; }
+[ "${1:-}" = "prepare" ] && [ -n "${2:-}" ] || die "usage: scripts/gpu_check.sh prepare DIR"
+mkdir -p "$2"
+DIR="$(cd "$2" && pwd)"
+MULTIARCH="$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"
+SYSLIB="/usr/lib/$MULTIARCH"
+TARGETS=(moetrain moetrain_gpu_tests gpu_layout_job gpu_attention_job)
 
-if [ "${1:-}" = "--fetch-debs" ]; then
-  dir="${2:?usage: scripts/gpu_check.sh --fetch-debs DIR}"
-  mkdir -p "$dir"
-  (cd "$dir" && apt-get download "${DEB_PACKAGES[@]}") || { echo "gpu_check: apt-get download failed" >&2; exit 1; }
-  echo "gpu_check: $(ls "$dir"/*.deb | wc -l) packages in $dir ($(du -sh "$dir" | cut -f1)); carry it and run MOETRAIN_DEBS=$dir scripts/gpu_check.sh"
-  exit 0
-fi
-
-BUILD_DIR="${BUILD_DIR:-build-gpu}"
-CUDA_ARCH="${CUDA_ARCH:-90}"
-JOBS="${JOBS:-$(nproc)}"
-LOG_DIR="${OUT:-$BUILD_DIR}/gpu_check_logs"
-mkdir -p "$BUILD_DIR" "$LOG_DIR"
-ROWS=()
-row() { ROWS+=("$(printf '%-44s %-8s %s' "$1" "$2" "$3")"); }
-export PATH="/usr/local/cuda/bin:$PATH"
-
-# ---- dependencies from carried .deb files ----------------------------------------------------------------
-if [ -n "${MOETRAIN_DEBS:-}" ]; then
-  root="${MT_DEPS_ROOT:-/tmp/moetrain-deps}"
-  mkdir -p "$root"
-  for f in "$MOETRAIN_DEBS"/*.deb; do dpkg -x "$f" "$root"; done
-  multiarch="$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"
-  export CMAKE_PREFIX_PATH="$root/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
-  export CPATH="$root/usr/include:$root/usr/include/$multiarch${CPATH:+:$CPATH}"
-  export LIBRARY_PATH="$root/usr/lib/$multiarch${LIBRARY_PATH:+:$LIBRARY_PATH}"
-  export LD_LIBRARY_PATH="$root/usr/lib/$multiarch:$root/usr/lib/$multiarch/openblas-openmp:$root/usr/lib/$multiarch/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export OPAL_PREFIX="$root/usr"  # Open MPI finds its components and help files under the new prefix
-  export MPI_HOME="${MPI_HOME:-$root/usr}"
-  row "dependencies" "ok" "$(ls "$MOETRAIN_DEBS"/*.deb | wc -l) .deb unpacked under $root"
-fi
-
-MPIRUN=""
-for c in "${MPI_HOME:-/nonexistent}/bin/mpirun" "${MPI_HOME:-/nonexistent}/bin/mpirun.openmpi"; do
-  [ -x "$c" ] && { MPIRUN="$c"; break; }
-done
-[ -z "$MPIRUN" ] && MPIRUN="$(command -v mpirun || true)"
-
-# ---- build -----------------------------------------------------------------------------------------------
-if [ "${MOETRAIN_PREBUILT:-0}" != "1" ]; then
-  cmake_args=(-S . -B "$BUILD_DIR" -DMOETRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" -DMOETRAIN_NATIVE=OFF)
-  if [ -n "${MPI_HOME:-}" ]; then
-    for w in "$MPI_HOME/bin/mpicc" "$MPI_HOME/bin/mpicc.openmpi"; do
-      [ -x "$w" ] && { cmake_args+=(-DMPI_C_COMPILER="$w"); break; }
-    done
-    [ -n "$MPIRUN" ] && cmake_args+=(-DMPIEXEC_EXECUTABLE="$MPIRUN")
-  fi
-  if cmake "${cmake_args[@]}" >"$LOG_DIR/configure.log" 2>&1; then
-    row "configure (sm_$CUDA_ARCH)" "ok" "$BUILD_DIR"
-  else
-    row "configure (sm_$CUDA_ARCH)" "FAILED" "see $LOG_DIR/configure.log"
-  fi
-  if make -C "$BUILD_DIR" -j"$JOBS" moetrain_gpu_tests gpu_layout_job >"$LOG_DIR/build.log" 2>&1; then
-    row "build GPU tests" "ok" ""
-  else
-    row "build GPU tests" "FAILED" "see $LOG_DIR/build.log"
-  fi
-  # The executable (for bench) separately: a failure there must not hide the kernel tests.
-  if make -C "$BUILD_DIR" -j"$JOBS" moetrain >"$LOG_DIR/build_moetrain.log" 2>&1; then
-    row "build moetrain" "ok" ""
-  else
-    row "build moetrain" "FAILED" "see $LOG_DIR/build_moetrain.log"
-  fi
-fi
-
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$LOG_DIR/gpu.txt" 2>&1 &&
-  row "GPU" "-" "$(head -1 "$LOG_DIR/gpu.txt")"
-
-# ---- GPU tests: ops and model against the CPU ---------------------------------------------------------------
-T="$BUILD_DIR/tests/gpu/moetrain_gpu_tests"
-if [ -x "$T" ]; then
-  "$T" --reporter compact >"$LOG_DIR/gpu_tests.log" 2>&1
-  rc=$?
-  summary="$(grep -E '^(Passed|Failed|All tests)' "$LOG_DIR/gpu_tests.log" | tail -1)"
-  if grep -q "GPU test skipped" "$LOG_DIR/gpu_tests.log"; then
-    row "ops + model vs CPU ([gpu] tests)" "SKIPPED" "no GPU visible"
-  elif [ $rc -eq 0 ]; then row "ops + model vs CPU ([gpu] tests)" "passed" "$summary"
-  else row "ops + model vs CPU ([gpu] tests)" "FAILED" "$summary; see $LOG_DIR/gpu_tests.log"; fi
+# ---- build (or reuse) ---------------------------------------------------------------------------------
+if [ -n "${MT_BUNDLE_FROM:-}" ]; then
+  B="$MT_BUNDLE_FROM"
 else
-  row "ops + model vs CPU ([gpu] tests)" "FAILED" "not built"
-fi
-
-# ---- layouts on one GPU through MPI staging ---------------------------------------------------------------
-J="$BUILD_DIR/tests/gpu/gpu_layout_job"
-for layout in "2 2 1 fp32" "2 1 2 fp32" "4 2 2 fp32" "2 2 1 bf16" "4 2 2 bf16"; do
-  set -- $layout
-  name="layout np$1 tp$2 ep$3 $4 (MPI staging)"
-  if [ -z "$MPIRUN" ]; then row "$name" "SKIPPED" "no mpirun (set MPI_HOME or MOETRAIN_DEBS)"; continue; fi
-  if [ ! -x "$J" ]; then row "$name" "FAILED" "gpu_layout_job not built"; continue; fi
-  log="$LOG_DIR/layout_np$1_tp$2_ep$3_$4.log"
-  if OMP_NUM_THREADS=1 MOETRAIN_COMM=mpi timeout 600 "$MPIRUN" --allow-run-as-root --oversubscribe -np "$1" \
-      "$J" "$2" "$3" "$4" >"$log" 2>&1; then
-    if grep -q "skipped" "$log"; then row "$name" "SKIPPED" "no GPU visible"
-    else row "$name" "passed" "$(grep -m1 -E 'loss 0:' "$log" | sed 's/^ *//')"; fi
-  else
-    row "$name" "FAILED" "see $log"
+  B="${BUILD_DIR:-$ROOT/build-gpu}"
+  if [ ! -f "$B/CMakeCache.txt" ]; then
+    launcher=()
+    command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache
+                                              -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+    cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DMOETRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
+      -DMOETRAIN_NATIVE=OFF "${launcher[@]}" >/dev/null || die "configure failed in $B"
   fi
-done
-
-# ---- bench ------------------------------------------------------------------------------------------------
-M="$BUILD_DIR/moetrain"
-if [ -x "$M" ]; then
-  for cfg in manifests/bench/*.json; do
-    [ -e "$cfg" ] || continue
-    log="$LOG_DIR/bench_$(basename "$cfg" .json).log"
-    if timeout 600 "$M" bench "$cfg" --device cuda >"$log" 2>&1; then
-      row "bench $(basename "$cfg")" "ok" "$(grep -iE 'tok/s|mfu' "$log" | tail -1 | cut -c1-90)"
-    else
-      row "bench $(basename "$cfg")" "FAILED" "$(tail -1 "$log" | cut -c1-90)"
-    fi
-  done
-else
-  row "bench" "SKIPPED" "moetrain not built"
+  cmake --build "$B" -j"${JOBS:-$(nproc)}" --target "${TARGETS[@]}" >"$B/gpu_bundle_build.log" 2>&1 ||
+    die "build failed: see $B/gpu_bundle_build.log"
 fi
+[ -f "$B/libmoetrain_cuda.a" ] || die "$B is not a CUDA build (MOETRAIN_CUDA=ON)"
+EXES=("$B/moetrain" "$B/tests/gpu/moetrain_gpu_tests" "$B/tests/gpu/gpu_layout_job" "$B/tests/gpu/gpu_attention_job")
+for e in "${EXES[@]}"; do [ -x "$e" ] || die "$e is missing (build the targets ${TARGETS[*]})"; done
+native="$(sed -n 's/^MOETRAIN_NATIVE:BOOL=//p' "$B/CMakeCache.txt")"
 
-echo
-printf '%-44s %-8s %s\n' "check" "result" "detail"
-printf '%s\n' "------------------------------------------------------------------------------------------------"
-printf '%s\n' "${ROWS[@]}"
-echo "logs: $LOG_DIR"
-failed=0
-for r in "${ROWS[@]}"; do [[ "$r" == *" FAILED "* ]] && failed=1; done
-exit $failed
+# ---- pack: a fresh folder, moved into place at the end ---------------------------------------------------
+T="$DIR.tmp.$$"
+rm -rf "$T"
+trap 'rm -rf "$T"' EXIT
+mkdir -p "$T/bin" "$T/lib" "$T/manifests/bench" "$T/mpi/bin" "$T/mpi/openmpi3" "$T/mpi/share" "$T/mpi/pmix"
+cp "${EXES[@]}" "$T/bin/"
+cp "$ROOT"/manifests/bench/h100_*.json "$T/manifests/bench/"
+cp "$ROOT/scripts/gpu_run.sh" "$T/run.sh"
+chmod +x "$T/run.sh"
+
+# Open MPI (mpirun is orterun), its components and help files; PMIx with its components and help files;
+# hwloc's PCI plugin. Components for networks a single node does not use (InfiniBand, UCX, OFI, PSM)
+# are left out: they pull in large libraries, and run.sh selects shared memory (btl self,vader).
+network='libucp|libuct|libucs|libfabric|libibverbs|librdmacm|libpsm'
+cp -L "$(readlink -f "$(command -v mpirun)")" "$T/mpi/bin/mpirun"
+for p in "$SYSLIB"/openmpi/lib/openmpi3/mca_*.so; do
+  ldd "$p" | grep -qE "$network" || cp -L "$p" "$T/mpi/openmpi3/"
+done
+cp -rL /usr/share/openmpi "$T/mpi/share/openmpi"
+PMIX="$SYSLIB/pmix2"
+cp -L "$PMIX"/lib/pmix/*.so "$T/mpi/pmix/"
+cp -rL "$PMIX/share/pmix" "$T/mpi/share/pmix"
+[ -f "$PMIX/share/pmix-mca-params.conf" ] && cp -L "$PMIX/share/pmix-mca-params.conf" "$T/mpi/share/"
+mkdir -p "$T/mpi/hwloc"
+[ -f "$SYSLIB/hwloc/hwloc_pci.so" ] && cp -L "$SYSLIB/hwloc/hwloc_pci.so" "$T/mpi/hwloc/"
+
+# Every library the packed ELF files load, transitively (ldd resolves the closure), but the C library
+# and the CUDA libraries (the machine's, found by run.sh). The C library goes to glibc/ with its loader
+# apart: bundled libraries need this machine's glibc (2.36 for Debian bookworm's libstdc++ and
+# libevent), and on a machine with an older one run.sh starts every executable through exe.sh, the
+# bundled loader with glibc/ (never on LD_LIBRARY_PATH, where the machine's own tools would load it).
+system_re='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libresolv\.so|libutil\.so|libanl\.so)'
+cuda_re='^(libcuda\.so|libcudart\.so|libcublas|libcublasLt|libnccl|libcudnn|libnvrtc|libnvJitLink|libcufft|libcurand|libcusparse|libcusolver)'
+elves=("$T"/bin/* "$T"/mpi/bin/mpirun "$T"/mpi/openmpi3/*.so "$T"/mpi/pmix/*.so "$T"/mpi/hwloc/*.so)
+LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "${elves[@]}" 2>/dev/null |
+  awk '/=>/ {print $1, $3}' | sort -u >"$T/.deps"
+missing="$(awk '$2 == "not" {print $1}' "$T/.deps" | grep -vE "$cuda_re" | sort -u || true)"
+[ -z "$missing" ] || die "libraries not found here: $missing"
+mkdir -p "$T/glibc"
+while read -r name path; do
+  [[ "$name" =~ $cuda_re || "$name" =~ ^linux-vdso ]] && continue
+  dest="$T/lib"
+  [[ "$name" =~ $system_re ]] && dest="$T/glibc"
+  [ -e "$dest/$name" ] || cp -L "$path" "$dest/$name"
+done <"$T/.deps"
+loader="$(ldd "$T/bin/moetrain" | awk '/ld-linux/ {print $1}')"
+cp -L "$loader" "$T/glibc/$(basename "$loader")"
+cat >"$T/exe.sh" <<EOF
+#!/bin/sh
+# Runs a bundled executable with the bundle's C library (run.sh uses it where the machine's is older).
+d="\$(dirname "\$0")"
+exec "\$d/glibc/$(basename "$loader")" --library-path "\$d/glibc:\$LD_LIBRARY_PATH" "\$@"
+EOF
+chmod +x "$T/exe.sh"
+rm -f "$T/.deps"
+strip --strip-unneeded "$T"/lib/*.so* "$T"/mpi/openmpi3/*.so "$T"/mpi/pmix/*.so 2>/dev/null || true
+
+glibc="$(objdump -T "${elves[@]}" "$T"/lib/*.so* 2>/dev/null | grep -o 'GLIBC_[0-9][0-9.]*' | sort -uV | tail -1)"
+{
+  echo "moetrain GPU bundle"
+  echo "source: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (modified)')"
+  echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) in $B, CUDA architectures $(sed -n 's/^CMAKE_CUDA_ARCHITECTURES:[A-Z]*=//p' "$B/CMakeCache.txt")"
+  echo "native: ${native:-unknown} (ON: built for this machine's CPU only, -march=native)"
+  echo "needs: ${glibc#GLIBC_} or newer glibc; cudart 13, cuBLAS 13, NCCL 2, cuDNN 9 on the machine"
+  echo "bundled libraries: $(ls "$T/lib" | tr '\n' ' ')"
+} >"$T/BUNDLE.txt"
+
+# Libraries over 8 MiB travel gzipped (OpenBLAS, with kernels for every CPU: 36 MiB, 11 MiB gzipped);
+# run.sh unpacks them into a temporary folder.
+find "$T/lib" -type f -size +8M -exec gzip -9 {} +
+size_kib="$(du -sk "$T" | cut -f1)"
+[ "$size_kib" -le $((60 * 1024)) ] || die "the bundle is $((size_kib / 1024)) MiB, over the 60 MiB limit"
+rm -rf "$DIR"
+mv "$T" "$DIR"
+trap - EXIT
+echo "gpu_check: bundle $DIR: $((size_kib / 1024)) MiB, $(ls "$DIR/bin" | wc -l) executables, $(ls "$DIR/lib" | wc -l) libraries, $(ls "$DIR/mpi/openmpi3" | wc -l) Open MPI components; carry it and run $DIR/run.sh"

@@ -8,6 +8,10 @@ enum class MoeLayout { Full, OneDense, Interleave };
 
 const char* to_string(MoeLayout layout);
 
+// The attention kernels of the CUDA backend (the CPU has one): the hand-written flash kernels, or
+// cuDNN's fused SDPA graph (bf16 only; fp32 runs stay native).
+enum class AttentionImpl { Native, Cudnn };
+
 struct MoeConfig {
   bool enabled = false;           // false: a dense model (no "moe" object in the manifest)
   MoeLayout layout = MoeLayout::OneDense;
@@ -31,6 +35,7 @@ struct ModelConfig {
   int seq_len = 2048;             // S
   double norm_eps = 1e-5;
   bool tie_embeddings = false;
+  AttentionImpl attention_impl = AttentionImpl::Native;  // model.attention_impl: "native" | "cudnn"
   MoeConfig moe;
 
   bool is_moe_layer(int layer) const;

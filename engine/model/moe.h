@@ -13,6 +13,7 @@
 // its input are partial sums that the caller / this class all-reduce over tp.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -38,6 +39,16 @@ struct MoeDims {
   GateNorm norm = GateNorm::None;
   float balance_coef = 0;
   float z_coef = 0;
+
+  // Rows this rank's experts can receive in one micro-batch, what the receiving buffers are sized for:
+  // a token's K choices are distinct experts, so each of the ep senders' N tokens sends at most
+  // min(K, El) rows to one rank; with a capacity, each sender keeps at most `capacity` rows per expert.
+  // (Never less than the N K rows a rank sends, which ep = 1 keeps in the same buffers.)
+  size_t recv_rows() const {
+    size_t r = size_t(N) * ep * size_t(std::min(K, El));
+    if (capacity >= 0) r = std::min(r, size_t(ep) * El * size_t(capacity));
+    return r;
+  }
 };
 
 // Buffers shared by every MoE layer (used within one layer's forward or backward only).
@@ -56,7 +67,7 @@ struct MoeScratch {
   P* prob_grad = nullptr; // (E)
 
   void request(Arena& a, const MoeDims& d) {
-    const size_t R = size_t(d.N) * d.K, Rr = R * d.ep, rows = std::max<size_t>(Rr, d.N);
+    const size_t R = size_t(d.N) * d.K, Rr = d.recv_rows(), rows = std::max<size_t>(Rr, d.N);
     const size_t H = size_t(std::max(d.Del, d.Dsl));
     a.request(&rows_a, Rr * d.Dm);
     a.request(&rows_b, Rr * d.Dm);
@@ -86,7 +97,7 @@ class MoeLayer {
   MoeLayer(const MoeDims& d, Ops<T>& ops, const ProcessGrid& grid, Profiler& prof, Arena& arena,
            MoeScratch<T>& scratch)
       : d_(d), ops_(ops), grid_(grid), prof_(prof), s_(scratch) {
-    const size_t N = d.N, R = N * d.K, Rr = R * d.ep;
+    const size_t N = d.N, R = N * d.K, Rr = d.recv_rows();
     arena.request(&logits_, N * d.E);
     arena.request(&probs_, N * d.E);
     arena.request(&lse_, N);
@@ -292,6 +303,7 @@ class MoeLayer {
       }
     }
     Rr_ = std::accumulate(output_splits_.begin(), output_splits_.end(), int64_t(0));
+    MT_CHECK(size_t(Rr_) <= d_.recv_rows(), "MoE: ", Rr_, " rows received, buffers hold ", d_.recv_rows());
     alltoallv_rows(send_, input_splits_, s_.rows_a, output_splits_);
     // Received row of (source j, expert e, i-th) -> sorted position.
     std::vector<int32_t> sort_idx(Rr_), unsort_idx(Rr_);

@@ -198,6 +198,7 @@ void parse_model(ObjReader& r, ModelConfig& m) {
   m.norm_eps = r.get_number("norm_eps", m.norm_eps);
   if (!(m.norm_eps > 0)) r.fail("norm_eps", "must be > 0");
   m.tie_embeddings = r.get_bool("tie_embeddings", false);
+  m.attention_impl = AttentionImpl(r.get_enum("attention_impl", {"native", "cudnn"}, 0));
   if (const json* moe = r.child("moe")) {
     ObjReader mr(*moe, r.key_path("moe"), r.where());
     parse_moe(mr, m.moe);

@@ -1,7 +1,7 @@
-// Why: what the GPU tests share: skipping when no GPU is present (with a WARN, so that a CPU-only
-// machine passes and says why), one CUDA backend per test process, host <-> backend buffers through the
-// Device interface (so the same test body runs on CpuOps and CudaOps), and the error measures of the
-// comparisons: ‖a − b‖ / ‖b‖ against a float64 reference.
+// Why: what the GPU tests share: the skip exit code (main.cpp runs no test without a GPU), one CUDA
+// backend per test process, host <-> backend buffers through the Device interface (so the same test
+// body runs on CpuOps and CudaOps), and the error measures of the comparisons: ‖a − b‖ / ‖b‖ against a
+// float64 reference.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -28,14 +28,8 @@ inline bool have_gpu() {
   return present;
 }
 
-// Each [gpu] test begins with this: without a GPU it warns and returns (the test passes, skipped).
-#define MT_GPU_OR_SKIP()                                              \
-  do {                                                                \
-    if (!::mt::gputest::have_gpu()) {                                 \
-      WARN("no CUDA GPU visible: GPU test skipped");                  \
-      return;                                                         \
-    }                                                                 \
-  } while (0)
+// The exit code of a GPU test process that found no GPU: ctest's SKIP_RETURN_CODE, run.sh's SKIPPED.
+constexpr int kSkipped = 77;
 
 // One device, context and pair of ops for the whole test process.
 struct Gpu {

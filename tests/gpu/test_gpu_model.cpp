@@ -81,7 +81,6 @@ uint64_t fresh_seed() {
 }  // namespace
 
 TEST_CASE("gpu forward_backward matches the CPU model (fp32 tight, bf16 within bf16 accuracy)", "[gpu]") {
-  MT_GPU_OR_SKIP();
   const ModelConfig cfg = small_config();
   const int B = 3;
   const uint64_t seed = fresh_seed();
@@ -131,7 +130,6 @@ TEST_CASE("gpu forward_backward matches the CPU model (fp32 tight, bf16 within b
 }
 
 TEST_CASE("gpu training steps (clipping, AdamW) match the CPU in fp32", "[gpu]") {
-  MT_GPU_OR_SKIP();
   const ModelConfig cfg = small_config();
   const int B = 2;
   const uint64_t seed = fresh_seed();

@@ -86,7 +86,6 @@ struct GemmCase : CaseBase {
 };
 
 TEST_CASE("gpu gemm and gemm_acc match the CPU in every transpose", "[gpu]") {
-  MT_GPU_OR_SKIP();
   for (Trans ta : {Trans::No, Trans::Yes})
     for (Trans tb : {Trans::No, Trans::Yes})
       for (int pad : {0, 3})
@@ -134,7 +133,6 @@ struct EmbeddingCase : CaseBase {
 };
 
 TEST_CASE("gpu embedding forward and backward", "[gpu]") {
-  MT_GPU_OR_SKIP();
   EmbeddingCase c;
   INFO("seed " << c.seed);
   check_case(c);
@@ -159,7 +157,6 @@ struct RmsnormCase : CaseBase {
 };
 
 TEST_CASE("gpu rmsnorm forward and backward", "[gpu]") {
-  MT_GPU_OR_SKIP();
   for (auto [N, C] : {std::pair{300, 200}, std::pair{1100, 96}, std::pair{5, 4100}}) {
     RmsnormCase c;
     c.N = N;
@@ -170,7 +167,6 @@ TEST_CASE("gpu rmsnorm forward and backward", "[gpu]") {
 }
 
 TEST_CASE("gpu rmsnorm backward may write dinp over dout", "[gpu]") {
-  MT_GPU_OR_SKIP();
   auto& g = gpu();
   Gen gen(fresh_seed(), false);
   const int N = 77, C = 300;
@@ -205,7 +201,6 @@ struct SwigluCase : CaseBase {
 };
 
 TEST_CASE("gpu swiglu forward and backward", "[gpu]") {
-  MT_GPU_OR_SKIP();
   SwigluCase c;
   INFO("seed " << c.seed);
   check_case(c);
@@ -234,7 +229,6 @@ struct CrossEntropyCase : CaseBase {
 };
 
 TEST_CASE("gpu cross-entropy (separate, in place, loss only)", "[gpu]") {
-  MT_GPU_OR_SKIP();
   for (int V : {5003, 10007, 40})
     for (int mode : {0, 1, 2}) {
       CrossEntropyCase c;
@@ -270,7 +264,6 @@ struct AttentionCase : CaseBase {
 };
 
 TEST_CASE("gpu attention forward and backward for every head-size class", "[gpu]") {
-  MT_GPU_OR_SKIP();
   // Dh 16 and 80 are padded (to 32 and 128); 160 uses the Dh <= 256 tiles; S = 150 leaves partial tiles.
   for (int Dh : {16, 32, 64, 80, 128, 160}) {
     AttentionCase c;
@@ -315,7 +308,6 @@ struct RouterCase : CaseBase {
 };
 
 TEST_CASE("gpu router forward, backward and statistics", "[gpu]") {
-  MT_GPU_OR_SKIP();
   for (auto [E, K] : {std::pair{16, 4}, std::pair{40, 2}, std::pair{64, 8}, std::pair{5, 1}})
     for (GateNorm norm : {GateNorm::None, GateNorm::Renormalize}) {
       RouterCase c;
@@ -378,7 +370,6 @@ struct DispatchCase : CaseBase {
 };
 
 TEST_CASE("gpu routing plan, permute and combine (dropless and with capacity)", "[gpu]") {
-  MT_GPU_OR_SKIP();
   for (int capacity : {-1, 70, 0})
     for (auto [N, K, E] : {std::tuple{200, 2, 5}, std::tuple{700, 3, 16}}) {
       DispatchCase c;
@@ -485,7 +476,6 @@ struct ExpertsCase : CaseBase {
 };
 
 TEST_CASE("gpu experts forward and backward (grouped SwiGLU, an empty expert)", "[gpu]") {
-  MT_GPU_OR_SKIP();
   ExpertsCase c;
   INFO("seed " << c.seed);
   CpuOps<double> cpu64;
@@ -526,7 +516,6 @@ struct ElementwiseCase : CaseBase {
 };
 
 TEST_CASE("gpu elementwise ops, reductions and AdamW", "[gpu]") {
-  MT_GPU_OR_SKIP();
   ElementwiseCase c;
   INFO("seed " << c.seed);
   check_case(c);
@@ -535,7 +524,6 @@ TEST_CASE("gpu elementwise ops, reductions and AdamW", "[gpu]") {
 // ---- determinism ----------------------------------------------------------------------------------------------------
 
 TEST_CASE("gpu reductions and scatters give the same bits on every run", "[gpu]") {
-  MT_GPU_OR_SKIP();
   auto& g = gpu();
   auto run = [&](uint64_t seed) {
     AttentionCase a;

@@ -5,7 +5,7 @@
 // no result has to travel. Run by scripts/gpu_check.sh (and ctest -L gpu) as
 //   mpirun -np <world> gpu_layout_job <tp> <ep> [fp32|bf16]
 // bf16 runs the same comparison at bf16 tolerance (loss 2e-2). Without a GPU it prints "skipped" and
-// exits 0. Exit 1 on a mismatch, with the numbers.
+// exits 77 (ctest's SKIP_RETURN_CODE). Exit 1 on a mismatch, with the numbers.
 #include <mpi.h>
 
 #include <cmath>
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
     if (mt_cuda_device_count() <= 0) {
       if (rank == 0) std::printf("gpu_layout_job: no CUDA GPU visible: skipped\n");
       if (world > 1) MPI_Finalize();
-      return 0;
+      return 77;
     }
     const bool bf16 = precision == "bf16";
     auto backend = cuda::open_backend(bf16 ? cuda::Compute::Bf16 : cuda::Compute::Fp32);
