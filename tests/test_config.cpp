@@ -166,3 +166,12 @@ TEST_CASE("the CLI reports bad manifests on one line with exit 2", "[config][cli
   r = mt::test::run_moetrain("frobnicate");
   CHECK(r.exit_code == 2);
 }
+
+TEST_CASE("model.attention_impl selects native (default) or cudnn attention", "[config]") {
+  json j = base_manifest();
+  CHECK(mt::parse_run(j, "m.json", ".").model.attention_impl == mt::AttentionImpl::Native);
+  j["model"]["attention_impl"] = "cudnn";
+  CHECK(mt::parse_run(j, "m.json", ".").model.attention_impl == mt::AttentionImpl::Cudnn);
+  j["model"]["attention_impl"] = "flash";
+  CHECK_THAT(error_of(j), Catch::Contains("model.attention_impl: unknown value \"flash\""));
+}

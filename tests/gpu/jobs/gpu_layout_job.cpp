@@ -2,7 +2,7 @@
 // (MPI with host staging, as in tests) must match the single-process run of the same global batch:
 // the loss to 1e-5, the global gradient norm to 1e-4 and, after two AdamW steps, the loss again to
 // 1e-4. Every rank also computes the single-process reference itself (same GPU, a grid of one rank), so
-// no result has to travel. Run by scripts/gpu_check.sh (and ctest -L gpu) as
+// no result has to travel. Run by the GPU bundle's run.sh (scripts/gpu_run.sh) and ctest -L gpu as
 //   mpirun -np <world> gpu_layout_job <tp> <ep> [fp32|bf16]
 // bf16 runs the same comparison at bf16 tolerance (loss 2e-2). Without a GPU it prints "skipped" and
 // exits 77 (ctest's SKIP_RETURN_CODE). Exit 1 on a mismatch, with the numbers.
