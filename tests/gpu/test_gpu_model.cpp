@@ -1,6 +1,7 @@
 // Why: the whole model on the GPU must be the CPU model: one forward_backward of a small MoE model
 // (a dense and an MoE layer, shared expert, z-loss) compared in fp32 against the float64 CPU model
-// (loss to 1e-5, gradients to 1e-4), and in bf16 within bf16 accuracy; then three optimizer steps
+// (loss to 1e-5, gradients to 1e-4), and in bf16 within bf16 accuracy (native, and cuDNN attention in
+// a test of its own); then three optimizer steps
 // (clipping, AdamW) in fp32 against the CPU float model, parameters to 1e-4, as DESIGN.md's layout
 // contract asks of any backend.
 #include <cmath>
@@ -78,20 +79,57 @@ uint64_t fresh_seed() {
   return (uint64_t(rd()) << 32) ^ rd();
 }
 
+// A small batch of random windows and the float64 CPU model's forward_backward on it: the reference.
+struct Reference {
+  ModelConfig cfg = small_config();
+  int B = 3;
+  uint64_t seed = fresh_seed();
+  std::vector<int32_t> windows = random_windows(cfg, B, seed);
+  CpuOps<double> cpu;
+  std::unique_ptr<ProcessGrid> grid = make_grid(1, 1, cpu.device());
+  Model<double> model{cfg, B, *grid, cpu};
+  MicroBatchStats stats;
+  Reference() {
+    set_params(model, cpu.device(), cfg, seed);
+    stats = model.forward_backward(windows.data(), B, 1.f, nullptr);
+  }
+};
+
+// The bf16 model with `impl` attention against the reference, within bf16 accuracy.
+void check_bf16(Reference& r, AttentionImpl impl) {
+  const ModelConfig& cfg = r.cfg;
+  const int B = r.B;
+  Model<double>& ref = r.model;
+  Device& ref_dev = r.cpu.device();
+  const MicroBatchStats& rs = r.stats;
+  auto& g = gpu();
+  auto gpu_grid = make_grid(1, 1, g.device);
+  g.ctx.set_attention(impl);
+  Model<bf16> m(cfg, B, *gpu_grid, g.bf16_ops);
+  set_params(m, g.device, cfg, r.seed);
+  const MicroBatchStats s = m.forward_backward(r.windows.data(), B, 1.f, nullptr);
+  g.ctx.set_attention(AttentionImpl::Native);
+  INFO("bf16 loss " << s.loss_sum << " reference " << rs.loss_sum);
+  CHECK(std::fabs(s.loss_sum - rs.loss_sum) <= 1e-2 * std::fabs(rs.loss_sum));
+  // Whole buffers: a near tie in the router may pick another expert for a token in bf16.
+  const Vec gd = download(m, g.device, ParamGroup::Dense, true), rd = download(ref, ref_dev, ParamGroup::Dense, true);
+  const Vec ge = download(m, g.device, ParamGroup::Expert, true), re = download(ref, ref_dev, ParamGroup::Expert, true);
+  INFO("bf16 gradient errors: dense " << rel_l2(gd, rd) << ", experts " << rel_l2(ge, re));
+  CHECK(rel_l2(gd, rd) <= 5e-2);
+  CHECK(rel_l2(ge, re) <= 1e-1);
+}
+
 }  // namespace
 
 TEST_CASE("gpu forward_backward matches the CPU model (fp32 tight, bf16 within bf16 accuracy)", "[gpu]") {
-  const ModelConfig cfg = small_config();
-  const int B = 3;
-  const uint64_t seed = fresh_seed();
-  INFO("seed " << seed);
-  const auto windows = random_windows(cfg, B, seed);
-
-  CpuOps<double> cpu;
-  auto cpu_grid = make_grid(1, 1, cpu.device());
-  Model<double> ref(cfg, B, *cpu_grid, cpu);
-  set_params(ref, cpu.device(), cfg, seed);
-  const MicroBatchStats rs = ref.forward_backward(windows.data(), B, 1.f, nullptr);
+  Reference r;
+  INFO("seed " << r.seed);
+  const ModelConfig& cfg = r.cfg;
+  const int B = r.B;
+  const uint64_t seed = r.seed;
+  const auto& windows = r.windows;
+  Model<double>& ref = r.model;
+  const MicroBatchStats& rs = r.stats;
 
   auto& g = gpu();
   auto gpu_grid = make_grid(1, 1, g.device);
@@ -104,7 +142,7 @@ TEST_CASE("gpu forward_backward matches the CPU model (fp32 tight, bf16 within b
     CHECK(std::fabs(s.z_loss - rs.z_loss) <= 1e-5 * std::fabs(rs.z_loss));
     CHECK(s.tokens_per_expert == rs.tokens_per_expert);
     for (ParamGroup pg : {ParamGroup::Dense, ParamGroup::Expert}) {
-      const Vec gr = download(m, g.device, pg, true), rr = download(ref, cpu.device(), pg, true);
+      const Vec gr = download(m, g.device, pg, true), rr = download(ref, r.cpu.device(), pg, true);
       const auto& table = pg == ParamGroup::Dense ? m.layout().dense : m.layout().expert;
       for (const auto& t : table.tensors) {
         const Vec a(gr.begin() + t.offset, gr.begin() + t.offset + t.numel);
@@ -114,19 +152,13 @@ TEST_CASE("gpu forward_backward matches the CPU model (fp32 tight, bf16 within b
       }
     }
   }
-  {
-    Model<bf16> m(cfg, B, *gpu_grid, g.bf16_ops);
-    set_params(m, g.device, cfg, seed);
-    const MicroBatchStats s = m.forward_backward(windows.data(), B, 1.f, nullptr);
-    INFO("bf16 loss " << s.loss_sum << " reference " << rs.loss_sum);
-    CHECK(std::fabs(s.loss_sum - rs.loss_sum) <= 1e-2 * std::fabs(rs.loss_sum));
-    // Whole buffers: a near tie in the router may pick another expert for a token in bf16.
-    const Vec gd = download(m, g.device, ParamGroup::Dense, true), rd = download(ref, cpu.device(), ParamGroup::Dense, true);
-    const Vec ge = download(m, g.device, ParamGroup::Expert, true), re = download(ref, cpu.device(), ParamGroup::Expert, true);
-    INFO("bf16 gradient errors: dense " << rel_l2(gd, rd) << ", experts " << rel_l2(ge, re));
-    CHECK(rel_l2(gd, rd) <= 5e-2);
-    CHECK(rel_l2(ge, re) <= 1e-1);
-  }
+  check_bf16(r, AttentionImpl::Native);
+}
+
+TEST_CASE("gpu forward_backward with cuDNN attention matches the CPU model (bf16)", "[gpu]") {
+  Reference r;
+  INFO("seed " << r.seed);
+  check_bf16(r, AttentionImpl::Cudnn);
 }
 
 TEST_CASE("gpu training steps (clipping, AdamW) match the CPU in fp32", "[gpu]") {
