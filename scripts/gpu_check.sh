@@ -51,6 +51,7 @@ rm -rf "$T"
 trap 'rm -rf "$T"' EXIT
 mkdir -p "$T/bin" "$T/lib" "$T/manifests/bench" "$T/mpi/bin" "$T/mpi/openmpi3" "$T/mpi/share" "$T/mpi/pmix"
 cp "${EXES[@]}" "$T/bin/"
+strip --strip-unneeded "$T"/bin/*
 cp "$ROOT"/manifests/bench/h100_*.json "$T/manifests/bench/"
 cp "$ROOT/scripts/gpu_run.sh" "$T/run.sh"
 chmod +x "$T/run.sh"
@@ -61,7 +62,8 @@ chmod +x "$T/run.sh"
 network='libucp|libuct|libucs|libfabric|libibverbs|librdmacm|libpsm'
 cp -L "$(readlink -f "$(command -v mpirun)")" "$T/mpi/bin/mpirun"
 for p in "$SYSLIB"/openmpi/lib/openmpi3/mca_*.so; do
-  ldd "$p" | grep -qE "$network" || cp -L "$p" "$T/mpi/openmpi3/"
+  deps="$(ldd "$p" 2>/dev/null)"  # whole, not piped into grep -q (SIGPIPE under pipefail)
+  [[ "$deps" =~ $network ]] || cp -L "$p" "$T/mpi/openmpi3/"
 done
 cp -rL /usr/share/openmpi "$T/mpi/share/openmpi"
 PMIX="$SYSLIB/pmix2"
@@ -106,7 +108,7 @@ glibc="$(objdump -T "${elves[@]}" "$T"/lib/*.so* 2>/dev/null | grep -o 'GLIBC_[0
 {
   echo "moetrain GPU bundle"
   echo "source: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (modified)')"
-  echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) in $B, CUDA architectures $(sed -n 's/^CMAKE_CUDA_ARCHITECTURES:[A-Z]*=//p' "$B/CMakeCache.txt")"
+  echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) in $B, CUDA architectures $(sed -n 's/^MOETRAIN_CUDA_ARCH:[A-Z]*=//p' "$B/CMakeCache.txt") (MOETRAIN_CUDA_ARCH; CUDA_ARCH for a fresh build)"
   echo "native: ${native:-unknown} (ON: built for this machine's CPU only, -march=native)"
   echo "needs: ${glibc#GLIBC_} or newer glibc; cudart 13, cuBLAS 13, NCCL 2, cuDNN 9 on the machine"
   echo "bundled libraries: $(ls "$T/lib" | tr '\n' ' ')"
