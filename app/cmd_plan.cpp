@@ -25,14 +25,15 @@ std::string fmt_ratio(double x, bool present) { return present ? fmt_fixed(x, 2)
 
 Table plan_table(const std::vector<Plan>& plans, const std::vector<RunConfig>& cfgs) {
   Table t;
-  t.header = {"run", "N", "Na", "ra", "M", "D", "C", "D^", "epochs", "iters", "B", "lr", "D/N",
+  t.header = {"run", "N", "Na", "ra", "M", "6Na/M", "D", "C", "D^", "epochs", "iters", "B", "lr", "D/N",
               "alpha", "mu", "beta", "zeta", "gamma"};
   for (size_t i = 0; i < plans.size(); ++i) {
     const Plan& p = plans[i];
     bool moe = cfgs[i].model.moe.enabled;
     bool dense_layers = cfgs[i].model.n_dense_layers() > 0;
     t.rows.push_back({p.name, fmt_sci(p.n_params), fmt_sci(p.n_active), fmt_pct(p.activation_rate),
-                      fmt_sci(p.flops_per_token), fmt_sci(p.tokens), fmt_sci(p.compute), fmt_sci(p.unique_tokens),
+                      fmt_sci(p.flops_per_token), fmt_pct(6.0 * double(p.n_active) / p.flops_per_token, 1),
+                      fmt_sci(p.tokens), fmt_sci(p.compute), fmt_sci(p.unique_tokens),
                       fmt_fixed(p.epochs, 2), fmt_count(double(p.iters)),
                       std::to_string(p.batch_size) + (p.batch_auto ? "*" : ""),
                       fmt_sci(p.lr) + (p.lr_auto ? "*" : ""), fmt_fixed(p.d_over_n, 1),
@@ -139,7 +140,8 @@ void run_plan(const PlanArgs& a) {
   }
   std::cout << plan_table(plans, cfgs).text();
   std::cout << "\nN, Na: non-embedding parameters (attention, FFN, experts, shared, router, norms); "
-               "M = 6 Na + 12 L Dm S FLOPs/token;\nC = M D; D^ unique tokens; * = \"auto\" (Step Law: "
+               "M = 6 Na + 12 L Dm S FLOPs/token (6Na/M: the share of its first term);\n"
+               "C = M D; D^ unique tokens; * = \"auto\" (Step Law: "
                "lr = 1.79 N^-0.713 D^0.307, B = 0.58 D^0.571 tokens)\n";
 }
 

@@ -32,6 +32,7 @@ struct SweepArgs {
   RunArgs run;             // run.config is the sweep manifest
   std::string out;
   std::string collect;
+  std::string only;        // --only a,b: just these runs
   int jobs = 1;
   bool slurm = false;
   bool dry_run = false;
@@ -174,7 +175,8 @@ void run_sweep(const SweepArgs& a) {
            a.run.config, " --out DIR`");
   fs::create_directories(a.out);
   SweepState state = prepare_sweep(m.sweep, a.run.config, a.out);
-  std::vector<RunTask> tasks = sweep_tasks(state, a.out);
+  MT_INPUT(a.only.empty() || !a.slurm, "--only runs the named runs here; it does not combine with --slurm");
+  std::vector<RunTask> tasks = select_tasks(sweep_tasks(state, a.out), a.only);
   int n_done = 0, n_resume = 0, n_failed = 0;
   for (auto& t : tasks) {
     RunStatus s = run_status(t.out_dir);
@@ -247,6 +249,7 @@ RegisterCommand reg("sweep", 30, [](CLI::App& app) {
   sub->add_option("--slurm-opt", args->slurm_opts,
                   "with --slurm: an extra #SBATCH option for both scripts, e.g. --slurm-opt=--partition=gpu "
                   "(repeatable)");
+  sub->add_option("--only", args->only, "run (or dry-run) just these runs: NAME[,NAME...]");
   sub->add_flag("--dry-run", args->dry_run, "write the run folders (and Slurm scripts) but start nothing");
   add_run_options(sub, &args->run);
   sub->callback([args, jobs] {

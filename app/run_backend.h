@@ -9,6 +9,7 @@
 #include "comm/grid.h"
 #include "engine/core/backend.h"
 #include "engine/cpu/cpu_ops.h"
+#include "engine/cpu/threads.h"
 #include "engine/run/trainer.h"
 #ifdef MOETRAIN_HAVE_CUDA
 #include "cuda/backend.h"
@@ -40,9 +41,10 @@ auto with_backend(const RunArgs& args, const ParallelConfig& par, Fn&& fn,
   (void)choice;  // resolve_backend() refused cuda in a build without it
   (void)attention;
 #endif
+  const cpu::CpuThreads threads = cpu::configure_cpu_threads();
   CpuOps<float> ops;
   auto grid = make_grid(par.tp, par.ep, ops.device());
-  BackendInfo info{"cpu", measure_cpu_gemm_flops()};
+  BackendInfo info{"cpu, " + threads.describe(), measure_cpu_gemm_flops()};
   return fn(ops, *grid, info);
 }
 

@@ -4,6 +4,7 @@
 // manifests must compare models of equal N at equal compute.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <filesystem>
@@ -357,26 +358,39 @@ TEST_CASE("collect builds the paper's table from a sweep folder", "[sweep]") {
   CHECK_THROWS_WITH(mt::collect_sweep(mt::test::scratch_dir("sweep_not")), Catch::Contains("no sweep.json"));
 }
 
+// The runs of manifests/micro/NAME.json, parsed and planned as `moetrain plan` does.
+struct MicroSweep {
+  mt::Manifest m;
+  std::map<std::string, mt::Plan> plans;
+  std::map<std::string, mt::RunConfig> cfgs;
+};
+
+MicroSweep plan_micro_sweep(const std::string& name) {
+  MicroSweep s;
+  s.m = mt::load_manifest(mt::test::source_path("manifests/micro/" + name + ".json"), {});
+  REQUIRE(s.m.is_sweep);
+  REQUIRE(s.m.sweep.reference == "dense_1c");
+  // The run the MoEs match in compute is the sweep's own dense_1c run (order of keys aside).
+  const std::string target = mt::test::source_path("manifests/micro/" + name + "_dense_1c.json");
+  for (auto& run : s.m.sweep.runs) {
+    mt::RunConfig cfg = mt::parse_run(mt::absolutize_run_paths(run.manifest, s.m.sweep.base_dir), run.name,
+                                      s.m.sweep.base_dir);
+    s.cfgs[run.name] = cfg;
+    s.plans[run.name] = mt::make_plan(cfg);
+    if (run.name == "dense_1c")
+      CHECK(nlohmann::json::parse(run.manifest.dump()) == nlohmann::json::parse(mt::read_json_file(target).dump()));
+    if (cfg.model.moe.enabled) CHECK(fs::equivalent(cfg.train.match_compute, target));
+  }
+  return s;
+}
+
 TEST_CASE("the micro sweeps compare near-equal N at equal compute across ra 10% to 60%", "[sweep][manifests]") {
   // N may differ by 8% on CPU (experts come in whole units at such small widths) and 2% on H100.
   for (auto [kind, n_tol] : {std::pair<std::string, double>{"cpu", 0.08}, {"h100", 0.02}}) {
     INFO(kind);
-    const std::string path = mt::test::source_path("manifests/micro/" + kind + ".json");
-    mt::Manifest m = mt::load_manifest(path, {});
-    REQUIRE(m.is_sweep);
-    REQUIRE(m.sweep.reference == "dense_1c");
-    // The run the MoEs match in compute is the sweep's own dense_1c run (order of keys aside).
-    const std::string target = mt::test::source_path("manifests/micro/" + kind + "_dense_1c.json");
-    std::map<std::string, mt::Plan> plans;
-    std::map<std::string, mt::RunConfig> cfgs;
-    for (auto& run : m.sweep.runs) {
-      mt::RunConfig cfg = mt::parse_run(mt::absolutize_run_paths(run.manifest, m.sweep.base_dir), run.name,
-                                        m.sweep.base_dir);
-      cfgs[run.name] = cfg;
-      plans[run.name] = mt::make_plan(cfg);
-      if (run.name == "dense_1c")
-        CHECK(nlohmann::json::parse(run.manifest.dump()) == nlohmann::json::parse(mt::read_json_file(target).dump()));
-    }
+    MicroSweep s = plan_micro_sweep(kind);
+    const auto& plans = s.plans;
+    auto& cfgs = s.cfgs;
     const mt::Plan& ref = plans.at("dense_1c");
     double ra_min = 1, ra_max = 0;
     std::set<std::string> reuse;
@@ -388,7 +402,6 @@ TEST_CASE("the micro sweeps compare near-equal N at equal compute across ra 10% 
       CHECK(cfg.model.moe.layout == mt::MoeLayout::OneDense);
       CHECK(cfg.model.moe.d_shared > 0);
       CHECK(cfg.train.budget == mt::Budget::MatchCompute);
-      CHECK(fs::equivalent(cfg.train.match_compute, target));
       CHECK(rel(p.compute, ref.compute) < 0.01);
       if (cfg.data.reuse == mt::Reuse::Strict) CHECK(rel(p.unique_tokens, ref.tokens) < 0.01);  // D-hat = D of dense_1c, up to a batch
       reuse.insert(mt::to_string(cfg.data.reuse));
@@ -405,4 +418,48 @@ TEST_CASE("the micro sweeps compare near-equal N at equal compute across ra 10% 
       if (!cfgs[name].model.moe.enabled) dense_c.push_back(p.compute);
     CHECK(dense_c.size() >= 3);  // the EL fit's budgets
   }
+}
+
+TEST_CASE("cpu_d20: the paper's regime (D/N >= 20) at one N and one C, seven ra, seeds, strict reuse",
+          "[sweep][manifests]") {
+  MicroSweep s = plan_micro_sweep("cpu_d20");
+  const mt::Plan& ref = s.plans.at("dense_1c");
+  CHECK(double(ref.tokens) / double(ref.n_params) >= 20);
+  CHECK(6.0 * double(ref.n_active) / ref.flops_per_token > 0.85);  // 6 Na is most of M
+  std::set<double> dense_c;
+  std::map<std::string, std::set<double>> ra_by_reuse;
+  std::map<long, std::set<uint64_t>> seeds_by_ra;  // ra in 0.1% -> seeds (MoE, no reuse)
+  for (auto& [name, p] : s.plans) {
+    INFO(name);
+    const mt::RunConfig& cfg = s.cfgs.at(name);
+    CHECK(rel(double(p.n_params), double(ref.n_params)) < 0.02);
+    if (!cfg.model.moe.enabled) {
+      dense_c.insert(std::round(p.compute / ref.compute * 100) / 100);
+      if (p.compute == ref.compute) seeds_by_ra[1000].insert(cfg.train.seed);
+      continue;
+    }
+    const mt::MoeConfig& moe = cfg.model.moe;
+    CHECK(moe.layout == mt::MoeLayout::OneDense);
+    CHECK(moe.d_shared == moe.top_k * moe.d_expert);  // D_se = K D_e
+    CHECK(cfg.train.budget == mt::Budget::MatchCompute);
+    CHECK(rel(p.compute, ref.compute) < 0.01);
+    CHECK(p.unique_tokens < 39.7e6);  // gcide's training split
+    ra_by_reuse[mt::to_string(cfg.data.reuse)].insert(p.activation_rate);
+    if (cfg.data.reuse == mt::Reuse::Strict) CHECK(rel(p.unique_tokens, ref.tokens) < 0.01);
+    if (cfg.data.reuse == mt::Reuse::None) seeds_by_ra[std::lround(p.activation_rate * 1000)].insert(cfg.train.seed);
+  }
+  CHECK(dense_c == std::set<double>{0.5, 1, 2, 4});
+  const std::set<double>& ra = ra_by_reuse["none"];
+  REQUIRE(ra.size() >= 7);
+  CHECK(*ra.begin() < 0.15);
+  CHECK(*ra.rbegin() > 0.55);
+  CHECK(ra_by_reuse["strict"].size() >= 3);
+  // Two seeds for Dense-1C and for the three ra nearest 20%.
+  CHECK(seeds_by_ra[1000].size() >= 2);
+  std::vector<std::pair<double, long>> near;
+  for (auto& [r, seeds] : seeds_by_ra)
+    if (r != 1000) near.push_back({std::fabs(r / 1000.0 - 0.20), r});
+  std::sort(near.begin(), near.end());
+  REQUIRE(near.size() >= 3);
+  for (int i = 0; i < 3; ++i) CHECK(seeds_by_ra[near[i].second].size() >= 2);
 }

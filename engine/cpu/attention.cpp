@@ -19,6 +19,7 @@
 #include "engine/core/check.h"
 #include "engine/cpu/blas.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/threads.h"
 #include "engine/cpu/vec_math.h"
 
 namespace mt::cpu {
@@ -46,6 +47,10 @@ void check_sizes(int B, int T_, int H, int Dh) {
   MT_CHECK(B >= 0 && T_ >= 0 && H > 0 && Dh > 0, "attention sizes B ", B, " T ", T_, " H ", H, " Dh ", Dh);
 }
 
+// Multiply-adds of one product of the causal scores (B H T^2 Dh / 2), over 16: an attention loop is a
+// few GEMMs per element, so it is worth a parallel region at 1/16 of the elementwise threshold.
+size_t causal_work(int B, int T_, int H, int Dh) { return size_t(B) * H * T_ * T_ * Dh / 2 / 16; }
+
 }  // namespace
 
 template <typename T>
@@ -56,7 +61,7 @@ void attention_forward(T* out, acc_t<T>* lse, const T* qkv, const float* slopes,
   const int nq = L.blocks(), ldq = L.ld_qkv(), ldo = L.ld_out();
   const int64_t tasks = int64_t(B) * H * nq;
   const T scale = T(1) / std::sqrt(T(Dh));
-#pragma omp parallel
+#pragma omp parallel if (causal_work(B, T_, H, Dh) > kParallelMin)
   {
     std::vector<T> S(size_t(kQueryBlock) * T_);  // the block's scores, then its probabilities
 #pragma omp for schedule(dynamic)
@@ -103,7 +108,7 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
   const int nq = L.blocks(), ldq = L.ld_qkv(), ldo = L.ld_out();
   const int tasks = B * H;
   const T scale = T(1) / std::sqrt(T(Dh));
-#pragma omp parallel
+#pragma omp parallel if (causal_work(B, T_, H, Dh) > kParallelMin)
   {
     std::vector<T> Pb(size_t(kQueryBlock) * T_);   // the block's probabilities
     std::vector<T> dS(size_t(kQueryBlock) * T_);   // dP, then dS

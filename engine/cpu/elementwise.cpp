@@ -8,6 +8,7 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/threads.h"
 
 namespace mt::cpu {
 
@@ -22,7 +23,7 @@ template <typename P>
 double reduce(const P* x, size_t n, Reduce what) {
   const size_t chunks = (n + kSumChunk - 1) / kSumChunk;
   std::vector<double> partial(chunks);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (size_t ch = 0; ch < chunks; ++ch) {
     const size_t begin = ch * kSumChunk, end = std::min(n, begin + kSumChunk);
     double lane[kLanes] = {};
@@ -50,26 +51,26 @@ double reduce(const P* x, size_t n, Reduce what) {
 
 template <typename T>
 void add_inplace(T* x, const T* y, size_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (size_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
 template <typename T>
 void to_compute(T* out, const acc_t<T>* in, size_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (size_t i = 0; i < n; ++i) out[i] = T(in[i]);
 }
 
 template <typename T>
 void to_acc(acc_t<T>* out, const T* in, size_t n) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (size_t i = 0; i < n; ++i) out[i] = acc_t<T>(in[i]);
 }
 
 template <typename T>
 void scale_inplace(acc_t<T>* x, float s, size_t n) {
   const acc_t<T> f = acc_t<T>(s);
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (size_t i = 0; i < n; ++i) x[i] *= f;
 }
 
@@ -93,7 +94,7 @@ void adamw(acc_t<T>* param, const acc_t<T>* grad, acc_t<T>* m, acc_t<T>* v, size
           gs = P(args.grad_scale);
   const P bc1 = P(1.0 - std::pow(double(args.beta1), args.step));
   const P bc2 = P(1.0 - std::pow(double(args.beta2), args.step));
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (size_t i = 0; i < n; ++i) {
     const P g = grad[i] * gs;
     const P mi = b1 * m[i] + (P(1) - b1) * g;

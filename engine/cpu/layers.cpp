@@ -8,6 +8,7 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/threads.h"
 #include "engine/cpu/vec_math.h"
 
 namespace mt::cpu {
@@ -26,7 +27,7 @@ int column_blocks(int C) { return (C + kColumnBlock - 1) / kColumnBlock; }
 
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int t = 0; t < N; ++t)
     std::memcpy(out + size_t(t) * C, wte + size_t(tokens[t]) * C, sizeof(T) * C);
 }
@@ -36,7 +37,7 @@ void embedding_backward(acc_t<T>* dwte, const T* dout, const int32_t* tokens, in
   for (int t = 0; t < N; ++t) MT_CHECK(tokens[t] >= 0 && tokens[t] < V, "token ", tokens[t], " not in [0, ", V, ")");
   // Each column block adds the tokens' rows in token order: a scatter without races or atomics.
   const int nb = column_blocks(C);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int cb = 0; cb < nb; ++cb) {
     const int c0 = cb * kColumnBlock, w = std::min(kColumnBlock, C - c0);
     for (int t = 0; t < N; ++t) {
@@ -53,7 +54,7 @@ void embedding_backward(acc_t<T>* dwte, const T* dout, const int32_t* tokens, in
 template <typename T>
 void rmsnorm_forward(T* out, acc_t<T>* rstd, const T* inp, const T* weight, int N, int C, float eps) {
   using P = acc_t<T>;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* x = inp + size_t(t) * C;
     T* y = out + size_t(t) * C;
@@ -75,7 +76,7 @@ void rmsnorm_backward(T* dinp, acc_t<T>* dweight, const T* dout, const T* inp, c
   using P = acc_t<T>;
   // dweight first: it reads dout, which the dinp pass may overwrite when dinp aliases dout.
   const int nb = column_blocks(C);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int cb = 0; cb < nb; ++cb) {
     const int c0 = cb * kColumnBlock, w = std::min(kColumnBlock, C - c0);
     P acc[kColumnBlock] = {};
@@ -88,7 +89,7 @@ void rmsnorm_backward(T* dinp, acc_t<T>* dweight, const T* dout, const T* inp, c
     }
     for (int c = 0; c < w; ++c) dweight[c0 + c] += acc[c];
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* g = dout + size_t(t) * C;
     const T* x = inp + size_t(t) * C;
@@ -107,7 +108,7 @@ void rmsnorm_backward(T* dinp, acc_t<T>* dweight, const T* dout, const T* inp, c
 
 template <typename T>
 void swiglu_forward(T* out, const T* h13, int N, int F) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * F > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* a = h13 + size_t(t) * 2 * F;
     const T* b = a + F;
@@ -123,7 +124,7 @@ void swiglu_forward(T* out, const T* h13, int N, int F) {
 // d silu(a) / da = sig (1 + a (1 - sig)).
 template <typename T>
 void swiglu_backward(T* dh13, const T* dout, const T* h13, int N, int F) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * F > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* a = h13 + size_t(t) * 2 * F;
     const T* b = a + F;
@@ -146,7 +147,7 @@ void cross_entropy(acc_t<T>* losses, T* dlogits, const T* logits, const int32_t*
                    int V) {
   using P = acc_t<T>;
   for (int t = 0; t < N; ++t) MT_CHECK(targets[t] >= 0 && targets[t] < V, "target ", targets[t], " not in [0, ", V, ")");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * V > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* z = logits + size_t(t) * V;
     P mx = P(z[0]);

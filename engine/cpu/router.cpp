@@ -10,6 +10,7 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/kernels.h"
+#include "engine/cpu/threads.h"
 #include "engine/cpu/vec_math.h"
 
 namespace mt::cpu {
@@ -21,7 +22,7 @@ void router_forward(int32_t* topk_idx, acc_t<T>* topk_gate, acc_t<T>* probs, acc
                     const acc_t<T>* logits, int N, int E, int K, GateNorm norm) {
   using P = acc_t<T>;
   MT_CHECK(E > 0 && K > 0 && K <= E, "router with E ", E, " K ", K);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * E > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const P* z = logits + size_t(t) * E;
     P* p = probs + size_t(t) * E;
@@ -63,7 +64,7 @@ void router_backward(acc_t<T>* dlogits, const acc_t<T>* dgate, const acc_t<T>* p
                      const acc_t<T>* lse, const int32_t* topk_idx, const acc_t<T>* topk_gate, float z_scale, int N,
                      int E, int K, GateNorm norm) {
   using P = acc_t<T>;
-#pragma omp parallel
+#pragma omp parallel if (size_t(N) * E > kParallelMin)
   {
     std::vector<P> dprob(E);
 #pragma omp for schedule(static)
@@ -140,13 +141,13 @@ int moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_h
 
 template <typename T>
 void moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(R) * C > kParallelMin)
   for (int r = 0; r < R; ++r) std::memcpy(out + size_t(r) * C, inp + size_t(row_src[r]) * C, sizeof(T) * C);
 }
 
 template <typename T>
 void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * K * C > kParallelMin)
   for (int t = 0; t < N; ++t) {
     T* d = dinp + size_t(t) * C;
     std::fill(d, d + C, T(0));
@@ -162,7 +163,7 @@ void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, in
 
 template <typename T>
 void moe_combine(T* out, const T* expert_out, const acc_t<T>* gate, const int32_t* slot, int N, int K, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * K * C > kParallelMin)
   for (int t = 0; t < N; ++t) {
     T* y = out + size_t(t) * C;
     std::fill(y, y + C, T(0));
@@ -182,7 +183,7 @@ template <typename T>
 void moe_combine_backward(T* dexpert_out, acc_t<T>* dgate, const T* dout, const T* expert_out,
                           const acc_t<T>* gate, const int32_t* slot, int N, int K, int C) {
   using P = acc_t<T>;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(N) * K * C > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* g = dout + size_t(t) * C;
     for (int k = 0; k < K; ++k) {

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -166,6 +167,26 @@ std::vector<RunTask> sweep_tasks(const SweepState& state, const std::string& dir
     tasks.push_back({r.name, (run_dir / "manifest.json").string(), run_dir.string(), (run_dir / "train.log").string()});
   }
   return tasks;
+}
+
+std::vector<RunTask> select_tasks(const std::vector<RunTask>& tasks, const std::string& only) {
+  if (only.empty()) return tasks;
+  std::set<std::string> wanted;
+  for (size_t start = 0; start <= only.size();) {
+    const size_t end = std::min(only.find(',', start), only.size());
+    if (end > start) wanted.insert(only.substr(start, end - start));
+    start = end + 1;
+  }
+  std::vector<RunTask> out;
+  for (const RunTask& t : tasks)
+    if (wanted.erase(t.name)) out.push_back(t);
+  if (!wanted.empty()) {
+    std::string valid;
+    for (const RunTask& t : tasks) valid += (valid.empty() ? "" : ", ") + t.name;
+    throw InputError(str("--only: no run named '", *wanted.begin(), "' in this sweep; its runs: ", valid));
+  }
+  MT_INPUT(!out.empty(), "--only '", only, "' names no run");
+  return out;
 }
 
 std::string shell_quote(const std::string& s) {

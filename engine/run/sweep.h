@@ -62,6 +62,10 @@ struct RunTask {
 
 std::vector<RunTask> sweep_tasks(const SweepState& state, const std::string& dir);
 
+// The tasks named in `only` ("a,b": comma-separated), in the sweep's order; "" keeps them all. A name
+// that is not a run of the sweep is an InputError listing the runs.
+std::vector<RunTask> select_tasks(const std::vector<RunTask>& tasks, const std::string& only);
+
 // Starts runs and waits for them. Tests replace it; ProcessLauncher runs `moetrain train`.
 class Launcher {
  public:

@@ -78,6 +78,20 @@ grep -q "\"$TMP/ds\"" "$D/dense_1c/manifest.json" || fail "run manifest data pat
 grep -q "\"$TMP/dense_ref.json\"" "$D/moe_a/manifest.json" || fail "run manifest match_compute is not absolute"
 echo "dry run: ${#RUNS[@]} runs listed, nothing started"
 
+# 1b. --only NAME[,NAME]: just those runs (dry or real); an unknown name is exit 2 listing the runs.
+"$BIN" sweep "$S" --out "$TMP/O" --dry-run --only moe_b,dense_0.5c > "$TMP/only.log"
+[ "$(grep -c '^  [a-z_0-9.]*: pending' "$TMP/only.log")" = 2 ] || fail "--only dry run: $(cat "$TMP/only.log")"
+grep -q "^  dense_0.5c: pending" "$TMP/only.log" && grep -q "^  moe_b: pending" "$TMP/only.log" || fail "--only lists other runs"
+rc=0
+"$BIN" sweep "$S" --out "$TMP/O" --only dense_1c,nope > "$TMP/only_bad.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] || fail "--only with an unknown run: exit $rc, expected 2"
+grep -q "no run named 'nope'.*dense_1c, dense_0.5c, dense_2c, moe_a, moe_b" "$TMP/only_bad.log" ||
+  fail "--only error does not list the runs: $(cat "$TMP/only_bad.log")"
+"$BIN" sweep "$S" --out "$TMP/O" --only dense_0.5c > "$TMP/only_run.log" 2>&1 || fail "--only run: $(tail -5 "$TMP/only_run.log")"
+[ -f "$TMP/O/dense_0.5c/summary.json" ] || fail "--only did not run dense_0.5c"
+[ -z "$(find "$TMP/O" -name summary.json ! -path '*/dense_0.5c/*')" ] || fail "--only ran other runs"
+echo "--only: runs just the named runs; an unknown name is exit 2 with the list"
+
 # 2. The sweep, two runs at a time: every run finishes, one results row per run, the EL fit line.
 t0=$(date +%s)
 "$BIN" sweep "$S" --out "$D" --jobs 2 > "$TMP/sweep1.log" || fail "sweep exit $?: $(tail -5 "$TMP/sweep1.log")"
