@@ -2,6 +2,7 @@
 // newest one) on the val split its run was trained with, or on another manifest's (CONFIG). Runs on
 // one process or on every rank of an MPI job, at any layout (checkpoints reshard on load).
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -41,6 +42,8 @@ void run_eval(const EvalArgs& a) {
   }, cfg.model.attention_impl);
   if (!r["root"].get<bool>()) return;
   r.erase("root");
+  MT_INPUT(std::isfinite(r["val_loss"].get<double>()), ckpt, ": the val loss is ", r["val_loss"].dump(),
+           " (the checkpoint's weights are not usable)");
   if (a.as_json) {
     std::printf("%s\n", r.dump(2).c_str());
     return;

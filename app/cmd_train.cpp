@@ -9,6 +9,7 @@
 #include "app/common.h"
 #include "app/run_backend.h"
 #include "engine/core/check.h"
+#include "engine/run/run_dir.h"
 #include "engine/run/trainer.h"
 
 namespace mt::app {
@@ -19,9 +20,11 @@ struct TrainArgs {
   std::string out;
   std::string resume;
   int64_t stop_after = -1;
+  bool override_schedule = false;
 };
 
 void run_train(const TrainArgs& a) {
+  install_stop_signals();  // first: a SIGTERM during start-up still ends in a checkpoint, not exit 143
   RunConfig cfg = load_run(a.run.config, a.run.overrides);
   TrainOptions opts;
   opts.out_dir = a.out;
@@ -34,12 +37,13 @@ void run_train(const TrainArgs& a) {
     opts.resume_from = a.resume;
   }
   opts.stop_after = a.stop_after;
-  install_stop_signals();
+  opts.override_schedule = a.override_schedule;
   TrainResult r = with_backend(a.run, cfg.parallel, [&](auto& ops, const ProcessGrid& grid, const BackendInfo& info) {
     opts.peak_flops = info.peak_flops;
     opts.device_name = info.name;
     return train(cfg, opts, ops, grid);
   }, cfg.model.attention_impl);
+  check_stdout();  // a log lost to a full disk is a failure, not exit 0
   if (r.outcome == TrainOutcome::Interrupted) {
     // Preempted (SIGTERM / SIGINT): a checkpoint was written; exit 3 so that a caller can tell.
     std::exit(3);
@@ -58,6 +62,9 @@ RegisterCommand reg("train", 20, [](CLI::App& app) {
   sub->add_option("--stop-after", args->stop_after,
                   "stop after this many steps with a checkpoint, as if preempted (the schedule is unchanged)")
       ->check(CLI::PositiveNumber);
+  sub->add_flag("--override-schedule", args->override_schedule,
+               "with --resume: allow train.lr, train.min_lr and train.warmup_iters to differ from the checkpoint's "
+               "run (each change is logged), e.g. to resume a diverged run with a lower lr");
   add_run_options(sub, &args->run);
   sub->callback([args] { run_train(*args); });
 });

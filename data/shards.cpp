@@ -260,12 +260,16 @@ TokenDataset open_index(const std::string& dir, Split split, int model_vocab) {
   MT_INPUT(fs::exists(index_path), dir, ": a folder without index.json (name its shards with a glob, e.g. ", dir,
            "/*.bin)");
   json j = read_json_file(index_path);
-  MT_INPUT(j.is_object() && j.value("format", "") == "moetrain", index_path, ": format: expected \"moetrain\"");
-  MT_INPUT(j.value("version", 0) == 1, index_path, ": version: only 1 is supported");
+  MT_INPUT(j.is_object() && j.contains("format") && j["format"] == "moetrain", index_path,
+           ": format: expected \"moetrain\"");
+  MT_INPUT(j.contains("version") && j["version"] == 1, index_path, ": version: only 1 is supported");
+  MT_INPUT(!j.contains("tokenizer") || j["tokenizer"].is_object(), index_path, ": tokenizer: must be an object");
+  MT_INPUT(!j.contains("splits") || j["splits"].is_object(), index_path, ": splits: must be an object");
   TokenDataset ds;
   ds.spec = dir;
   ds.description = str("moetrain dataset ", dir, " (index.json), ", to_string(split), " split");
   const json tok = j.value("tokenizer", json::object());
+  MT_INPUT(!tok.contains("type") || tok["type"].is_string(), index_path, ": tokenizer.type: must be a string");
   std::string type = tok.value("type", "");
   if (type == "byte") {
     ds.tokenizer.kind = TokenizerInfo::Kind::Byte;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,8 @@
 #include "data/unicode_tables.h"
 #include "data/utf8.h"
 #include "engine/core/check.h"
+#include "engine/core/io.h"
+#include "engine/core/json.h"
 
 namespace mt::data {
 
@@ -121,6 +124,9 @@ struct Tokenizer::Cache {
 
 namespace {
 
+// Token ids above this are refused before anything is sized by them (real vocabularies are < 2^20).
+constexpr int64_t kMaxTokenId = (int64_t(1) << 24) - 1;
+
 [[noreturn]] void bad(const std::string& file, const std::string& what) {
   throw InputError(file + ": " + what);
 }
@@ -207,10 +213,12 @@ Tokenizer Tokenizer::byte_level() {
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  MT_INPUT(in.good(), path, ": cannot open the tokenizer file");
+  MT_INPUT(in.good() && !std::filesystem::is_directory(path), path, ": cannot open the tokenizer file");
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    const std::string text = read_text(path);
+    check_json_depth(text, path);
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     bad(path, std::string("not valid JSON (") + e.what() + ")");
   }
@@ -249,9 +257,10 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
       std::string where = "added_tokens[" + std::to_string(i) + "]";
       const nlohmann::json* id = child(a, "id");
       const nlohmann::json* content = child(a, "content");
-      if (!id || !id->is_number_integer() || id->get<int64_t>() < 0 || !content || !content->is_string() ||
-          content->get<std::string>().empty())
-        bad(path, where + ": needs an integer id >= 0 and a non-empty content string");
+      if (!id || !id->is_number_integer() || id->get<int64_t>() < 0 || id->get<int64_t>() > kMaxTokenId ||
+          !content || !content->is_string() || content->get<std::string>().empty())
+        bad(path, where + ": needs an integer id in [0, " + std::to_string(kMaxTokenId) +
+                      "] and a non-empty content string");
       for (const char* f : {"single_word", "lstrip", "rstrip"})
         if (flag(a, f)) bad(path, where + "." + f + ": true is not supported");
       int32_t tid = id->get<int32_t>();
@@ -262,8 +271,9 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   }
   std::string raw;
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
-      bad(path, "model.vocab[" + quote(it.key()) + "]: the id must be an integer >= 0");
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > kMaxTokenId)
+      bad(path, "model.vocab[" + quote(it.key()) + "]: the id must be an integer in [0, " +
+                    std::to_string(kMaxTokenId) + "]");
     int32_t id = it.value().get<int32_t>();
     max_id = std::max(max_id, id);
     if (!unmap_bytes(bm, it.key(), &raw)) {

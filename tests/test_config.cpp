@@ -63,7 +63,7 @@ TEST_CASE("bad manifests give one-line errors naming the JSON path", "[config]")
   std::vector<Case> cases = {
       {"top_k > n_experts", [](json& j) { j["model"]["moe"]["top_k"] = 9; }, "model.moe.top_k: 9 is larger than model.moe.n_experts (8)"},
       {"unknown layout", [](json& j) { j["model"]["moe"]["layout"] = "2dense"; }, "model.moe.layout: unknown value \"2dense\""},
-      {"head_dim <= 0", [](json& j) { j["model"]["head_dim"] = 0; }, "model.head_dim: must be > 0"},
+      {"head_dim <= 0", [](json& j) { j["model"]["head_dim"] = 0; }, "model.head_dim: must be >= 1"},
       {"budget twice", [](json& j) { j["train"]["compute"] = 1e15; }, "budget is given twice"},
       {"no budget", [](json& j) { j["train"].erase("tokens"); }, "no budget"},
       {"unknown key", [](json& j) { j["model"]["d_modle"] = 3; }, "model.d_modle: unknown key"},
@@ -83,6 +83,17 @@ TEST_CASE("bad manifests give one-line errors naming the JSON path", "[config]")
       {"beta2 out of range", [](json& j) { j["train"]["beta2"] = 1.5; }, "train.beta2: must be in [0, 1)"},
       {"normalize with K=1", [](json& j) { j["model"]["moe"]["top_k"] = 1; j["model"]["moe"]["normalize_gates"] = true; }, "model.moe.normalize_gates"},
       {"negative tokens", [](json& j) { j["train"]["tokens"] = -5; }, "train.tokens: must be > 0"},
+      {"huge tokens", [](json& j) { j["train"]["tokens"] = 1e308; }, "train.tokens: must be in (0, 1e+15], got 1e+308"},
+      {"tokens past the unique-set int", [](json& j) { j["train"]["tokens"] = 1e20; }, "train.tokens: must be in"},
+      {"batch 1e12", [](json& j) { j["train"]["batch_size"] = 1e12; }, "train.batch_size: must be in [1, 16777216]"},
+      {"batch 3e9", [](json& j) { j["train"]["batch_size"] = 3e9; }, "train.batch_size: must be in"},
+      {"batch 0 is not auto", [](json& j) { j["train"]["batch_size"] = 0; }, "train.batch_size: must be >= 1, got 0"},
+      {"micro larger than batch", [](json& j) { j["train"]["micro_batch_size"] = 16; }, "train.micro_batch_size: 16 is larger than train.batch_size (8)"},
+      {"warmup 1e12", [](json& j) { j["train"]["warmup_iters"] = 1e12; }, "train.warmup_iters: must be in [0, 1000000000]"},
+      {"eval tokens 1e19", [](json& j) { j["eval"] = {{"tokens", 1e19}}; }, "eval.tokens: must be in"},
+      {"heads x head_dim overflow", [](json& j) { j["model"]["n_heads"] = 65536; j["model"]["head_dim"] = 65536; }, "model.head_dim: n_heads x head_dim"},
+      {"unsigned huge", [](json& j) { j["model"]["n_layers"] = uint64_t(1) << 63; }, "model.n_layers: must be in"},
+      {"seed negative", [](json& j) { j["train"]["seed"] = -1; }, "train.seed: must be >= 0"},
   };
   for (auto& c : cases) {
     INFO(c.what);
@@ -174,4 +185,48 @@ TEST_CASE("model.attention_impl selects native (default) or cudnn attention", "[
   CHECK(mt::parse_run(j, "m.json", ".").model.attention_impl == mt::AttentionImpl::Cudnn);
   j["model"]["attention_impl"] = "flash";
   CHECK_THAT(error_of(j), Catch::Contains("model.attention_impl: unknown value \"flash\""));
+}
+
+TEST_CASE("outside JSON: nesting, huge numbers and library errors become one line naming the source", "[config][json]") {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  CHECK_THROWS_WITH(mt::parse_json(deep, "m.json"), Catch::Contains("m.json: invalid JSON: nested deeper than"));
+  CHECK_THROWS_WITH(mt::parse_json("{\"model\": " + deep + "}", "m.json"), Catch::Contains("nested deeper"));
+  // A '[' inside a string is not nesting.
+  CHECK(mt::parse_json("{\"a\": \"" + std::string(1000, '[') + "\"}", "m.json").is_object());
+  CHECK_THROWS_WITH(mt::parse_json("{\"train\": {\"tokens\": 1e309}}", "m.json"),
+                    Catch::StartsWith("m.json: invalid JSON"));
+  CHECK_THROWS_AS(mt::with_json_errors("index.json", [] { return json(5).get<std::string>(); }), mt::InputError);
+  CHECK_THROWS_WITH(mt::with_json_errors("index.json", [] { return json(5).get<std::string>(); }),
+                    Catch::StartsWith("index.json: "));
+  // --set with a value JSON cannot hold is a string, which the typed getter then rejects by key.
+  json j = base_manifest();
+  mt::apply_override(j, "train.tokens=1e309");
+  CHECK_THROWS_WITH(mt::parse_run(j, "m.json", "."), Catch::Contains("train.tokens: must be a number"));
+  // A sweep key nested past the limit.
+  std::string key = "a";
+  for (int i = 0; i < 100; ++i) key += ".a";
+  CHECK_THROWS_WITH(mt::set_dotted(j, key, 1, "s.json"), Catch::Contains("nested deeper"));
+}
+
+TEST_CASE("dataset paths: raw:/abs stays absolute, raw:rel resolves against the manifest folder", "[config]") {
+  json j = base_manifest();
+  j["data"] = {{"train", "raw:/abs/path.bin"}, {"val", "raw:rel/v.bin"}};
+  auto c = mt::parse_run(j, "m.json", "/runs/m");
+  CHECK(c.data.train == "raw:/abs/path.bin");
+  CHECK(c.data.val == "raw:/runs/m/rel/v.bin");
+  j["data"] = {{"train", "/abs/folder"}, {"val", "v"}};
+  c = mt::parse_run(j, "m.json", "/runs/m");
+  CHECK(c.data.train == "/abs/folder");
+  CHECK(c.data.val == "/runs/m/v");
+}
+
+TEST_CASE("a compute budget past the token bound and match_compute naming a folder are input errors", "[config]") {
+  json j = base_manifest();
+  j["train"].erase("tokens");
+  j["train"]["compute"] = 1e30;
+  CHECK_THROWS_WITH(mt::make_plan(mt::parse_run(j, "m.json", ".")), Catch::Contains("more than 1e+15"));
+  std::string dir = mt::test::scratch_dir("match_folder");
+  j["train"].erase("compute");
+  j["train"]["match_compute"] = dir;
+  CHECK_THROWS_WITH(mt::make_plan(mt::parse_run(j, "m.json", ".")), Catch::Contains("is a folder"));
 }

@@ -263,6 +263,12 @@ TEST_CASE("BPE: unsupported or broken tokenizer.json files are one-line InputErr
   CHECK(has(error_with([](mt::json& j) { j["model"]["merges"].push_back("abc"); }), "two tokens"));
   CHECK(has(error_with([](mt::json& j) { j["model"]["vocab"]["\n"] = 30; }), "not a byte-level token"));
   CHECK(has(error_with([](mt::json& j) { j["added_tokens"][0]["lstrip"] = true; }), "lstrip"));
+  // Ids that would wrap (2^32 + 5 became 5 and collided with a byte) or size a 100 GB table are refused at once.
+  CHECK(has(error_with([](mt::json& j) { j["added_tokens"][0]["id"] = (int64_t(1) << 32) + 5; }), "added_tokens[0]: needs an integer id in [0, 16777215]"));
+  CHECK(has(error_with([](mt::json& j) { j["model"]["vocab"]["ca"] = int64_t(99999999999); }), "the id must be an integer in [0, 16777215]"));
+  CHECK(has(error_with([](mt::json& j) { j["model"]["vocab"]["ca"] = int64_t(2147483647); }), "the id must be an integer in"));
+  mt::test::write_file(dir + "/t.json", std::string(100000, '[') + std::string(100000, ']'));
+  CHECK_THROWS_WITH(Tokenizer::from_file(dir + "/t.json"), Catch::Contains("nested deeper"));
   CHECK(has(error_with([](mt::json& j) {
               j["pre_tokenizer"] = {{"type", "Sequence"},
                                     {"pretokenizers",

@@ -43,6 +43,12 @@ std::pair<uint64_t, uint32_t> file_sum(const std::string& path) {
   return {total, uint32_t(crc)};
 }
 
+bool all_finite(const float* p, size_t n) {
+  float acc = 0;  // NaN and Inf propagate through the sum of x * 0
+  for (size_t i = 0; i < n; ++i) acc += p[i] * 0.f;
+  return acc == 0;
+}
+
 // Adds the tensors of `table` held in `values` (named prefix + name) and their slice metadata. The
 // tensors replicated over tp are added only with `replicated` (tp rank 0): one copy per checkpoint,
 // so that every element of a tensor is covered exactly once when it is assembled.
@@ -53,6 +59,49 @@ void add_table(const ParamTable& table, const float* values, const std::string& 
     refs->push_back({prefix + t.name, DType::F32, t.shape, values + t.offset});
     (*slices)[prefix + t.name] = {{"global_shape", t.global_shape}, {"start", t.slice_start}};
   }
+}
+
+// An int64 array of `rank` entries, each in [lo, 2^53) (the checkpoint's own numbers are far smaller).
+std::vector<int64_t> int_array(const json& v, size_t rank, int64_t lo, const std::string& where) {
+  MT_INPUT(v.is_array() && v.size() == rank, where, ": must be an array of ", rank, " integers, got ",
+           v.dump().substr(0, 40));
+  std::vector<int64_t> out;
+  for (const json& d : v) {
+    MT_INPUT(d.is_number_integer() && d.get<double>() >= double(lo) && d.get<double>() < 9e15, where,
+             ": must hold integers >= ", lo, ", got ", d.dump());
+    out.push_back(d.get<int64_t>());
+  }
+  return out;
+}
+
+// Each tensor's slice metadata must name a tensor of the file with the same rank, and the tensor
+// must lie inside its global shape: checked once, before any copy reads an index from it.
+void check_slices(const safetensors::File& f, const json& slices) {
+  MT_INPUT(slices.is_object(), f.path(), ": moetrain.slices: must be an object");
+  for (auto it = slices.begin(); it != slices.end(); ++it) {
+    const std::string where = f.path() + ": moetrain.slices[\"" + it.key() + "\"]";
+    MT_INPUT(it.value().is_object() && it.value().contains("global_shape") && it.value().contains("start"), where,
+             ": needs global_shape and start");
+    const auto& e = f.entry(it.key());
+    const auto global = int_array(it.value()["global_shape"], e.shape.size(), 0, where + ".global_shape");
+    const auto start = int_array(it.value()["start"], e.shape.size(), 0, where + ".start");
+    for (size_t d = 0; d < e.shape.size(); ++d)
+      MT_INPUT(start[d] + e.shape[d] <= global[d], where, ": the slice (start ", start[d], ", size ", e.shape[d],
+               ") lies outside the global shape (", global[d], ") in dimension ", d);
+  }
+}
+
+// The checkpoint folders under run_dir that have a state.json, oldest first.
+std::vector<std::string> complete_checkpoints(const std::string& run_dir) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  std::vector<std::string> all;
+  if (!fs::exists(root)) return all;
+  for (auto& e : fs::directory_iterator(root)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step_", 0) == 0 && fs::exists(e.path() / "state.json")) all.push_back(e.path().string());
+  }
+  std::sort(all.begin(), all.end());
+  return all;
 }
 
 struct Shard {
@@ -73,7 +122,8 @@ std::vector<Shard> open_shards(const std::string& dir, const std::string& prefix
     s.file = std::make_unique<safetensors::File>(n);
     auto it = s.file->metadata().find("moetrain.slices");
     MT_INPUT(it != s.file->metadata().end(), n, ": not a moetrain checkpoint shard (no slice metadata)");
-    s.slices = json::parse(it->second);
+    s.slices = parse_json(it->second, n + ": moetrain.slices");
+    check_slices(*s.file, s.slices);
     shards.push_back(std::move(s));
   }
   MT_INPUT(!shards.empty(), dir, ": no ", prefix, "-*.safetensors files");
@@ -90,10 +140,12 @@ void assemble(const std::vector<Shard>& shards, const std::string& name, const s
   for (const Shard& s : shards) {
     if (!s.slices.contains(name)) continue;
     const json& sl = s.slices[name];
+    const auto& e = s.file->entry(name);
+    MT_INPUT(e.shape.size() == shape.size(), s.file->path(), ": tensor ", name, " has rank ", e.shape.size(),
+             " but this model expects ", shape.size());
     MT_INPUT(sl["global_shape"].get<std::vector<int64_t>>() == global_shape, s.file->path(), ": tensor ", name,
              " has shape ", sl["global_shape"].dump(), " but this model expects ", json(global_shape).dump(),
              " (a checkpoint of another architecture?)");
-    const auto& e = s.file->entry(name);
     MT_INPUT(e.dtype == DType::F32, s.file->path(), ": tensor ", name, " is not F32");
     std::vector<int64_t> src_start = sl["start"].get<std::vector<int64_t>>();
     int64_t overlap = 1;
@@ -117,6 +169,13 @@ void read_table(const std::vector<Shard>& shards, const ParamTable& table, const
 }
 
 }  // namespace
+
+void load_weights_any(const std::string& path, const ParamLayout& layout, float* dense, float* expert);
+
+uint64_t state_crc(const json& state, const std::string& where) {
+  const std::string text = with_json_errors(where, [&] { return state.dump(); });
+  return crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(text.data()), uInt(text.size()));
+}
 
 std::vector<safetensors::TensorRef> table_refs(const ParamTable& table, const float* values,
                                                const std::string& prefix) {
@@ -159,6 +218,16 @@ void save_checkpoint(const std::string& run_dir, int64_t step, json state, const
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const fs::path tmp = root / ("." + step_name(step) + ".tmp");
   const fs::path final_dir = root / step_name(step);
+  // Only finite weights and moments are written (agreed over the world, so that every rank stops).
+  double bad = 0;
+  const size_t nd = layout.dense.numel, ne = layout.expert.numel;
+  for (auto [p, n] : {std::pair{bufs.dense, nd}, {bufs.dense_m, nd}, {bufs.dense_v, nd}, {bufs.expert, ne},
+                      {bufs.expert_m, ne}, {bufs.expert_v, ne}})
+    if (p && !all_finite(p, n)) bad = 1;
+  grid.world().allreduce_sum(&bad, 1, DType::F64, MemSpace::Host);
+  if (bad > 0)
+    throw Error(str(final_dir.string(), ": not written: the weights or Adam moments hold NaN or Inf after step ", step,
+                    " (the run diverged; resume from an earlier checkpoint with a lower lr, see --override-schedule)"));
   if (grid.is_root()) {
     fs::remove_all(tmp);
     fs::create_directories(tmp);
@@ -197,13 +266,14 @@ void save_checkpoint(const std::string& run_dir, int64_t step, json state, const
     json files = json::object();
     for (auto& e : fs::directory_iterator(tmp)) {
       if (e.path().extension() != ".sum") continue;
-      json s = json::parse(read_text(e.path().string()));
+      json s = parse_json(read_text(e.path().string()), e.path().string());
       files[e.path().stem().string()] = s;
       fs::remove(e.path());
     }
     state["step"] = step;
     state["layout"] = {{"world", grid.world_size}, {"tp", grid.tp_size}, {"ep", grid.ep_size}, {"dp", grid.dp_size}};
     state["files"] = files;
+    state["crc32"] = state_crc(state, "state.json");
     write_text_atomic((tmp / "state.json").string(), state.dump(2));
     fs::remove_all(final_dir);
     fs::rename(tmp, final_dir);
@@ -218,38 +288,57 @@ void save_checkpoint(const std::string& run_dir, int64_t step, json state, const
 }
 
 std::string latest_checkpoint(const std::string& run_dir) {
-  const fs::path root = fs::path(run_dir) / "checkpoints";
-  if (!fs::exists(root)) return "";
-  std::vector<fs::path> all;
-  for (auto& e : fs::directory_iterator(root)) {
-    const std::string n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step_", 0) == 0 && fs::exists(e.path() / "state.json")) all.push_back(e.path());
-  }
-  if (all.empty()) return "";
-  std::sort(all.begin(), all.end());
-  return all.back().string();
+  const auto all = complete_checkpoints(run_dir);
+  return all.empty() ? "" : all.back();
 }
 
 json verify_checkpoint(const std::string& ckpt_dir) {
   const std::string state_path = (fs::path(ckpt_dir) / "state.json").string();
   MT_INPUT(fs::exists(state_path), ckpt_dir, ": not a checkpoint (no state.json)");
-  json state;
-  try {
-    state = json::parse(read_text(state_path));
-  } catch (const json::parse_error&) {
-    throw InputError(state_path + ": corrupt checkpoint state (invalid JSON)");
-  }
-  MT_INPUT(state.contains("files") && state["files"].is_object() && !state["files"].empty(), state_path,
-           ": corrupt checkpoint state (no file list)");
+  json state = parse_json(read_text(state_path), state_path);
+  const std::string bad = state_path + ": corrupt checkpoint state";
+  MT_INPUT(state.is_object() && state.contains("crc32") && state["crc32"].is_number_unsigned(), bad,
+           " (no crc32: written by an older moetrain, or edited)");
+  const auto recorded = state["crc32"].get<uint64_t>();
+  state.erase("crc32");
+  MT_INPUT(recorded == state_crc(state, state_path), bad, " (its CRC-32 does not match: edited or damaged)");
+  MT_INPUT(state.contains("files") && state["files"].is_object() && !state["files"].empty(), bad, " (no file list)");
+  MT_INPUT(state.contains("step") && state["step"].is_number_unsigned(), bad, " (step must be an integer >= 0)");
   for (auto it = state["files"].begin(); it != state["files"].end(); ++it) {
+    const json& f = it.value();
+    MT_INPUT(f.is_object() && f.contains("bytes") && f["bytes"].is_number_unsigned() && f.contains("crc32") &&
+                 f["crc32"].is_number_unsigned(),
+             bad, " (files[\"", it.key(), "\"] needs unsigned bytes and crc32)");
+    MT_INPUT(it.key().find('/') == std::string::npos && it.key() != ".." && it.key() != ".", bad,
+             " (files[\"", it.key(), "\"] is not a file name)");
     const std::string path = (fs::path(ckpt_dir) / it.key()).string();
     MT_INPUT(fs::exists(path), ckpt_dir, ": corrupt checkpoint: ", it.key(), " is missing");
     auto [bytes, crc] = file_sum(path);
-    MT_INPUT(bytes == it.value()["bytes"].get<uint64_t>() && crc == it.value()["crc32"].get<uint32_t>(), ckpt_dir,
+    MT_INPUT(bytes == f["bytes"].get<uint64_t>() && crc == f["crc32"].get<uint64_t>(), ckpt_dir,
              ": corrupt checkpoint: ", it.key(), " does not match its recorded size and CRC-32 (", bytes,
              " bytes; refusing to resume from it)");
   }
   return state;
+}
+
+std::string latest_intact_checkpoint(const std::string& run_dir, json* state, bool warn) {
+  auto all = complete_checkpoints(run_dir);
+  std::reverse(all.begin(), all.end());
+  std::vector<std::string> skipped;  // why each newer one was passed over
+  for (const std::string& p : all) {
+    try {
+      *state = verify_checkpoint(p);
+      for (const std::string& why : skipped)
+        if (warn)
+          std::fprintf(stderr, "moetrain: warning: skipping a corrupt checkpoint (%s); resuming from %s\n", why.c_str(),
+                       p.c_str());
+      return p;
+    } catch (const InputError& e) {
+      skipped.push_back(e.what());
+    }
+  }
+  if (!skipped.empty()) throw InputError(skipped.front());  // none verifies: the newest's reason
+  return "";
 }
 
 void load_checkpoint(const std::string& ckpt_dir, const ParamLayout& layout, const CheckpointBuffersMut& bufs) {
@@ -267,6 +356,12 @@ void load_checkpoint(const std::string& ckpt_dir, const ParamLayout& layout, con
 }
 
 void load_weights(const std::string& path, const ParamLayout& layout, float* dense, float* expert) {
+  load_weights_any(path, layout, dense, expert);
+  MT_INPUT(all_finite(dense, layout.dense.numel) && (!layout.expert.numel || all_finite(expert, layout.expert.numel)),
+           path, ": the weights hold NaN or Inf (a diverged run); evaluate or start from an earlier checkpoint");
+}
+
+void load_weights_any(const std::string& path, const ParamLayout& layout, float* dense, float* expert) {
   if (fs::is_directory(path)) {
     verify_checkpoint(path);
     load_checkpoint(path, layout, CheckpointBuffersMut{dense, expert});

@@ -2,8 +2,9 @@
 // checkpoints/step_XXXXXXXX/ with
 //   model-tp{t}-ep{e}.safetensors      fp32 weights, DESIGN.md names, this shard's slice of each tensor
 //   optimizer-tp{t}-ep{e}.safetensors  Adam moments "exp_avg.NAME", "exp_avg_sq.NAME", same slices
-//   state.json                         step, tokens, loader state, seed, layout, and every file's size
-//                                      and CRC-32 (a corrupt or truncated checkpoint is refused)
+//   state.json                         step, tokens, loader state, seed, layout, every file's size and
+//                                      CRC-32, and its own CRC-32 (a corrupt or edited checkpoint is refused)
+// A checkpoint is written only from finite weights and moments.
 // Each safetensors file records, in its metadata, where every slice lies in the full tensor, so a
 // reader at any (tp, ep, dp) assembles its own slices from whichever shards hold them (resharding on
 // load), and `moetrain export` assembles full tensors. Dense tensors are written by the ranks with
@@ -50,9 +51,18 @@ void save_checkpoint(const std::string& run_dir, int64_t step, json state, const
 // The newest complete checkpoint folder under run_dir ("" if none).
 std::string latest_checkpoint(const std::string& run_dir);
 
-// Verifies the checkpoint's files against state.json (an InputError names the corrupt file) and
-// returns state.json.
+// The newest checkpoint under run_dir that verifies, with its state.json in *state ("" if none). Each
+// newer one that does not verify is skipped with a warning line on stderr (when `warn`); if none
+// verifies, the newest one's InputError.
+std::string latest_intact_checkpoint(const std::string& run_dir, json* state, bool warn);
+
+// Verifies state.json against its own CRC-32 and the checkpoint's files against state.json (an
+// InputError names the corrupt file) and returns state.json (without its crc32).
 json verify_checkpoint(const std::string& ckpt_dir);
+
+// CRC-32 of a state.json object (without its "crc32" key) as dumped compactly: the text is canonical,
+// so the sum survives the pretty-printing of the file.
+uint64_t state_crc(const json& state, const std::string& where);
 
 // Reads this rank's slices (by `layout`) from a checkpoint written at any layout.
 void load_checkpoint(const std::string& ckpt_dir, const ParamLayout& layout, const CheckpointBuffersMut& bufs);
@@ -62,7 +72,8 @@ std::vector<safetensors::TensorRef> table_refs(const ParamTable& table, const fl
                                                const std::string& prefix = "");
 
 // Reads this rank's slices from a checkpoint folder, or from a single-file safetensors of full
-// tensors (the form of `moetrain init` and `moetrain export`). Moments are not read.
+// tensors (the form of `moetrain init` and `moetrain export`). Moments are not read. Weights holding
+// NaN or Inf are an InputError.
 void load_weights(const std::string& path, const ParamLayout& layout, float* dense, float* expert);
 
 // Assembles the full tensors of a checkpoint into one safetensors file with DESIGN.md names.

@@ -2,7 +2,9 @@
 // which keys it consumed, so that unknown keys (typos) are errors naming their JSON path.
 #include "engine/run/config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -23,7 +25,30 @@ const char* to_string(Reuse reuse) {
   return "?";
 }
 
+std::string resolve_dataset_spec(const std::string& spec, const std::string& base_dir) {
+  const bool raw = spec.rfind("raw:", 0) == 0;
+  const std::string path = raw ? spec.substr(4) : spec;
+  if (path.empty() || fs::path(path).is_absolute() || base_dir.empty()) return spec;
+  return (raw ? "raw:" : "") + (fs::path(base_dir) / path).lexically_normal().string();
+}
+
 namespace {
+
+// The closed range [lo, hi] a manifest number must lie in, or (lo, hi] with open_lo.
+struct Bounds {
+  double lo, hi;
+  bool open_lo = false, open_hi = false;
+};
+
+// 1048576 rather than 1.04858e+06; 1e+15 for the large ones.
+std::string number(double d) {
+  char buf[32];
+  if (d == std::floor(d) && std::fabs(d) < 1e12)
+    std::snprintf(buf, sizeof buf, "%.0f", d);
+  else
+    std::snprintf(buf, sizeof buf, "%.6g", d);
+  return buf;
+}
 
 std::string describe(const json& v) {
   std::string s = v.dump();
@@ -57,41 +82,26 @@ class ObjReader {
 
   bool has(const std::string& key) const { return obj_.contains(key) && !obj_.at(key).is_null(); }
 
-  int64_t get_int(const std::string& key, int64_t def, bool required = false,
-                  int64_t min = std::numeric_limits<int64_t>::min()) {
+  // Named getters for numbers. Every number is checked, before any cast, to be finite and within
+  // `b`; an absent key is an error for required_*, the default for optional_*, and std::nullopt for
+  // *_or_auto, where the string "auto" is also std::nullopt (0 is a number like any other).
+  int64_t required_int(const std::string& key, Bounds b) { return as_int(key, need(key), b); }
+  int64_t optional_int(const std::string& key, int64_t def, Bounds b) {
     const json* v = find(key);
-    if (!v) {
-      if (required) fail(key, "is required");
-      return def;
-    }
-    int64_t out = as_int(key, *v);
-    if (out < min) fail(key, str("must be >= ", min, ", got ", out));
-    return out;
+    return v ? as_int(key, *v, b) : def;
   }
-
-  int64_t as_int(const std::string& key, const json& v) const {
-    if (v.is_number_integer()) return v.get<int64_t>();
-    if (v.is_number_float()) {
-      double d = v.get<double>();
-      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e15) return int64_t(d);
-    }
-    fail(key, str("must be an integer, got ", describe(v)));
-  }
-
-  double get_number(const std::string& key, double def, bool required = false) {
+  double required_number(const std::string& key, Bounds b) { return as_number(key, need(key), b); }
+  double optional_number(const std::string& key, double def, Bounds b) {
     const json* v = find(key);
-    if (!v) {
-      if (required) fail(key, "is required");
-      return def;
-    }
-    return as_number(key, *v);
+    return v ? as_number(key, *v, b) : def;
   }
-
-  double as_number(const std::string& key, const json& v) const {
-    if (!v.is_number()) fail(key, str("must be a number, got ", describe(v)));
-    double d = v.get<double>();
-    if (!std::isfinite(d)) fail(key, "must be finite");
-    return d;
+  std::optional<int64_t> int_or_auto(const std::string& key, Bounds b) {
+    const json* v = auto_or_value(key);
+    return v ? std::optional<int64_t>(as_int(key, *v, b)) : std::nullopt;
+  }
+  std::optional<double> number_or_auto(const std::string& key, Bounds b) {
+    const json* v = auto_or_value(key);
+    return v ? std::optional<double>(as_number(key, *v, b)) : std::nullopt;
   }
 
   bool get_bool(const std::string& key, bool def) {
@@ -120,17 +130,6 @@ class ObjReader {
     fail(key, str("unknown value ", describe(*v), " (expected ", all, ")"));
   }
 
-  // A number, or the string "auto" (returned as `auto_value`).
-  double get_number_or_auto(const std::string& key, double def, double auto_value) {
-    const json* v = find(key);
-    if (!v) return def;
-    if (v->is_string()) {
-      if (v->get<std::string>() == "auto") return auto_value;
-      fail(key, str("must be a number or \"auto\", got ", describe(*v)));
-    }
-    return as_number(key, *v);
-  }
-
   const json* child(const std::string& key) {
     const json* v = find(key);
     if (v && !v->is_object()) fail(key, str("must be a JSON object, got ", describe(*v)));
@@ -145,58 +144,81 @@ class ObjReader {
   const std::string& where() const { return where_; }
 
  private:
+  const json& need(const std::string& key) {
+    const json* v = find(key);
+    if (!v) fail(key, "is required");
+    return *v;
+  }
+  const json* auto_or_value(const std::string& key) {
+    const json* v = find(key);
+    if (v && v->is_string() && v->get_ref<const std::string&>() == "auto") return nullptr;
+    if (v && !v->is_number()) fail(key, str("must be a number or \"auto\", got ", describe(*v)));
+    return v;
+  }
+  void check_bounds(const std::string& key, double d, Bounds b) const {
+    if (!std::isfinite(d)) fail(key, "must be finite");
+    if (d < b.lo || (b.open_lo && d == b.lo))
+      fail(key, str("must be ", b.open_lo ? "> " : ">= ", number(b.lo), ", got ", number(d)));
+    if (d > b.hi || (b.open_hi && d == b.hi))
+      fail(key, str("must be in ", b.open_lo ? "(" : "[", number(b.lo), ", ", number(b.hi), b.open_hi ? ")" : "]",
+                    ", got ", number(d)));
+  }
+  int64_t as_int(const std::string& key, const json& v, Bounds b) const {
+    if (!v.is_number()) fail(key, str("must be an integer, got ", describe(v)));
+    const double d = v.get<double>();  // exact for the bounds we allow (|x| < 2^53)
+    check_bounds(key, d, b);
+    if (v.is_number_float() && d != std::floor(d)) fail(key, str("must be an integer, got ", describe(v)));
+    return int64_t(d);
+  }
+  double as_number(const std::string& key, const json& v, Bounds b) const {
+    if (!v.is_number()) fail(key, str("must be a number, got ", describe(v)));
+    const double d = v.get<double>();
+    check_bounds(key, d, b);
+    return d;
+  }
+
   const json& obj_;
   std::string path_;
   const std::string& where_;
   std::set<std::string> used_;
 };
 
-int to_int(ObjReader& r, const std::string& key, int64_t v) {
-  if (v > std::numeric_limits<int>::max() || v < std::numeric_limits<int>::min())
-    r.fail(key, str("is out of range: ", v));
-  return int(v);
-}
-
 void parse_moe(ObjReader& r, MoeConfig& m) {
   m.enabled = true;
   m.layout = MoeLayout(r.get_enum("layout", {"full", "1dense", "interleave"}, 1));
-  m.n_experts = to_int(r, "n_experts", r.get_int("n_experts", 0, true, 1));
-  m.top_k = to_int(r, "top_k", r.get_int("top_k", 0, true, 1));
-  m.d_expert = to_int(r, "d_expert", r.get_int("d_expert", 0, true, 1));
-  m.d_shared = to_int(r, "d_shared", r.get_int("d_shared", 0, false, 0));
+  m.n_experts = int(r.required_int("n_experts", {1, kMaxExperts}));
+  m.top_k = int(r.required_int("top_k", {1, kMaxExperts}));
+  m.d_expert = int(r.required_int("d_expert", {1, kMaxWidth}));
+  m.d_shared = int(r.optional_int("d_shared", 0, {0, kMaxWidth}));
   m.normalize_gates = r.get_bool("normalize_gates", false);
-  m.balance_coef = r.get_number("balance_coef", m.balance_coef);
-  m.z_loss_coef = r.get_number("z_loss_coef", m.z_loss_coef);
-  m.capacity_factor = r.get_number("capacity_factor", m.capacity_factor);
+  m.balance_coef = r.optional_number("balance_coef", m.balance_coef, {0, 1e6});
+  m.z_loss_coef = r.optional_number("z_loss_coef", m.z_loss_coef, {0, 1e6});
+  m.capacity_factor = r.optional_number("capacity_factor", m.capacity_factor, {0, 1e6});  // 0: dropless
   if (m.top_k > m.n_experts)
     r.fail("top_k", str(m.top_k, " is larger than ", r.key_path("n_experts"), " (", m.n_experts, ")"));
-  if (m.balance_coef < 0) r.fail("balance_coef", "must be >= 0");
-  if (m.z_loss_coef < 0) r.fail("z_loss_coef", "must be >= 0");
-  if (m.capacity_factor < 0) r.fail("capacity_factor", "must be >= 0 (0: dropless)");
   if (m.normalize_gates && m.top_k == 1)
     r.fail("normalize_gates", "with top_k = 1 the renormalised gate is always 1 and the router gets no gradient");
   r.finish();
 }
 
 void parse_model(ObjReader& r, ModelConfig& m) {
-  m.vocab_size = to_int(r, "vocab_size", r.get_int("vocab_size", m.vocab_size, false, 2));
-  m.d_model = to_int(r, "d_model", r.get_int("d_model", 0, true, 1));
-  m.n_layers = to_int(r, "n_layers", r.get_int("n_layers", 0, true, 1));
-  m.n_heads = to_int(r, "n_heads", r.get_int("n_heads", 0, true, 1));
+  m.vocab_size = int(r.optional_int("vocab_size", m.vocab_size, {2, kMaxVocab}));
+  m.d_model = int(r.required_int("d_model", {1, kMaxWidth}));
+  m.n_layers = int(r.required_int("n_layers", {1, kMaxLayers}));
+  m.n_heads = int(r.required_int("n_heads", {1, kMaxWidth}));
   if (r.has("head_dim")) {
-    int64_t hd = r.get_int("head_dim", 0);
-    if (hd <= 0) r.fail("head_dim", str("must be > 0, got ", hd));
-    m.head_dim = to_int(r, "head_dim", hd);
+    m.head_dim = int(r.required_int("head_dim", {1, kMaxWidth}));
+    if (int64_t(m.n_heads) * m.head_dim > kMaxWidth)
+      r.fail("head_dim", str("n_heads x head_dim (", int64_t(m.n_heads) * m.head_dim, ") is larger than ", kMaxWidth));
   } else {
     if (m.d_model % m.n_heads != 0)
       r.fail("head_dim", str("is not given and d_model (", m.d_model, ") is not a multiple of n_heads (",
                              m.n_heads, ")"));
     m.head_dim = m.d_model / m.n_heads;
   }
-  m.d_ffn = to_int(r, "d_ffn", r.get_int("d_ffn", 0, false, 0));
-  m.seq_len = to_int(r, "seq_len", r.get_int("seq_len", m.seq_len, false, 1));
-  m.norm_eps = r.get_number("norm_eps", m.norm_eps);
-  if (!(m.norm_eps > 0)) r.fail("norm_eps", "must be > 0");
+  m.d_ffn = int(r.optional_int("d_ffn", 0, {0, kMaxWidth}));
+  m.seq_len = int(r.optional_int("seq_len", m.seq_len, {1, kMaxSeqLen}));
+  m.norm_eps = r.optional_number("norm_eps", m.norm_eps, {0, 1, true});
   m.tie_embeddings = r.get_bool("tie_embeddings", false);
   m.attention_impl = AttentionImpl(r.get_enum("attention_impl", {"native", "cudnn"}, 0));
   if (const json* moe = r.child("moe")) {
@@ -205,6 +227,11 @@ void parse_model(ObjReader& r, ModelConfig& m) {
   }
   if (m.n_dense_layers() > 0 && m.d_ffn <= 0)
     r.fail("d_ffn", str("is required (> 0): the model has ", m.n_dense_layers(), " dense layer(s)"));
+  // Parameter counts are int64 products of these sizes: bound the total before anything multiplies them.
+  const double ffn = std::max<double>(m.d_ffn, double(m.moe.n_experts) * m.moe.d_expert + m.moe.d_shared);
+  const double params = double(m.n_layers) * m.d_model * (4.0 * m.n_heads * m.head_dim + 3.0 * ffn + m.moe.n_experts) +
+                        2.0 * m.vocab_size * m.d_model;
+  if (params > kMaxParams) r.fail("d_model", str("the model would have ", params, " parameters, more than ", kMaxParams));
   r.finish();
 }
 
@@ -217,12 +244,10 @@ void parse_train(ObjReader& r, TrainConfig& t, const std::string& base_dir) {
                            "train.match_compute");
   if (r.has("tokens")) {
     t.budget = Budget::Tokens;
-    t.tokens = r.get_number("tokens", 0);
-    if (!(t.tokens > 0)) r.fail("tokens", "must be > 0");
+    t.tokens = r.required_number("tokens", {0, kMaxTokens, true});
   } else if (r.has("compute")) {
     t.budget = Budget::Compute;
-    t.compute = r.get_number("compute", 0);
-    if (!(t.compute > 0)) r.fail("compute", "must be > 0");
+    t.compute = r.required_number("compute", {0, kMaxCompute, true});
   } else {
     t.budget = Budget::MatchCompute;
     t.match_compute = r.get_string("match_compute", "");
@@ -231,46 +256,28 @@ void parse_train(ObjReader& r, TrainConfig& t, const std::string& base_dir) {
     if (p.is_relative() && !base_dir.empty()) p = fs::path(base_dir) / p;
     t.match_compute = p.lexically_normal().string();
   }
-  double b = r.get_number_or_auto("batch_size", 0, 0);
-  if (r.has("batch_size") && b != 0) {
-    if (b != std::floor(b) || b < 1) r.fail("batch_size", str("must be a positive integer or \"auto\", got ", b));
-  }
-  t.batch_size = int(b);
-  t.micro_batch_size = to_int(r, "micro_batch_size", r.get_int("micro_batch_size", 0, false, 0));
-  t.lr = r.get_number_or_auto("lr", 0, 0);
-  if (r.has("lr") && t.lr < 0) r.fail("lr", "must be > 0 or \"auto\"");
-  if (r.has("lr") && t.lr == 0 && !r.find("lr")->is_string()) r.fail("lr", "must be > 0 or \"auto\"");
-  t.min_lr = r.get_number("min_lr", t.min_lr);
-  if (t.min_lr < 0) r.fail("min_lr", "must be >= 0");
-  double w = r.get_number_or_auto("warmup_iters", -1, -1);
-  if (r.has("warmup_iters") && w != -1 && (w < 0 || w != std::floor(w)))
-    r.fail("warmup_iters", "must be a non-negative integer or \"auto\"");
-  t.warmup_iters = int(w);
-  t.weight_decay = r.get_number("weight_decay", t.weight_decay);
-  if (t.weight_decay < 0) r.fail("weight_decay", "must be >= 0");
-  t.grad_clip = r.get_number("grad_clip", t.grad_clip);
-  if (t.grad_clip < 0) r.fail("grad_clip", "must be >= 0 (0: off)");
-  t.beta1 = r.get_number("beta1", t.beta1);
-  if (!(t.beta1 >= 0 && t.beta1 < 1)) r.fail("beta1", "must be in [0, 1)");
-  t.beta2 = r.get_number("beta2", t.beta2);
-  if (!(t.beta2 >= 0 && t.beta2 < 1)) r.fail("beta2", "must be in [0, 1)");
-  t.eps = r.get_number("eps", t.eps);
-  if (!(t.eps > 0)) r.fail("eps", "must be > 0");
-  t.seed = uint64_t(r.get_int("seed", int64_t(t.seed), false, 0));
+  t.batch_size = int(r.int_or_auto("batch_size", {1, kMaxBatch}).value_or(0));
+  t.micro_batch_size = int(r.int_or_auto("micro_batch_size", {1, kMaxBatch}).value_or(0));
+  if (t.batch_size > 0 && t.micro_batch_size > t.batch_size)
+    r.fail("micro_batch_size", str(t.micro_batch_size, " is larger than train.batch_size (", t.batch_size, ")"));
+  t.lr = r.number_or_auto("lr", {0, kMaxFloat, true}).value_or(0);  // applied in fp32: finite there
+  t.min_lr = r.optional_number("min_lr", t.min_lr, {0, kMaxFloat});
+  t.warmup_iters = int(r.int_or_auto("warmup_iters", {0, kMaxSteps}).value_or(-1));
+  t.weight_decay = r.optional_number("weight_decay", t.weight_decay, {0, 1e3});
+  t.grad_clip = r.optional_number("grad_clip", t.grad_clip, {0, 1e12});  // 0: off
+  t.beta1 = r.optional_number("beta1", t.beta1, {0, 1, false, true});
+  t.beta2 = r.optional_number("beta2", t.beta2, {0, 1, false, true});
+  t.eps = r.optional_number("eps", t.eps, {0, 1, true});
+  t.seed = uint64_t(r.optional_int("seed", int64_t(t.seed), {0, 9e15}));
   r.finish();
 }
 
 void parse_data(ObjReader& r, DataConfig& d, const std::string& base_dir) {
-  auto resolve = [&](const std::string& p) {
-    if (p.empty() || fs::path(p).is_absolute() || base_dir.empty()) return p;
-    return (fs::path(base_dir) / p).lexically_normal().string();
-  };
-  d.train = resolve(r.get_string("train", ""));
-  d.val = resolve(r.get_string("val", ""));
+  d.train = resolve_dataset_spec(r.get_string("train", ""), base_dir);
+  d.val = resolve_dataset_spec(r.get_string("val", ""), base_dir);
   d.reuse = Reuse(r.get_enum("reuse", {"none", "strict", "loose"}, 0));
   if (r.has("unique_tokens")) {
-    d.unique_tokens = r.get_number("unique_tokens", 0);
-    if (!(d.unique_tokens > 0)) r.fail("unique_tokens", "must be > 0");
+    d.unique_tokens = r.required_number("unique_tokens", {0, kMaxTokens, true});
     if (d.reuse != Reuse::Strict)
       r.fail("unique_tokens", str("is only used with reuse \"strict\" (reuse is \"", to_string(d.reuse),
                                   "\": none uses D unique tokens, loose D/2)"));
@@ -306,28 +313,27 @@ RunConfig parse_run(const json& manifest, const std::string& where, const std::s
   }
   if (const json* par = r.child("parallel")) {
     ObjReader pr(*par, "parallel", where);
-    c.parallel.tp = to_int(pr, "tp", pr.get_int("tp", 1, false, 1));
-    c.parallel.ep = to_int(pr, "ep", pr.get_int("ep", 1, false, 1));
+    c.parallel.tp = int(pr.optional_int("tp", 1, {1, kMaxRanks}));
+    c.parallel.ep = int(pr.optional_int("ep", 1, {1, kMaxRanks}));
     c.parallel.zero1 = pr.get_bool("zero1", false);
     if (c.parallel.ep > 1 && !c.model.moe.enabled) pr.fail("ep", "is > 1 but the model has no MoE layers");
     pr.finish();
   }
   if (const json* ev = r.child("eval")) {
     ObjReader er(*ev, "eval", where);
-    c.eval.every = to_int(er, "every", er.get_int("every", c.eval.every, false, 0));
-    c.eval.tokens = er.get_number("tokens", c.eval.tokens);
-    if (!(c.eval.tokens > 0)) er.fail("tokens", "must be > 0");
+    c.eval.every = int(er.optional_int("every", c.eval.every, {0, kMaxSteps}));
+    c.eval.tokens = er.optional_number("tokens", c.eval.tokens, {1, kMaxEvalTokens});
     er.finish();
   }
   if (const json* ck = r.child("checkpoint")) {
     ObjReader cr(*ck, "checkpoint", where);
-    c.checkpoint.every = to_int(cr, "every", cr.get_int("every", c.checkpoint.every, false, 0));
-    c.checkpoint.keep = to_int(cr, "keep", cr.get_int("keep", c.checkpoint.keep, false, 1));
+    c.checkpoint.every = int(cr.optional_int("every", c.checkpoint.every, {0, kMaxSteps}));
+    c.checkpoint.keep = int(cr.optional_int("keep", c.checkpoint.keep, {1, 1e6}));
     cr.finish();
   }
   if (const json* lg = r.child("log")) {
     ObjReader lr(*lg, "log", where);
-    c.log.every = to_int(lr, "every", lr.get_int("every", c.log.every, false, 1));
+    c.log.every = int(lr.optional_int("every", c.log.every, {1, kMaxSteps}));
     lr.finish();
   }
   const auto& mc = c.model;
@@ -350,6 +356,8 @@ RunConfig parse_run(const json& manifest, const std::string& where, const std::s
 
 void set_dotted(json& manifest, const std::string& dotted_key, const json& value, const std::string& where) {
   MT_INPUT(!dotted_key.empty(), where, ": empty key in override");
+  MT_INPUT(std::count(dotted_key.begin(), dotted_key.end(), '.') < kMaxJsonDepth, where, ": key \"",
+           dotted_key.substr(0, 40), "...\" is nested deeper than ", kMaxJsonDepth, " levels");
   json* node = &manifest;
   size_t start = 0;
   std::string walked;
@@ -378,9 +386,9 @@ void apply_override(json& manifest, const std::string& assignment) {
   std::string text = assignment.substr(eq + 1);
   json value;
   try {
-    value = json::parse(text);
-  } catch (const json::parse_error&) {
-    value = text;
+    value = parse_json(text, "--set " + key);
+  } catch (const InputError&) {
+    value = text;  // not JSON (or not a number we can hold): a string, which the key's type check rejects if need be
   }
   set_dotted(manifest, key, value, "--set " + assignment);
 }

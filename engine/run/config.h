@@ -12,6 +12,21 @@
 
 namespace mt {
 
+// Sane bounds of manifest numbers (checked before any cast; see ObjReader in config.cpp).
+constexpr double kMaxTokens = 1e15;       // train.tokens, data.unique_tokens, and D from a compute budget
+constexpr double kMaxCompute = 1e30;      // train.compute (FLOPs)
+constexpr double kMaxEvalTokens = 1e12;   // eval.tokens
+constexpr double kMaxSteps = 1e9;         // warmup_iters, every-N-steps keys
+constexpr double kMaxBatch = 1 << 24;     // sequences in a batch or micro-batch
+constexpr double kMaxWidth = 1 << 20;     // d_model, d_ffn, d_expert, n_heads x head_dim
+constexpr double kMaxLayers = 1 << 14;
+constexpr double kMaxExperts = 1 << 16;
+constexpr double kMaxVocab = 1 << 24;
+constexpr double kMaxSeqLen = 1 << 24;
+constexpr double kMaxRanks = 1 << 16;     // parallel.tp, parallel.ep
+constexpr double kMaxParams = 1e14;       // the model's parameter count
+constexpr double kMaxFloat = 3.4e38;      // numbers used in fp32 (lr, min_lr)
+
 enum class Reuse { None, Strict, Loose };
 enum class Budget { Tokens, Compute, MatchCompute };
 
@@ -23,8 +38,8 @@ struct TrainConfig : OptimConfig {
   double tokens = 0;              // D (consumed tokens) when budget is Tokens
   double compute = 0;             // C (FLOPs) when budget is Compute
   std::string match_compute;      // manifest whose C this run takes (resolved path)
-  int batch_size = 0;             // B in sequences; 0 = "auto" (Step Law)
-  int micro_batch_size = 0;       // sequences per micro-batch per data-parallel rank; 0 = B / dp
+  int batch_size = 0;             // B in sequences; 0 = "auto" (Step Law; the manifest says "auto", 0 is an error)
+  int micro_batch_size = 0;       // sequences per micro-batch per data-parallel rank; 0 = "auto" (B / dp)
   uint64_t seed = 1234;
 };
 
@@ -67,6 +82,10 @@ struct RunConfig {
   json source;                    // the manifest as given (after --set overrides)
   std::string base_dir;           // folder of the manifest file (relative paths resolve here)
 };
+
+// A dataset spec of a manifest made relative to base_dir unless absolute; a "raw:" prefix is kept
+// and the path after it resolved.
+std::string resolve_dataset_spec(const std::string& spec, const std::string& base_dir);
 
 // Parses and validates a run manifest; `where` names the source in messages (a file, or a sweep run).
 RunConfig parse_run(const json& manifest, const std::string& where, const std::string& base_dir);

@@ -73,6 +73,8 @@ Plan make_plan(const RunConfig& cfg, int depth) {
       break;
     }
   }
+  const std::string who = cfg.name.empty() ? "manifest" : cfg.name;
+  MT_INPUT(d_req <= kMaxTokens, who, ": the budget gives D = ", d_req, " tokens, more than ", kMaxTokens);
   const int S = m.seq_len;
   if (t.batch_size > 0) {
     p.batch_size = t.batch_size;
@@ -82,9 +84,13 @@ Plan make_plan(const RunConfig& cfg, int depth) {
     int q = 8;
     if (t.micro_batch_size > 0) q = std::lcm(q, t.micro_batch_size);
     double b = step_law_batch_tokens(d_req) / S;
+    MT_INPUT(b <= kMaxBatch, who, ": the Step Law batch for D = ", d_req, " is ", b, " sequences, more than ",
+             kMaxBatch, "; give train.batch_size");
     p.batch_size = std::max<int>(q, int(std::llround(b / q)) * q);
   }
   const double tokens_per_iter = double(p.batch_size) * S;
+  MT_INPUT(d_req / tokens_per_iter <= kMaxSteps, who, ": ", d_req, " tokens in batches of ", tokens_per_iter,
+           " are more than ", kMaxSteps, " steps");
   p.iters = std::max<int64_t>(1, std::llround(d_req / tokens_per_iter));
   p.tokens = double(p.iters) * tokens_per_iter;
   p.compute = p.flops_per_token * p.tokens;
@@ -172,8 +178,9 @@ json resolved_manifest(const RunConfig& cfg, const Plan& plan) {
   t["warmup_iters"] = plan.warmup_iters;
   if (!cfg.data.train.empty() || !cfg.data.val.empty()) {
     // Paths are written absolute so that the file works from any folder.
-    if (!cfg.data.train.empty()) j["data"]["train"] = std::filesystem::absolute(cfg.data.train).string();
-    if (!cfg.data.val.empty()) j["data"]["val"] = std::filesystem::absolute(cfg.data.val).string();
+    const std::string cwd = std::filesystem::current_path().string();
+    if (!cfg.data.train.empty()) j["data"]["train"] = resolve_dataset_spec(cfg.data.train, cwd);
+    if (!cfg.data.val.empty()) j["data"]["val"] = resolve_dataset_spec(cfg.data.val, cwd);
   }
   if (cfg.data.reuse == Reuse::Strict) j["data"]["unique_tokens"] = plan.unique_tokens;
   return j;

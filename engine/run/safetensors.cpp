@@ -63,7 +63,10 @@ File::File(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY);
   MT_INPUT(fd >= 0, path, ": cannot open (", std::filesystem::exists(path) ? "not readable" : "no such file", ")");
   struct stat st;
-  fstat(fd, &st);
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw InputError(path + ": not a regular file");
+  }
   size_ = size_t(st.st_size);
   if (size_ > 0) {
     map_ = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -77,12 +80,7 @@ File::File(const std::string& path) : path_(path) {
   uint64_t len;
   std::memcpy(&len, base, 8);
   MT_INPUT(len <= size_ - 8, path, ": corrupt safetensors header (header length ", len, " exceeds the file)");
-  json header;
-  try {
-    header = json::parse(std::string(base + 8, len));
-  } catch (const json::parse_error&) {
-    throw InputError(path + ": corrupt safetensors header (invalid JSON)");
-  }
+  json header = parse_json(std::string(base + 8, len), path + ": safetensors header");
   MT_INPUT(header.is_object(), path, ": corrupt safetensors header");
   data_ = base + 8 + len;
   const size_t data_size = size_ - 8 - len;
@@ -98,16 +96,25 @@ File::File(const std::string& path) : path_(path) {
     MT_INPUT(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"), where,
              ": malformed header entry");
     Entry en;
+    MT_INPUT(e["dtype"].is_string(), where, ": dtype must be a string");
     en.dtype = parse_dtype(e["dtype"].get<std::string>(), where);
+    MT_INPUT(e["shape"].is_array() && e["shape"].size() <= 8, where, ": shape must be an array of at most 8 sizes");
+    size_t numel = 1;
     for (auto& d : e["shape"]) {
-      MT_INPUT(d.is_number_integer() && d.get<int64_t>() >= 0, where, ": bad shape");
-      en.shape.push_back(d.get<int64_t>());
+      MT_INPUT(d.is_number_unsigned() && d.get<uint64_t>() <= data_size, where, ": bad shape ", e["shape"].dump());
+      const auto n = d.get<uint64_t>();
+      MT_INPUT(n == 0 || numel <= data_size / n, where, ": shape ", e["shape"].dump(), " is larger than the file");
+      numel *= n;
+      en.shape.push_back(int64_t(n));
     }
-    en.begin = e["data_offsets"].at(0).get<size_t>();
-    en.end = e["data_offsets"].at(1).get<size_t>();
+    const json& off = e["data_offsets"];
+    MT_INPUT(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(), where,
+             ": data_offsets must be two unsigned integers");
+    en.begin = off[0].get<size_t>();
+    en.end = off[1].get<size_t>();
     MT_INPUT(en.begin <= en.end && en.end <= data_size, where, ": data [", en.begin, ", ", en.end,
              ") lies outside the file's ", data_size, " data bytes (truncated?)");
-    MT_INPUT(en.end - en.begin == en.numel() * dtype_size(en.dtype), where, ": byte size does not match its shape");
+    MT_INPUT(en.end - en.begin == numel * dtype_size(en.dtype), where, ": byte size does not match its shape");
     entries_[it.key()] = en;
   }
 }

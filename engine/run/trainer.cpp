@@ -33,14 +33,18 @@ BatchSplit split_batch(const RunConfig& cfg, int batch_size, int dp) {
   MT_INPUT(batch_size % dp == 0, cfg.name, ": train.batch_size (", batch_size, ") does not split over ", dp,
            " data-parallel ranks");
   s.local = batch_size / dp;
-  s.micro = cfg.train.micro_batch_size > 0 ? std::min(cfg.train.micro_batch_size, s.local) : s.local;
+  s.micro = cfg.train.micro_batch_size > 0 ? cfg.train.micro_batch_size : s.local;
+  MT_INPUT(s.micro <= s.local, cfg.name, ": train.micro_batch_size (", s.micro, ") is larger than the per-rank batch (",
+           batch_size, " / ", dp, " ranks = ", s.local, ")");
   MT_INPUT(s.local % s.micro == 0, cfg.name, ": train.micro_batch_size (", s.micro,
            ") does not divide the per-rank batch (", batch_size, " / ", dp, " ranks = ", s.local, ")");
   s.n_micro = s.local / s.micro;
   return s;
 }
 
-void check_resume_compatible(const json& saved, const json& now, const std::string& ckpt_dir) {
+std::vector<std::string> check_resume_compatible(const json& saved, const json& now, const std::string& ckpt_dir,
+                                                 bool override_schedule) {
+  std::vector<std::string> changes;
   for (const char* section : {"model", "train", "data"}) {
     json a = saved.contains(section) ? saved[section] : json::object();
     json b = now.contains(section) ? now[section] : json::object();
@@ -48,6 +52,13 @@ void check_resume_compatible(const json& saved, const json& now, const std::stri
     if (std::string(section) == "train") {
       a.erase("micro_batch_size");
       b.erase("micro_batch_size");
+      for (const char* key : {"lr", "min_lr", "warmup_iters"}) {
+        if (!override_schedule) break;
+        if (a.value(key, json()) != b.value(key, json()))
+          changes.push_back(str("train.", key, ": ", a.value(key, json()).dump(), " -> ", b.value(key, json()).dump()));
+        a.erase(key);
+        b.erase(key);
+      }
     }
     if (a == b) continue;
     std::string key = section;
@@ -59,8 +70,10 @@ void check_resume_compatible(const json& saved, const json& now, const std::stri
       }
     }
     MT_INPUT(false, "--resume: the checkpoint ", ckpt_dir, " was written by a different run: ", key,
-             " differs; resume with the same manifest or start a new --out folder");
+             " differs; resume with the same manifest or start a new --out folder",
+             std::string(section) == "train" ? " (--override-schedule lets lr, min_lr and warmup_iters change)" : "");
   }
+  return changes;
 }
 
 void truncate_metrics(const std::string& path, int64_t step) {

@@ -24,6 +24,7 @@ struct TrainOptions {
   ResumeMode resume = ResumeMode::Fresh;
   std::string resume_from;     // ResumeMode::From: a checkpoint folder or a run folder
   int64_t stop_after = -1;     // stop after this step (1-based count of steps done), with a checkpoint
+  bool override_schedule = false;  // a resume may change train.lr, min_lr and warmup_iters (logged)
   double peak_flops = 0;       // per device, for MFU (0: not reported)
   std::string device_name;     // for the log
 };

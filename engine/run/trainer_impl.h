@@ -31,6 +31,7 @@
 #include "engine/model/model.h"
 #include "engine/model/optim.h"
 #include "engine/run/plan.h"
+#include "engine/run/run_dir.h"
 #include "engine/run/trainer.h"
 
 namespace mt {
@@ -47,8 +48,10 @@ struct BatchSplit {
 };
 BatchSplit split_batch(const RunConfig& cfg, int batch_size, int dp);
 
-// The parts of a resolved manifest that must match for a resume (model, train, data).
-void check_resume_compatible(const json& saved, const json& now, const std::string& ckpt_dir);
+// The parts of a resolved manifest that must match for a resume (model, train, data). With
+// override_schedule, train.lr, min_lr and warmup_iters may differ: returns "key: old -> new" for each.
+std::vector<std::string> check_resume_compatible(const json& saved, const json& now, const std::string& ckpt_dir,
+                                                 bool override_schedule);
 
 // Keeps the lines of metrics.jsonl with step <= `step` (a resumed run rewrites what follows).
 void truncate_metrics(const std::string& path, int64_t step);
@@ -156,6 +159,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
   const Plan plan = make_plan(cfg);
   const int S = cfg.model.seq_len;
   const BatchSplit bs = split_batch(cfg, plan.batch_size, grid.dp_size);
+  RunDirLock lock;  // one run per folder, taken before anything slow
+  if (grid.is_root()) lock = RunDirLock(opts.out_dir);
   MT_INPUT(!cfg.data.train.empty(), cfg.name, ": data.train is required to train");
   MT_INPUT(!cfg.data.val.empty(), cfg.name, ": data.val is required to train (the run reports val BPC)");
 
@@ -196,16 +201,18 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
   // Start: fresh or from a checkpoint.
   int64_t step = 0;
   std::string resume_dir;
-  if (opts.resume == ResumeMode::Auto) resume_dir = latest_checkpoint(opts.out_dir);
+  json saved;
+  if (opts.resume == ResumeMode::Auto) resume_dir = latest_intact_checkpoint(opts.out_dir, &saved, grid.is_root());
   if (opts.resume == ResumeMode::From) {
     resume_dir = fs::exists(fs::path(opts.resume_from) / "state.json") ? opts.resume_from
                                                                        : latest_checkpoint(opts.resume_from);
     MT_INPUT(!resume_dir.empty(), "--resume ", opts.resume_from, ": no complete checkpoint there");
+    saved = verify_checkpoint(resume_dir);
   }
   if (!resume_dir.empty()) {
-    const json st = verify_checkpoint(resume_dir);
-    MT_INPUT(st.contains("config"), resume_dir, "/state.json: no config (not a training checkpoint)");
-    check_resume_compatible(st["config"], resolved, resume_dir);
+    MT_INPUT(saved.contains("config"), resume_dir, "/state.json: no config (not a training checkpoint)");
+    for (const std::string& change : check_resume_compatible(saved["config"], resolved, resume_dir, opts.override_schedule))
+      if (grid.is_root()) std::printf("--override-schedule: %s\n", change.c_str());
     HostState<T> hs;
     hs.dense.resize(model.numel(ParamGroup::Dense));
     hs.expert.resize(model.numel(ParamGroup::Expert));
@@ -215,8 +222,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
     hs.expert_v.resize(hs.expert.size());
     load_checkpoint(resume_dir, model.layout(), hs.view_mut());
     hs.scatter(model, optim, dev);
-    step = st.at("step").get<int64_t>();
-    loader.restore(st.at("loader"));
+    step = saved.at("step").get<int64_t>();
+    with_json_errors(resume_dir + "/state.json: loader", [&] { loader.restore(saved.at("loader")); });
     if (grid.is_root()) std::printf("resuming %s from %s (step %lld)\n", cfg.name.c_str(), resume_dir.c_str(), (long long)step);
   } else {
     model.init_params(cfg.train.seed);
@@ -225,8 +232,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
     write_text_atomic((out / "config.json").string(), resolved.dump(2) + "\n");
     truncate_metrics(metrics_path, step);
   }
-  std::ofstream metrics;
-  if (grid.is_root()) metrics.open(metrics_path, std::ios::app);
+  std::unique_ptr<CheckedWriter> metrics;  // every line checked: a lost line stops the run (exit 1)
+  if (grid.is_root()) metrics = std::make_unique<CheckedWriter>(metrics_path);
 
   const bool tty = grid.is_root() && ::isatty(1) == 1;
   if (grid.is_root()) {
@@ -254,7 +261,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
     if (grid.is_root()) {
       json line{{"step", at_step}, {"tokens", double(at_step) * plan.batch_size * S}, {"epoch", loader.epochs()},
                 {"val_loss", r.loss()}, {"val_bpc", json_number_or_null(r.bpc())}};
-      metrics << line.dump() << "\n" << std::flush;
+      metrics->write_line(line.dump());
       if (tty) std::printf("\r%-100s\r", "");
       std::printf("step %lld: val loss %.4f, val bpc %s\n", (long long)at_step, r.loss(),
                   r.bpc() >= 0 ? std::to_string(r.bpc()).c_str() : "n/a (unknown tokenizer)");
@@ -309,7 +316,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
       const std::string last = latest_checkpoint(opts.out_dir);
       throw Error(str(cfg.name, ": the loss is ", loss, " and the gradient norm ", grad_norm, " at step ", step + 1,
                "; training stopped. The last good checkpoint is ", last.empty() ? std::string("(none)") : last,
-               " (lower train.lr or raise train.warmup_iters)"));
+               ". Resume from it with a lower lr or a longer warmup: moetrain train CONFIG --out ", opts.out_dir,
+               " --resume auto --override-schedule --set train.lr=... --set train.warmup_iters=..."));
     }
     optim.update(int(step + 1), lr, grad_norm);
     ++step;
@@ -352,7 +360,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
         line["expert_load"] = el;
         line["dropped"] = red.back();
       }
-      metrics << line.dump() << "\n" << std::flush;
+      metrics->write_line(line.dump());
       const double eta = double(plan.iters - step) * (window_seconds / window_steps);
       char buf[256];
       std::snprintf(buf, sizeof buf, "step %lld/%lld | loss %.4f | lr %.2e | norm %.2f | %s tok/s | ETA %s",
