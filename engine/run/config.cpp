@@ -316,6 +316,7 @@ RunConfig parse_run(const json& manifest, const std::string& where, const std::s
     c.eval.every = to_int(er, "every", er.get_int("every", c.eval.every, false, 0));
     c.eval.tokens = er.get_number("tokens", c.eval.tokens);
     if (!(c.eval.tokens > 0)) er.fail("tokens", "must be > 0");
+    c.eval.sample_tokens = to_int(er, "sample_tokens", er.get_int("sample_tokens", c.eval.sample_tokens, false, 0));
     er.finish();
   }
   if (const json* ck = r.child("checkpoint")) {
