@@ -98,6 +98,7 @@ void run_build(BuildArgs& a) {
 
 struct InspectArgs {
   std::string path;
+  std::string tokenizer;  // byte or a tokenizer.json, for files without index.json (e.g. a Megatron pair)
   int vocab = 0;
   int sample_chars = 200;
 };
@@ -156,7 +157,10 @@ void run_inspect(const InspectArgs& a) {
   for (auto& [name, ds] : splits) largest = std::max(largest, ds.scan());
 
   std::cout << a.path << ": " << (folder ? "moetrain dataset folder (index.json)" : first.description) << "\n";
-  std::cout << "tokenizer: " << first.tokenizer.describe() << "\n";
+  std::optional<data::Tokenizer> tok;
+  if (a.tokenizer.empty()) tok = data::load_tokenizer(first.tokenizer);
+  else tok = a.tokenizer == "byte" ? data::Tokenizer::byte_level() : data::Tokenizer::from_file(a.tokenizer);
+  std::cout << "tokenizer: " << (a.tokenizer.empty() ? first.tokenizer.describe() : tok->describe()) << "\n";
   if (first.vocab_size > 0)
     std::cout << "vocab: " << first.vocab_size << " (every token id checked; largest " << largest << ")\n";
   else
@@ -171,7 +175,6 @@ void run_inspect(const InspectArgs& a) {
       std::cout << "  " << first.shards[i].path << ": " << fmt_count(double(first.shards[i].tokens)) << " tokens\n";
     if (first.shards.size() > 20) std::cout << "  ... " << first.shards.size() - 20 << " more\n";
   }
-  std::optional<data::Tokenizer> tok = data::load_tokenizer(first.tokenizer);
   const data::TokenDataset& sample_from = first.total_tokens() > 0 ? first : splits.back().second;
   if (sample_from.total_tokens() == 0) return;
   if (tok) {
@@ -227,6 +230,8 @@ RegisterCommand reg("data", 30, [](CLI::App& app) {
                                                   "dataset; checks every token id");
   inspect->add_option("path", ia->path, "a folder with index.json, a shard, a glob, a Megatron prefix, or raw:FILE")
       ->required();
+  inspect->add_option("--tokenizer", ia->tokenizer,
+                      "byte or a tokenizer.json to decode the sample with (files without index.json)");
   inspect->add_option("--vocab", ia->vocab, "vocab size to check token ids against (files without index.json)");
   inspect->add_option("--chars", ia->sample_chars, "characters of decoded sample")->default_val(200);
   inspect->callback([ia] { run_inspect(*ia); });

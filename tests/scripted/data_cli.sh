@@ -104,7 +104,7 @@ case "$out" in *"1 file (1 JSON Lines, 0 gzip, 1 zstd), $ndocs documents separat
 for f in train_000000.bin val_000000.bin index.json text_document.bin text_document.idx; do
   cmp "$TMP/jl/$f" "$TMP/jl1/$f" || fail "zstd / 2 workers differs from plain / 1 worker: $f"
 done
-out=$("$BIN" data inspect "$TMP/jl/text_document" --vocab 256)
+out=$("$BIN" data inspect "$TMP/jl/text_document" --vocab 256 --tokenizer byte)
 echo "$out"
 case "$out" in *"Megatron-LM indexed dataset"*"line 1: the quick brown fox"*) ;; *) fail "inspect megatron: $out" ;; esac
 printf '{"text": "a"}\n{"text": "b"\n' > "$TMP/bad.jsonl"
