@@ -81,9 +81,9 @@ void run_build(BuildArgs& a) {
               shards(s.train.shards).c_str(), fmt_count(double(s.val.tokens)).c_str(), shards(s.val.shards).c_str(),
               fmt_count(double(s.train.characters + s.val.characters)).c_str(), fmt_count(double(text)).c_str(),
               s.vocab_size, s.seconds, s.seconds > 0 ? double(text) / 1e6 / s.seconds : 0.0);
-  std::printf("  %lld file%s (%lld JSON Lines, %lld gzip, %lld zstd), %s documents", (long long)s.files,
+  std::printf("  %lld file%s (%lld JSON Lines, %lld gzip, %lld zstd), %s document%s", (long long)s.files,
               s.files == 1 ? "" : "s", (long long)s.jsonl_files, (long long)s.gzip_files, (long long)s.zstd_files,
-              fmt_count(double(s.documents)).c_str());
+              fmt_count(double(s.documents)).c_str(), s.documents == 1 ? "" : "s");
   if (s.eod_token >= 0)
     std::printf(" each ended by token %d", s.eod_token);
   else

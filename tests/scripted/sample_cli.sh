@@ -16,8 +16,8 @@ for _ in $(seq 1 400); do printf '%s' "$para"; done > "$TMP/text.txt"
 
 M=manifests/examples/tiny_moe.json
 "$BIN" train $M --set data.train="$TMP/ds" --set data.val="$TMP/ds" --set model.seq_len=64 \
-  --set train.tokens=98304 --set train.batch_size=16 --set train.micro_batch_size=16 --set eval.every=48 \
-  --set data.reuse=strict --set data.unique_tokens=30000 --set eval.tokens=2048 --set eval.sample_tokens=40 --set checkpoint.every=0 --out "$TMP/run" > "$TMP/train.log"
+  --set train.tokens=81920 --set train.batch_size=16 --set train.micro_batch_size=16 --set eval.every=40 \
+  --set data.reuse=strict --set data.unique_tokens=30000 --set eval.tokens=1024 --set eval.sample_tokens=8 --set checkpoint.every=0 --out "$TMP/run" > "$TMP/train.log"
 grep -q '^sample:' "$TMP/train.log" || fail "the trainer printed no sample at eval"
 grep -A1 '^sample:' "$TMP/train.log" | tail -1
 
