@@ -16,6 +16,7 @@
 #include "data/shards.h"
 #include "data/utf8.h"
 #include "engine/core/check.h"
+#include "engine/run/sample.h"
 
 namespace mt::app {
 namespace {
@@ -24,6 +25,7 @@ struct BuildArgs {
   data::BuildOptions opt;
   double val_fraction = -1;
   int64_t val_tokens = -1;
+  std::string format = "auto", out_format = "native";
 };
 
 // One line on stderr, redrawn at most ten times a second (only when stderr is a terminal).
@@ -63,6 +65,10 @@ class ProgressBar {
 void run_build(BuildArgs& a) {
   if (a.val_fraction >= 0) a.opt.val_fraction = a.val_fraction;
   if (a.val_tokens >= 0) a.opt.val_tokens = a.val_tokens;
+  a.opt.format = a.format == "jsonl" ? data::InputFormat::Jsonl
+                 : a.format == "text" ? data::InputFormat::Text
+                                      : data::InputFormat::Auto;
+  a.opt.megatron = a.out_format == "megatron";
   ProgressBar bar;
   data::BuildSummary s = data::build_dataset(a.opt, [&](const data::BuildProgress& p) { bar.update(p); });
   bar.finish();
@@ -75,10 +81,24 @@ void run_build(BuildArgs& a) {
               shards(s.train.shards).c_str(), fmt_count(double(s.val.tokens)).c_str(), shards(s.val.shards).c_str(),
               fmt_count(double(s.train.characters + s.val.characters)).c_str(), fmt_count(double(text)).c_str(),
               s.vocab_size, s.seconds, s.seconds > 0 ? double(text) / 1e6 / s.seconds : 0.0);
+  std::printf("  %lld file%s (%lld JSON Lines, %lld gzip, %lld zstd), %s document%s", (long long)s.files,
+              s.files == 1 ? "" : "s", (long long)s.jsonl_files, (long long)s.gzip_files, (long long)s.zstd_files,
+              fmt_count(double(s.documents)).c_str(), s.documents == 1 ? "" : "s");
+  if (s.eod_token >= 0)
+    std::printf(" each ended by token %d", s.eod_token);
+  else
+    std::printf(" separated by newlines");
+  if (s.bad_lines > 0) std::printf(", %lld malformed lines skipped", (long long)s.bad_lines);
+  if (s.empty_documents > 0) std::printf(", %lld empty documents skipped", (long long)s.empty_documents);
+  std::printf(", %d worker%s\n", s.workers, s.workers == 1 ? "" : "s");
+  if (!s.megatron_prefix.empty())
+    std::printf("  Megatron-LM indexed dataset: %s/%s.bin + .idx (all splits, one sequence per document)\n",
+                a.opt.out_dir.c_str(), s.megatron_prefix.c_str());
 }
 
 struct InspectArgs {
   std::string path;
+  std::string tokenizer;  // byte or a tokenizer.json, for files without index.json (e.g. a Megatron pair)
   int vocab = 0;
   int sample_chars = 200;
 };
@@ -106,20 +126,7 @@ std::string sample_text(const data::TokenDataset& ds, const data::Tokenizer& tok
       break;
     }
   }
-  std::string out = "  | ";
-  for (size_t i = 0; i < end; ++i) {
-    unsigned char c = uint8_t(text[i]);
-    if (c == '\n') {
-      out += "\n  | ";
-    } else if (c < 0x20 || c == 0x7F) {
-      char esc[8];
-      std::snprintf(esc, sizeof esc, "\\x%02x", c);
-      out += esc;
-    } else {
-      out += char(c);
-    }
-  }
-  return out + "\n";
+  return quote_sample(text.substr(0, end));
 }
 
 std::string count_or_dash(int64_t n) { return n < 0 ? "-" : fmt_count(double(n)); }
@@ -150,7 +157,10 @@ void run_inspect(const InspectArgs& a) {
   for (auto& [name, ds] : splits) largest = std::max(largest, ds.scan());
 
   std::cout << a.path << ": " << (folder ? "moetrain dataset folder (index.json)" : first.description) << "\n";
-  std::cout << "tokenizer: " << first.tokenizer.describe() << "\n";
+  std::optional<data::Tokenizer> tok;
+  if (a.tokenizer.empty()) tok = data::load_tokenizer(first.tokenizer);
+  else tok = a.tokenizer == "byte" ? data::Tokenizer::byte_level() : data::Tokenizer::from_file(a.tokenizer);
+  std::cout << "tokenizer: " << (a.tokenizer.empty() ? first.tokenizer.describe() : tok->describe()) << "\n";
   if (first.vocab_size > 0)
     std::cout << "vocab: " << first.vocab_size << " (every token id checked; largest " << largest << ")\n";
   else
@@ -165,7 +175,6 @@ void run_inspect(const InspectArgs& a) {
       std::cout << "  " << first.shards[i].path << ": " << fmt_count(double(first.shards[i].tokens)) << " tokens\n";
     if (first.shards.size() > 20) std::cout << "  ... " << first.shards.size() - 20 << " more\n";
   }
-  std::optional<data::Tokenizer> tok = data::load_tokenizer(first.tokenizer);
   const data::TokenDataset& sample_from = first.total_tokens() > 0 ? first : splits.back().second;
   if (sample_from.total_tokens() == 0) return;
   if (tok) {
@@ -185,11 +194,27 @@ RegisterCommand reg("data", 30, [](CLI::App& app) {
   data->require_subcommand(1);
 
   auto b = std::make_shared<BuildArgs>();
-  auto* build = data->add_subcommand("build", "Tokenize UTF-8 text (plain or gzip, files or - for stdin) into "
-                                              "native shards and index.json");
-  build->add_option("--input", b->opt.inputs, "text files (plain or gzip) or - for stdin, concatenated in order")
+  auto* build = data->add_subcommand("build", "Tokenize UTF-8 text or JSON Lines (plain, gzip or zstd; files, globs, "
+                                              "folders or - for stdin) into native shards and index.json");
+  build->add_option("--input", b->opt.inputs,
+                    "files, globs, folders (recursively) or - for stdin; plain, gzip or zstd (by magic bytes); "
+                    "read in the order given, each glob's or folder's files sorted by name")
       ->required()
       ->take_all();
+  build->add_option("--format", b->format,
+                    "auto: JSON Lines for names ending .jsonl / .json (before .gz / .zst), plain text otherwise")
+      ->check(CLI::IsMember({"auto", "text", "jsonl"}))
+      ->default_val("auto");
+  build->add_option("--text-key", b->opt.text_key, "JSON Lines: the field holding a document's text")
+      ->default_val("text");
+  build->add_flag("--skip-bad-lines", b->opt.skip_bad_lines,
+                  "JSON Lines: skip and count malformed lines (default: stop at the first, naming file and line)");
+  build->add_option("--workers", b->opt.workers, "tokenizing threads (0: one per core); the output is the same for any")
+      ->default_val(0);
+  build->add_option("--out-format", b->out_format,
+                    "native: shards + index.json; megatron: also OUT/<text-key>_document.bin/.idx (Megatron-LM)")
+      ->check(CLI::IsMember({"native", "megatron"}))
+      ->default_val("native");
   build->add_option("--out", b->opt.out_dir, "output folder")->required();
   build->add_option("--tokenizer", b->opt.tokenizer, "byte, or the path of a Hugging Face tokenizer.json (byte-level BPE)")
       ->default_val("byte");
@@ -205,6 +230,8 @@ RegisterCommand reg("data", 30, [](CLI::App& app) {
                                                   "dataset; checks every token id");
   inspect->add_option("path", ia->path, "a folder with index.json, a shard, a glob, a Megatron prefix, or raw:FILE")
       ->required();
+  inspect->add_option("--tokenizer", ia->tokenizer,
+                      "byte or a tokenizer.json to decode the sample with (files without index.json)");
   inspect->add_option("--vocab", ia->vocab, "vocab size to check token ids against (files without index.json)");
   inspect->add_option("--chars", ia->sample_chars, "characters of decoded sample")->default_val(200);
   inspect->callback([ia] { run_inspect(*ia); });

@@ -24,17 +24,7 @@ struct EvalArgs {
 
 void run_eval(const EvalArgs& a) {
   const std::string ckpt = resolve_checkpoint(a.checkpoint);
-  RunConfig cfg;
-  if (a.run.config.empty()) {
-    // The run's own resolved manifest, as saved in the checkpoint.
-    json st = verify_checkpoint(ckpt);
-    MT_INPUT(st.contains("config"), ckpt, "/state.json has no config: name a manifest (moetrain eval CONFIG --checkpoint ...)");
-    json m = st["config"];
-    for (const auto& o : a.run.overrides) apply_override(m, o);
-    cfg = parse_run(m, ckpt + "/state.json config", "");
-  } else {
-    cfg = load_run(a.run.config, a.run.overrides);
-  }
+  const RunConfig cfg = checkpoint_run_config(ckpt, a.run);
   json r = with_backend(a.run, cfg.parallel, [&](auto& ops, const ProcessGrid& grid, const BackendInfo&) {
     json out = evaluate_checkpoint(cfg, ckpt, ops, grid);
     out["root"] = grid.is_root();

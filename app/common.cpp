@@ -35,6 +35,15 @@ std::string resolve_checkpoint(const std::string& path) {
   return latest;
 }
 
+RunConfig checkpoint_run_config(const std::string& ckpt, const RunArgs& args) {
+  if (!args.config.empty()) return load_run(args.config, args.overrides);
+  json st = verify_checkpoint(ckpt);
+  MT_INPUT(st.contains("config"), ckpt, "/state.json has no config: name a manifest (CONFIG --checkpoint ...)");
+  json m = st["config"];
+  for (const auto& o : args.overrides) apply_override(m, o);
+  return parse_run(m, ckpt + "/state.json config", "");
+}
+
 std::string run_dir_of_checkpoint(const std::string& ckpt_dir) {
   return fs::path(ckpt_dir).lexically_normal().parent_path().parent_path().string();
 }

@@ -30,6 +30,10 @@ RunConfig load_run(const std::string& path, const std::vector<std::string>& over
 // A checkpoint folder from a checkpoint folder or a run folder (its newest checkpoint).
 std::string resolve_checkpoint(const std::string& path);
 
+// The run config of a checkpoint: args.config's manifest, or (none named) the run's own resolved
+// manifest as saved in the checkpoint's state.json; args.overrides applied.
+RunConfig checkpoint_run_config(const std::string& ckpt_dir, const RunArgs& args);
+
 // The run folder of a checkpoint folder (DIR/checkpoints/step_X -> DIR).
 std::string run_dir_of_checkpoint(const std::string& ckpt_dir);
 

@@ -7,24 +7,28 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cctype>
 #include <condition_variable>
+#include <cstdio>
+#include <cstring>
 #include <deque>
 #include <exception>
-#include <cstring>
-#include <cstdio>
 #include <filesystem>
+#include <future>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <thread>
 
+#include "data/input.h"
+#include "data/megatron_writer.h"
+#include "data/out_file.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
 #include "data/utf8.h"
@@ -36,268 +40,275 @@ namespace fs = std::filesystem;
 namespace mt::data {
 namespace {
 
-constexpr size_t kChunk = size_t(4) << 20;  // text bytes per read
+constexpr size_t kRead = size_t(1) << 20;  // bytes per read
 
-// ---- input: plain or gzip text, files or stdin ----------------------------------------------------
+// ---- input: files cut into pieces that tokenize independently -----------------------------------
 
-class TextSource {
+// A piece of one input file, handed to a worker. JSON Lines pieces are whole lines; plain text pieces
+// end where the tokenizer's result cannot depend on the text that follows (find_cut).
+struct Piece {
+  std::string text;
+  std::string file;
+  bool jsonl = false;
+  int64_t first_line = 1;                      // JSON Lines: the number of the piece's first line
+  bool begins_doc = false, ends_doc = false;   // plain text: the piece begins / ends its file
+};
+
+// Where a piece of plain text may end so that it tokenizes the same alone as followed by the rest: after
+// a '\n' that follows a visible ASCII character and precedes an ASCII letter or digit. There, both the
+// GPT-2 and the Llama-3 pre-tokenizer regexes end one pre-token and start another (the newline is a
+// pre-token of its own or ends a punctuation run, and neither looks further ahead). Byte-level tokens
+// may end anywhere but inside a UTF-8 character. 0 when there is no such place.
+size_t find_cut(const std::string& buf, bool jsonl, bool byte_level) {
+  if (jsonl) {
+    size_t nl = buf.rfind('\n');
+    return nl == std::string::npos ? 0 : nl + 1;
+  }
+  const auto* u = reinterpret_cast<const uint8_t*>(buf.data());
+  if (byte_level) return buf.size() - utf8::incomplete_tail(u, buf.size());
+  for (size_t i = buf.size(); i-- > 2;) {
+    if (u[i - 1] == '\n' && u[i - 2] > 0x20 && u[i - 2] < 0x7F && std::isalnum(u[i])) return i;
+  }
+  return 0;
+}
+
+class PieceReader {
  public:
-  explicit TextSource(std::vector<std::string> inputs) : inputs_(std::move(inputs)) {
-    for (const std::string& in : inputs_) {
+  PieceReader(std::vector<std::string> files, InputFormat format, bool byte_level, size_t piece_bytes)
+      : files_(std::move(files)), format_(format), byte_level_(byte_level), piece_bytes_(piece_bytes) {
+    for (const std::string& f : files_) {
       struct stat st;
-      if (in == "-" || ::stat(in.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      if (f == "-" || ::stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
         total_ = -1;
         break;
       }
       total_ += int64_t(st.st_size);
     }
   }
-  ~TextSource() { close_input(); }
-  TextSource(const TextSource&) = delete;
-  TextSource& operator=(const TextSource&) = delete;
 
-  // Appends the next piece of text (at most kChunk + 1 bytes) to *buf; false when all inputs are done.
-  bool read(std::string* buf) {
+  // The next piece; false when every file is done.
+  bool next(Piece* p) {
     while (true) {
-      if (fd_ < 0 && !open_next()) return false;
-      const size_t old = buf->size();
-      if (newline_due_) buf->push_back('\n');
-      newline_due_ = false;
-      const size_t base = buf->size();
-      buf->resize(base + kChunk);
-      size_t got = gzip_ ? inflate_some(buf->data() + base, kChunk) : read_some(buf->data() + base, kChunk);
-      buf->resize(base + got);
-      if (got > 0) {
-        last_byte_ = buf->back();
-        any_text_ = true;
-      } else {
-        close_input();
+      if (!in_) {
+        if (next_ == files_.size()) return false;
+        const std::string& f = files_[next_++];
+        in_ = std::make_unique<ByteReader>(f);
+        jsonl_ = format_ == InputFormat::Jsonl || (format_ == InputFormat::Auto && is_jsonl_name(f));
+        jsonl_files_ += jsonl_;
+        compressed_[size_t(in_->compression())] += 1;
+        line_ = 1;
+        at_start_ = true;
+        buf_.clear();
       }
-      if (buf->size() > old) return true;
+      // Read until there is a place to cut after piece_bytes_, or the file ends.
+      bool eof = false;
+      size_t cut = 0;
+      for (size_t want = piece_bytes_; cut == 0 && !eof; want *= 2) {
+        while (buf_.size() < want) {
+          const size_t old = buf_.size(), step = std::min(kRead, want - old);
+          buf_.resize(old + step);
+          const size_t got = in_->read(buf_.data() + old, step);
+          buf_.resize(old + got);
+          if (got == 0) {
+            eof = true;
+            break;
+          }
+        }
+        cut = eof ? buf_.size() : find_cut(buf_, jsonl_, byte_level_);
+      }
+      p->file = in_->name();
+      p->jsonl = jsonl_;
+      p->first_line = line_;
+      p->begins_doc = at_start_;
+      p->ends_doc = eof;
+      p->text.assign(buf_, 0, cut);
+      buf_.erase(0, cut);
+      if (jsonl_) line_ += std::count(p->text.begin(), p->text.end(), '\n');
+      at_start_ = false;
+      if (eof) {
+        done_bytes_ += in_->bytes_read();
+        for (const std::string& w : in_->warnings()) warnings_.push_back(w);
+        in_.reset();
+        if (p->begins_doc && p->text.empty()) continue;  // an empty file
+      }
+      return true;
     }
   }
-  int64_t bytes_read() const { return bytes_read_; }
+
+  int64_t bytes_read() const { return done_bytes_ + (in_ ? in_->bytes_read() : 0); }
   int64_t bytes_total() const { return total_; }
+  int64_t jsonl_files() const { return jsonl_files_; }
+  const std::array<int64_t, 3>& compressed() const { return compressed_; }  // files per Compression
   const std::vector<std::string>& warnings() const { return warnings_; }
 
  private:
-  bool open_next() {
-    if (next_ >= inputs_.size()) return false;
-    name_ = inputs_[next_++];
-    if (name_ == "-") {
-      fd_ = 0;
-      name_ = "stdin";
-    } else {
-      fd_ = ::open(name_.c_str(), O_RDONLY | O_CLOEXEC);
-      MT_INPUT(fd_ >= 0, name_, ": cannot open (", std::strerror(errno), ")");
-    }
-    newline_due_ = any_text_ && last_byte_ != '\n';
-    in_pos_ = in_len_ = 0;
-    gz_end_ = false;
-    fill_input();
-    gzip_ = in_len_ >= 2 && uint8_t(in_[0]) == 0x1f && uint8_t(in_[1]) == 0x8b;
-    if (gzip_) {
-      zs_ = z_stream{};
-      MT_CHECK(inflateInit2(&zs_, 15 + 16) == Z_OK, "zlib inflateInit2 failed");
-      z_open_ = true;
-    }
-    return true;
-  }
-
-  void close_input() {
-    if (z_open_) inflateEnd(&zs_);
-    z_open_ = false;
-    if (fd_ > 0) ::close(fd_);
-    fd_ = -1;
-  }
-
-  // Makes input bytes available; false at the end of the file.
-  bool fill_input() {
-    if (in_pos_ < in_len_) return true;
-    ssize_t n;
-    do {
-      n = ::read(fd_, in_.data(), in_.size());
-    } while (n < 0 && errno == EINTR);
-    MT_INPUT(n >= 0, name_, ": read failed (", std::strerror(errno), ")");
-    in_pos_ = 0;
-    in_len_ = size_t(n);
-    bytes_read_ += n;
-    return n > 0;
-  }
-
-  size_t read_some(char* out, size_t cap) {
-    size_t got = 0;
-    while (got < cap && fill_input()) {
-      size_t m = std::min(cap - got, in_len_ - in_pos_);
-      std::memcpy(out + got, in_.data() + in_pos_, m);
-      in_pos_ += m;
-      got += m;
-    }
-    return got;
-  }
-
-  // Inflates into out; concatenated gzip members are read one after another (as gunzip does).
-  size_t inflate_some(char* out, size_t cap) {
-    size_t got = 0;
-    while (got < cap && !gz_end_) {
-      const bool more = fill_input();
-      zs_.next_in = reinterpret_cast<Bytef*>(in_.data() + in_pos_);
-      zs_.avail_in = uInt(in_len_ - in_pos_);
-      zs_.next_out = reinterpret_cast<Bytef*>(out + got);
-      zs_.avail_out = uInt(cap - got);
-      int rc = inflate(&zs_, Z_NO_FLUSH);
-      const size_t produced = (cap - got) - zs_.avail_out;
-      got += produced;
-      in_pos_ = in_len_ - zs_.avail_in;
-      if (rc == Z_STREAM_END) {
-        if (!fill_input()) {
-          gz_end_ = true;
-        } else if (uint8_t(in_[in_pos_]) == 0x1f) {
-          inflateReset(&zs_);
-        } else {
-          warnings_.push_back(name_ + ": bytes after the end of the gzip data were ignored");
-          gz_end_ = true;
-        }
-      } else if (rc == Z_BUF_ERROR || (rc == Z_OK && produced == 0)) {
-        MT_INPUT(more, name_, ": truncated gzip data (the file ends inside the compressed stream)");
-      } else if (rc != Z_OK) {
-        throw InputError(str(name_, ": corrupt gzip data (", zs_.msg ? zs_.msg : "inflate failed", ")"));
-      }
-    }
-    return got;
-  }
-
-  std::vector<std::string> inputs_;
+  std::vector<std::string> files_;
+  InputFormat format_;
+  bool byte_level_;
+  size_t piece_bytes_;
   size_t next_ = 0;
-  std::string name_;
-  int fd_ = -1;
-  bool gzip_ = false, z_open_ = false, gz_end_ = false;
-  z_stream zs_{};
-  std::vector<char> in_ = std::vector<char>(size_t(1) << 20);
-  size_t in_pos_ = 0, in_len_ = 0;
-  int64_t bytes_read_ = 0, total_ = 0;
-  bool newline_due_ = false, any_text_ = false;
-  char last_byte_ = '\n';
+  std::unique_ptr<ByteReader> in_;
+  bool jsonl_ = false, at_start_ = true;
+  std::string buf_;
+  int64_t line_ = 1, done_bytes_ = 0, total_ = 0, jsonl_files_ = 0;
+  std::array<int64_t, 3> compressed_{};
   std::vector<std::string> warnings_;
 };
 
-// Runs a TextSource on a thread of its own, a few chunks ahead, so that decompression overlaps with
-// tokenizing and writing. An exception of the reader is rethrown by next().
-class Prefetcher {
+// ---- tokenizing a piece (on a worker) -----------------------------------------------------------
+
+// A run of tokens of one document within a piece's result.
+struct Part {
+  size_t tokens = 0;
+  bool begins_doc = false, ends_doc = false;
+  bool ends_newline = false;  // the document's text ends with '\n' (when ends_doc)
+};
+
+struct PieceResult {
+  std::vector<int32_t> ids;
+  std::vector<Part> parts;
+  int64_t text_bytes = 0, bad_lines = 0, empty_docs = 0, invalid_utf8 = 0;
+  int64_t first_invalid = -1;  // offset into the piece's text bytes
+  std::string first_bad;       // the first skipped line's message
+};
+
+struct EncodeSetup {
+  std::string text_key;
+  bool skip_bad_lines = false;
+  int32_t eod = -1;            // the end-of-document token (-1: none)
+};
+
+class PieceEncoder {
  public:
-  explicit Prefetcher(TextSource* src) : src_(src), thread_([this] { run(); }) {}
-  ~Prefetcher() {
+  PieceEncoder(const Tokenizer& tok, const EncodeSetup& setup) : tok_(tok), setup_(setup) {}
+
+  PieceResult encode(const Piece& p) {
+    PieceResult r;
+    if (!p.jsonl) {
+      add_text(p.text, p.begins_doc, p.ends_doc, &r);
+      return r;
+    }
+    int64_t line_no = p.first_line;
+    for (size_t pos = 0; pos < p.text.size(); ++line_no) {
+      size_t nl = p.text.find('\n', pos);
+      if (nl == std::string::npos) nl = p.text.size();
+      std::string_view line(p.text.data() + pos, nl - pos);
+      pos = nl + 1;
+      if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;  // blank lines
+      const nlohmann::json j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
+      std::string why;
+      const nlohmann::json* v = nullptr;
+      if (j.is_discarded()) {
+        why = "not valid JSON";
+      } else if (!j.is_object()) {
+        why = "not a JSON object";
+      } else if (!j.contains(setup_.text_key)) {
+        why = str("no field \"", setup_.text_key, "\" (--text-key names the field)");
+      } else if (!(v = &j[setup_.text_key])->is_string()) {
+        why = str("field \"", setup_.text_key, "\" is ", v->type_name(), ", not a string");
+      }
+      if (!why.empty()) {
+        const std::string msg = str(p.file, ":", line_no, ": ", why);
+        MT_INPUT(setup_.skip_bad_lines, msg, " (--skip-bad-lines skips such lines and counts them)");
+        if (r.bad_lines++ == 0) r.first_bad = msg;
+        continue;
+      }
+      const std::string& text = v->get_ref<const std::string&>();
+      if (text.empty()) {
+        r.empty_docs += 1;
+        continue;
+      }
+      add_text(text, true, true, &r);
+    }
+    return r;
+  }
+
+ private:
+  void add_text(const std::string& text, bool begins, bool ends, PieceResult* r) {
+    const size_t before = r->ids.size();
+    tok_.encode_ordinary(text, &r->ids);
+    size_t first = 0;
+    const int64_t bad = utf8::count_invalid(reinterpret_cast<const uint8_t*>(text.data()), text.size(), &first);
+    if (bad > 0 && r->invalid_utf8 == 0) r->first_invalid = r->text_bytes + int64_t(first);
+    r->invalid_utf8 += bad;
+    r->text_bytes += int64_t(text.size());
+    if (setup_.eod >= 0 && ends) r->ids.push_back(setup_.eod);
+    r->parts.push_back({r->ids.size() - before, begins, ends, !text.empty() && text.back() == '\n'});
+  }
+
+  Tokenizer tok_;  // a copy per worker: shares the model, has its own cache
+  const EncodeSetup& setup_;
+};
+
+// `n` threads tokenizing pieces; results come back as futures, which the caller takes in order.
+class WorkerPool {
+ public:
+  WorkerPool(int n, const Tokenizer& tok, const EncodeSetup& setup) {
+    for (int i = 0; i < n; ++i) encoders_.emplace_back(tok, setup);
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this, i] { run(i); });
+  }
+  ~WorkerPool() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
     }
     cv_.notify_all();
-    thread_.join();
+    for (std::thread& t : threads_) t.join();
   }
-  Prefetcher(const Prefetcher&) = delete;
-  Prefetcher& operator=(const Prefetcher&) = delete;
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
 
-  // Appends the next chunk to *buf; false at the end of the input.
-  bool next(std::string* buf) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return !ready_.empty() || done_; });
-    if (ready_.empty()) {
-      if (error_) std::rethrow_exception(error_);
-      return false;
-    }
-    std::string chunk = std::move(ready_.front());
-    ready_.pop_front();
-    input_bytes_ = chunk_input_.front();
-    chunk_input_.pop_front();
-    lock.unlock();
-    cv_.notify_all();
-    buf->append(chunk);
-    return true;
-  }
-  int64_t input_bytes() const { return input_bytes_; }  // input consumed up to the last chunk
-
- private:
-  static constexpr size_t kAhead = 3;
-  void run() {
-    try {
-      while (true) {
-        std::string chunk;
-        if (!src_->read(&chunk)) break;
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return ready_.size() < kAhead || stop_; });
-        if (stop_) return;
-        ready_.push_back(std::move(chunk));
-        chunk_input_.push_back(src_->bytes_read());
-        lock.unlock();
-        cv_.notify_all();
-      }
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mu_);
-      error_ = std::current_exception();
-    }
+  std::future<PieceResult> submit(Piece&& p) {
+    Task t{std::move(p), {}};
+    std::future<PieceResult> f = t.done.get_future();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
+      queue_.push_back(std::move(t));
     }
-    cv_.notify_all();
+    cv_.notify_one();
+    return f;
   }
-
-  TextSource* src_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::string> ready_;
-  std::deque<int64_t> chunk_input_;
-  int64_t input_bytes_ = 0;
-  bool stop_ = false, done_ = false;
-  std::exception_ptr error_;
-  std::thread thread_;  // last: starts after the members it uses
-};
-
-// ---- UTF-8 check across chunk boundaries ----------------------------------------------------------
-
-class Utf8Check {
- public:
-  void feed(const char* p, size_t n) {
-    const auto* u = reinterpret_cast<const uint8_t*>(p);
-    size_t i = 0;
-    if (carry_len_ > 0) {  // complete the code point split by the previous chunk
-      while (i < n && carry_len_ < carry_.size() && !utf8::is_lead(u[i])) carry_[carry_len_++] = u[i++];
-      count(carry_.data(), carry_len_);
-      offset_ += int64_t(carry_len_);
-      carry_len_ = 0;
-    }
-    size_t tail = utf8::incomplete_tail(u + i, n - i);
-    count(u + i, n - i - tail);
-    offset_ += int64_t(n - i - tail);
-    std::memcpy(carry_.data(), u + n - tail, tail);
-    carry_len_ = tail;
-  }
-  void finish() {
-    count(carry_.data(), carry_len_);
-    carry_len_ = 0;
-  }
-  int64_t invalid() const { return invalid_; }
-  int64_t first_invalid() const { return first_; }
 
  private:
-  void count(const uint8_t* p, size_t n) {
-    size_t first = 0;
-    int64_t bad = utf8::count_invalid(p, n, &first);
-    if (bad > 0 && invalid_ == 0) first_ = offset_ + int64_t(first);
-    invalid_ += bad;
+  struct Task {
+    Piece piece;
+    std::promise<PieceResult> done;
+  };
+  void run(int i) {
+    while (true) {
+      Task t;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (stop_) return;
+        t = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      try {
+        t.done.set_value(encoders_[size_t(i)].encode(t.piece));
+      } catch (...) {
+        t.done.set_exception(std::current_exception());
+      }
+    }
   }
-  std::array<uint8_t, 4> carry_{};
-  size_t carry_len_ = 0;
-  int64_t offset_ = 0, invalid_ = 0, first_ = -1;
+
+  std::deque<PieceEncoder> encoders_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Task> queue_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
 };
 
 // ---- what each token id stands for --------------------------------------------------------------
 
 struct TokenTables {
   std::vector<uint32_t> bytes, chars;  // per id: bytes and characters (lead bytes) it decodes to
-  std::vector<uint8_t> ends_line;      // per id: its bytes end with '\n'
+  std::vector<uint8_t> ends_line;      // per id: its bytes end with '\n', or it ends a document
   bool byte_level;                     // id = byte: counted arithmetically (the fast path)
-  explicit TokenTables(const Tokenizer& tok) : byte_level(tok.kind() == TokenizerKind::Byte) {
+  int32_t eod;                         // the end-of-document token: no bytes, no characters (-1: none)
+  explicit TokenTables(const Tokenizer& tok)
+      : byte_level(tok.kind() == TokenizerKind::Byte), eod(tok.end_of_document()) {
     size_t v = size_t(tok.vocab_size());
     bytes.resize(v), chars.resize(v), ends_line.resize(v);
     for (size_t id = 0; id < v; ++id) {
@@ -306,93 +317,11 @@ struct TokenTables {
       chars[id] = uint32_t(utf8::count_chars(reinterpret_cast<const uint8_t*>(b.data()), b.size()));
       ends_line[id] = !b.empty() && b.back() == '\n';
     }
+    if (eod >= 0) bytes[size_t(eod)] = chars[size_t(eod)] = 0, ends_line[size_t(eod)] = 1;
   }
 };
 
 // ---- output files -------------------------------------------------------------------------------
-
-// A file written under "<path>.tmp.<pid>" and renamed onto <path> by commit(); removed if never
-// committed. Writes are buffered; pread/pwrite/truncate work on what was written so far.
-class OutFile {
- public:
-  explicit OutFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
-    fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw Error(str(tmp_, ": cannot create (", std::strerror(errno), ")"));
-  }
-  ~OutFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(tmp_.c_str());
-  }
-  OutFile(const OutFile&) = delete;
-  OutFile& operator=(const OutFile&) = delete;
-
-  void write(const void* data, size_t n) {
-    if (buf_.size() + n > kBuffer) flush();
-    if (n >= kBuffer) {
-      write_all(data, n);
-    } else {
-      buf_.insert(buf_.end(), static_cast<const char*>(data), static_cast<const char*>(data) + n);
-    }
-  }
-  // Closes the descriptor of a file that is complete for now (any later call reopens it), so that a
-  // build of many shards does not hold one descriptor per shard.
-  void park() {
-    flush();
-    ::close(fd_);
-    fd_ = -1;
-  }
-  void pwrite_at(int64_t offset, const void* data, size_t n) {
-    flush();
-    if (::pwrite(fd_, data, n, offset) != ssize_t(n)) fail("write");
-  }
-  void pread_at(int64_t offset, void* data, size_t n) {
-    flush();
-    if (::pread(fd_, data, n, offset) != ssize_t(n)) fail("read back");
-  }
-  void truncate(int64_t size) {
-    flush();
-    if (::ftruncate(fd_, size) != 0) fail("truncate");
-  }
-  void commit() {
-    flush();
-    if (::fsync(fd_) != 0) fail("fsync");
-    ::close(fd_);
-    fd_ = -1;
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
-      throw Error(str("cannot rename ", tmp_, " to ", path_, " (", std::strerror(errno), ")"));
-    committed_ = true;
-  }
-  void set_path(std::string path) { path_ = std::move(path); }
-
- private:
-  static constexpr size_t kBuffer = size_t(8) << 20;
-  [[noreturn]] void fail(const char* what) {
-    throw Error(str(tmp_, ": ", what, " failed (", std::strerror(errno), "; disk full?)"));
-  }
-  void write_all(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) fail("write");
-      p += w;
-      n -= size_t(w);
-    }
-  }
-  // Writes the buffer out (reopening a parked file first, positioned at its end).
-  void flush() {
-    if (fd_ < 0) {
-      fd_ = ::open(tmp_.c_str(), O_RDWR | O_CLOEXEC);
-      if (fd_ < 0 || ::lseek(fd_, 0, SEEK_END) < 0) fail("reopen");
-    }
-    write_all(buf_.data(), buf_.size());
-    buf_.clear();
-  }
-  std::string path_, tmp_;
-  int fd_ = -1;
-  bool committed_ = false;
-  std::vector<char> buf_;
-};
 
 std::string read_whole_file(const std::string& path) {
   std::string s;
@@ -424,7 +353,7 @@ class ShardStream {
  public:
   struct Part {
     std::unique_ptr<OutFile> file;
-    int64_t tokens = 0, bytes = 0, chars = 0;
+    int64_t tokens = 0, bytes = 0, chars = 0, docs = 0;  // docs: end-of-document tokens
   };
 
   ShardStream(std::string dir, const char* split, int width, int64_t shard_tokens, const TokenTables& tables)
@@ -436,7 +365,7 @@ class ShardStream {
       Part& p = parts_.back();
       size_t m = size_t(std::min<int64_t>(int64_t(n), shard_tokens_ - p.tokens));
       stage_.resize(m * size_t(width_));
-      int64_t bytes = 0, chars = 0;
+      int64_t bytes = 0, chars = 0, docs = 0;
       if (width_ == 2) {
         auto* o = reinterpret_cast<uint16_t*>(stage_.data());
         for (size_t i = 0; i < m; ++i) o[i] = uint16_t(t[i]);
@@ -451,10 +380,11 @@ class ShardStream {
         for (size_t i = 0; i < m; ++i) {
           bytes += tables_.bytes[size_t(t[i])];
           chars += tables_.chars[size_t(t[i])];
+          docs += t[i] == tables_.eod;
         }
       }
       p.file->write(stage_.data(), stage_.size());
-      p.tokens += int64_t(m), p.bytes += bytes, p.chars += chars;
+      p.tokens += int64_t(m), p.bytes += bytes, p.chars += chars, p.docs += docs;
       total_ += int64_t(m);
       t += m, n -= m;
     }
@@ -497,6 +427,7 @@ class ShardStream {
         for (int32_t t : tail) {
           p.bytes -= tables_.bytes[size_t(t)];
           p.chars -= tables_.chars[size_t(t)];
+          p.docs -= t == tables_.eod;
         }
         p.file->truncate(kNativeHeaderBytes + keep * width_);
         p.tokens = keep;
@@ -519,6 +450,7 @@ class ShardStream {
       p.file->set_path((fs::path(dir_) / name).string());
       p.file->commit();
       entries.push_back({{"file", name}, {"tokens", p.tokens}, {"bytes", p.bytes}, {"characters", p.chars}});
+      if (tables_.eod >= 0) entries.back()["documents"] = p.docs;
       summary->shards += 1;
       summary->tokens += p.tokens, summary->text_bytes += p.bytes, summary->characters += p.chars;
     }
@@ -591,8 +523,9 @@ BuildSummary build_dataset(const BuildOptions& o, const std::function<void(const
            "--shard-tokens: must be in [2, 2147483647] (llm.c headers count tokens in an int32)");
   MT_INPUT(o.val_fraction >= 0 && o.val_fraction < 1, "--val-fraction: must be in [0, 1)");
   MT_INPUT(!o.val_tokens || *o.val_tokens >= 0, "--val-tokens: must be >= 0");
-  for (const std::string& in : o.inputs)
-    MT_INPUT(in == "-" || fs::exists(in), in, ": no such input file");
+  MT_INPUT(o.workers >= 0, "--workers: must be >= 0 (0: one per core)");
+  MT_INPUT(!o.text_key.empty(), "--text-key: must not be empty");
+  const std::vector<std::string> files = expand_inputs(o.inputs);
 
   Tokenizer tok = o.tokenizer == "byte" ? Tokenizer::byte_level() : Tokenizer::from_file(o.tokenizer);
   const TokenTables tables(tok);
@@ -601,41 +534,80 @@ BuildSummary build_dataset(const BuildOptions& o, const std::function<void(const
 
   BuildSummary sum;
   sum.vocab_size = tok.vocab_size();
+  sum.files = int64_t(files.size());
+  sum.eod_token = tables.eod;
+  sum.workers = o.workers > 0 ? o.workers : int(std::max(1u, std::thread::hardware_concurrency()));
+  const EncodeSetup setup{o.text_key, o.skip_bad_lines, tables.eod};
+  // Without an end-of-document token, a newline goes between two documents when the first lacks one.
+  std::vector<int32_t> separator;
+  if (tables.eod < 0) tok.encode("\n", &separator);
+
   ShardStream train(o.out_dir, "train", width, o.shard_tokens, tables);
-  TextSource src(o.inputs);
-  Utf8Check utf8_check;
-  auto reader = std::make_unique<Prefetcher>(&src);
-  std::string pending;
-  std::vector<int32_t> ids;
+  std::unique_ptr<MegatronWriter> mega;
+  if (o.megatron) {
+    sum.megatron_prefix = o.text_key + "_document";
+    mega = std::make_unique<MegatronWriter>((fs::path(o.out_dir) / sum.megatron_prefix).string(), tok.vocab_size());
+  }
+  auto emit = [&](const int32_t* t, size_t n) {
+    train.append(t, n);
+    if (mega) mega->append(t, n);
+  };
+  MT_INPUT(o.piece_bytes > 0, "data build: piece_bytes must be > 0");
+  PieceReader reader(files, o.format, tables.byte_level, o.piece_bytes);
   BuildProgress prog;
-  prog.input_total = src.bytes_total();
-  while (true) {
-    const size_t old = pending.size();
-    if (!reader->next(&pending)) break;
-    utf8_check.feed(pending.data() + old, pending.size() - old);
-    prog.text_bytes += int64_t(pending.size() - old);
-    ids.clear();
-    size_t used = tok.encode_prefix(pending, &ids);
-    pending.erase(0, used);
-    train.append(ids.data(), ids.size());
-    if (on_progress) {
-      prog.input_bytes = reader->input_bytes();
-      prog.tokens = train.total();
-      prog.seconds = seconds_since(t0);
-      on_progress(prog);
+  prog.input_total = reader.bytes_total();
+  int64_t invalid_utf8 = 0, first_invalid = -1;
+  std::string first_bad;
+  bool prev_ends_newline = true;
+  {
+    WorkerPool pool(sum.workers, tok, setup);
+    std::deque<std::future<PieceResult>> in_flight;  // in input order
+    const size_t max_in_flight = 2 * size_t(sum.workers);
+    Piece piece;
+    bool more = true;
+    while (true) {
+      while (more && in_flight.size() < max_in_flight && (more = reader.next(&piece)))
+        in_flight.push_back(pool.submit(std::move(piece)));
+      if (in_flight.empty()) break;
+      PieceResult r = in_flight.front().get();  // rethrows a worker's error (e.g. a malformed line)
+      in_flight.pop_front();
+      const int32_t* t = r.ids.data();
+      for (const Part& part : r.parts) {
+        if (part.begins_doc) {
+          if (mega) mega->end_document();
+          if (sum.documents > 0 && !prev_ends_newline) emit(separator.data(), separator.size());
+          sum.documents += 1;
+        }
+        emit(t, part.tokens);
+        t += part.tokens;
+        if (part.ends_doc) prev_ends_newline = part.ends_newline;
+      }
+      if (r.invalid_utf8 > 0 && invalid_utf8 == 0) first_invalid = prog.text_bytes + r.first_invalid;
+      invalid_utf8 += r.invalid_utf8;
+      sum.bad_lines += r.bad_lines;
+      sum.empty_documents += r.empty_docs;
+      if (first_bad.empty()) first_bad = r.first_bad;
+      prog.text_bytes += r.text_bytes;
+      if (on_progress) {
+        prog.input_bytes = reader.bytes_read();
+        prog.tokens = train.total();
+        prog.seconds = seconds_since(t0);
+        on_progress(prog);
+      }
     }
   }
-  ids.clear();
-  tok.encode(pending, &ids);
-  train.append(ids.data(), ids.size());
-  utf8_check.finish();
-  reader.reset();  // the reader thread is done: src may be read from here
-  sum.input_bytes = src.bytes_read();
-  sum.warnings = src.warnings();
-  if (utf8_check.invalid() > 0)
-    sum.warnings.push_back(str("the text has ", utf8_check.invalid(), " invalid UTF-8 sequence",
-                               utf8_check.invalid() > 1 ? "s" : "", " (the first at byte ", utf8_check.first_invalid(),
-                               "); characters count UTF-8 lead bytes"));
+  std::vector<int32_t> ids;
+  sum.input_bytes = reader.bytes_read();
+  sum.jsonl_files = reader.jsonl_files();
+  sum.gzip_files = reader.compressed()[size_t(Compression::Gzip)];
+  sum.zstd_files = reader.compressed()[size_t(Compression::Zstd)];
+  sum.warnings = reader.warnings();
+  if (invalid_utf8 > 0)
+    sum.warnings.push_back(str("the text has ", invalid_utf8, " invalid UTF-8 sequence", invalid_utf8 > 1 ? "s" : "",
+                               " (the first at byte ", first_invalid, "); characters count UTF-8 lead bytes"));
+  if (sum.bad_lines > 0)
+    sum.warnings.push_back(str(sum.bad_lines, " malformed line", sum.bad_lines > 1 ? "s" : "", " skipped (the first: ",
+                               first_bad, ")"));
 
   // The val split: the last tokens, from the start of a line.
   const int64_t total = train.total();
@@ -672,6 +644,20 @@ BuildSummary build_dataset(const BuildOptions& o, const std::function<void(const
   }
   index["vocab_size"] = tok.vocab_size();
   index["splits"] = splits;
+  json docs = {{"count", sum.documents}};
+  if (tables.eod >= 0) {
+    docs["separator"] = "end_token";
+    docs["end_token"] = tables.eod;
+    docs["end_text"] = std::string(tok.token_bytes(tables.eod));
+  } else {
+    docs["separator"] = "newline between two documents when the first does not end with one";
+  }
+  index["documents"] = docs;
+  if (mega) {
+    const int64_t n = mega->commit();
+    index["megatron"] = {{"prefix", sum.megatron_prefix}, {"dtype_code", mega->dtype_code()}, {"documents", n},
+                         {"tokens", sum.train.tokens + sum.val.tokens}};
+  }
   write_file_atomic((fs::path(o.out_dir) / "index.json").string(), index.dump(2) + "\n");
   remove_stale_shards(o.out_dir, "train", size_t(sum.train.shards));
   remove_stale_shards(o.out_dir, "val", size_t(sum.val.shards));

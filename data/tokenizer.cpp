@@ -339,6 +339,13 @@ TokenizerKind Tokenizer::kind() const { return model_->kind; }
 int Tokenizer::vocab_size() const { return model_->vocab_size; }
 const std::string& Tokenizer::file() const { return model_->file; }
 
+int32_t Tokenizer::end_of_document() const {
+  for (const char* name : {"<|endoftext|>", "<|end_of_text|>"})
+    for (const AddedToken& a : model_->added)
+      if (a.content == name) return a.id;
+  return -1;
+}
+
 std::string Tokenizer::describe() const {
   if (model_->kind == TokenizerKind::Byte) return "byte-level (vocab 256)";
   return str("BPE ", model_->file, " (vocab ", model_->vocab_size, ", ",
@@ -566,6 +573,11 @@ void Tokenizer::encode(std::string_view text, std::vector<int32_t>* out) {
     pos = at + len;
   }
   encode_segment(text.substr(pos), false, out);
+}
+
+void Tokenizer::encode_ordinary(std::string_view text, std::vector<int32_t>* out) {
+  if (model_->kind == TokenizerKind::Byte) return encode(text, out);
+  encode_segment(text, false, out);
 }
 
 size_t Tokenizer::encode_prefix(std::string_view text, std::vector<int32_t>* out) {

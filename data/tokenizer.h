@@ -36,11 +36,19 @@ class Tokenizer {
   int vocab_size() const;            // largest id + 1
   const std::string& file() const;   // the tokenizer.json ("" for byte-level)
   std::string describe() const;      // "byte-level (vocab 256)" or "BPE <file> (vocab N, GPT-2 split)"
+  // The added token that ends a document (GPT-2's "<|endoftext|>", Llama-3's "<|end_of_text|>"); -1
+  // if there is none (byte-level).
+  int32_t end_of_document() const;
 
   // Appends the ids of `text`. Added tokens written literally in the text ("<|endoftext|>") are
   // matched first (leftmost, longest), as Hugging Face does; no BOS/EOS is added. Not thread-safe:
   // it keeps a cache of word encodings (copies of a Tokenizer share the model, not the cache).
   void encode(std::string_view text, std::vector<int32_t>* out);
+
+  // Like encode(), but added tokens written in the text are text like any other (tiktoken's
+  // encode_ordinary): what `data build` encodes documents with, so that only the end-of-document
+  // token it appends ends a document, and a document's characters are all counted.
+  void encode_ordinary(std::string_view text, std::vector<int32_t>* out);
 
   // For streaming: encodes the longest prefix of `text` whose ids cannot change whatever text
   // follows, and returns its length in bytes (0 when there is none yet). Encoding a stream chunk by

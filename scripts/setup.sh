@@ -6,7 +6,7 @@ set -euo pipefail
 trap 'bash "$(dirname "$0")/setup_js.sh"' EXIT  # then the JS reference of the BPE tests (never fails)
 
 PACKAGES=(
-  build-essential cmake pkg-config git zlib1g-dev ccache
+  build-essential cmake pkg-config git zlib1g-dev libzstd-dev zstd ccache
   libopenmpi-dev openmpi-bin
   libcli11-dev nlohmann-json3-dev catch2 libopenblas-dev libopenblas-openmp-dev
   dict-gcide

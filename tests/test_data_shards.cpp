@@ -18,18 +18,9 @@
 namespace fs = std::filesystem;
 using mt::data::Split;
 using mt::data::TokenDataset;
+using mt::test::all_tokens;
 
 namespace {
-
-std::vector<int32_t> all_tokens(const TokenDataset& ds) {
-  std::vector<int32_t> out;
-  for (size_t s = 0; s < ds.shards.size(); ++s) {
-    std::vector<int32_t> t(size_t(ds.shards[s].tokens));
-    ds.read(s, 0, ds.shards[s].tokens, t.data());
-    out.insert(out.end(), t.begin(), t.end());
-  }
-  return out;
-}
 
 // The message of the InputError that `f` throws ("" if none); it must be one line.
 template <typename F>

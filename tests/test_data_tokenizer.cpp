@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -150,18 +151,29 @@ void compare_with_reference(const std::string& encoding, const std::string& name
   tok.encode(pending, &streamed);
   require_same(tok, streamed, ref);
 
-  // A dataset built with it: the same ids, and the bytes and characters of the text.
+  // A dataset built with it: the same ids, and the bytes and characters of the text. The build encodes
+  // added tokens written in a document as text (see the end), so its reference is the text without them.
+  std::string doc_text = text;
+  const std::string eod_text(tok.token_bytes(tok.end_of_document()));
+  for (size_t at; (at = doc_text.find(eod_text)) != std::string::npos;) doc_text.erase(at, eod_text.size());
+  mt::test::write_file(dir + "/doc.txt", doc_text);
+  const std::vector<int32_t> ref_plain = reference_ids(encoding, dir + "/doc.txt", dir + "/doc.ids");
   mt::data::BuildOptions o;
-  o.inputs = {dir + "/text.txt"};
+  o.inputs = {dir + "/doc.txt"};
   o.out_dir = dir + "/ds";
   o.tokenizer = json_path;
   o.val_tokens = 2000;
   o.shard_tokens = 20000;
   mt::data::BuildSummary s = mt::data::build_dataset(o, nullptr);
-  CHECK(s.train.tokens + s.val.tokens == int64_t(ref.size()));
-  CHECK(s.train.text_bytes + s.val.text_bytes == int64_t(text.size()));
+  // The file is one document: the end-of-document token follows it, and counts no characters.
+  std::vector<int32_t> ref_doc = ref_plain;
+  REQUIRE(tok.end_of_document() >= 0);
+  ref_doc.push_back(tok.end_of_document());
+  CHECK(s.documents == 1);
+  CHECK(s.train.tokens + s.val.tokens == int64_t(ref_doc.size()));
+  CHECK(s.train.text_bytes + s.val.text_bytes == int64_t(doc_text.size()));
   CHECK(s.train.characters + s.val.characters ==
-        mt::data::utf8::count_chars(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+        mt::data::utf8::count_chars(reinterpret_cast<const uint8_t*>(doc_text.data()), doc_text.size()));
   const mt::json index = mt::read_json_file(dir + "/ds/index.json");
   CHECK(index["tokenizer"] == mt::json{{"type", "bpe"}, {"file", "tokenizer.json"}});
   CHECK(index["vocab_size"] == tok.vocab_size());
@@ -177,7 +189,33 @@ void compare_with_reference(const std::string& encoding, const std::string& name
     }
     REQUIRE(mt::data::load_tokenizer(ds.tokenizer).has_value());
   }
-  require_same(tok, stored, ref);
+  require_same(tok, stored, ref_doc);
+  CHECK(index["documents"]["count"] == 1);
+  CHECK(index["documents"]["end_token"] == tok.end_of_document());
+
+  // Any number of workers, on pieces cut where the pre-tokenizer cuts anyway: the same bytes.
+  o.out_dir = dir + "/ds_workers";
+  o.workers = 3;
+  o.piece_bytes = 4096;
+  mt::data::build_dataset(o, nullptr);
+  for (const char* f : {"train_000000.bin", "val_000000.bin", "index.json"})
+    CHECK(mt::test::read_file(dir + "/ds/" + f) == mt::test::read_file(dir + "/ds_workers/" + f));
+
+  // "<|endoftext|>" written in a document is text: only the appended token ends it, and every
+  // character of the text is counted.
+  o.inputs = {dir + "/text.txt"};
+  o.out_dir = dir + "/ds_literal";
+  s = mt::data::build_dataset(o, nullptr);
+  CHECK(s.train.characters + s.val.characters ==
+        mt::data::utf8::count_chars(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  int64_t eods = 0;
+  for (auto split : {mt::data::Split::Train, mt::data::Split::Val}) {
+    mt::data::TokenDataset ds = mt::data::open_dataset(dir + "/ds_literal", split, 0);
+    std::vector<int32_t> t(size_t(ds.shards[0].tokens));
+    ds.read(0, 0, ds.shards[0].tokens, t.data());
+    eods += std::count(t.begin(), t.end(), tok.end_of_document());
+  }
+  CHECK(eods == 1);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "data/shards.h"
 #include "engine/core/check.h"
 
 namespace mt::test {
@@ -67,6 +68,17 @@ inline void write_megatron(const std::string& prefix, const std::vector<std::vec
     }
   write_bytes(prefix + ".idx", idx);
   write_bytes(prefix + ".bin", bin);
+}
+
+// Every token of a dataset's shards, in order (read through the reader under test).
+inline std::vector<int32_t> all_tokens(const mt::data::TokenDataset& ds) {
+  std::vector<int32_t> out;
+  for (size_t s = 0; s < ds.shards.size(); ++s) {
+    std::vector<int32_t> t(size_t(ds.shards[s].tokens));
+    ds.read(s, 0, ds.shards[s].tokens, t.data());
+    out.insert(out.end(), t.begin(), t.end());
+  }
+  return out;
 }
 
 }  // namespace mt::test

@@ -72,6 +72,9 @@ class Model {
   // Forward only: the summed cross-entropy (nats) over the targets of n_seqs windows.
   double forward_nll(const int32_t* windows_host, int n_seqs);
 
+  // Forward only: the V logits (as float, on the host) after input token `position` of window 0.
+  void forward_logits(const int32_t* windows_host, int n_seqs, int position, float* logits_host);
+
   Profiler& profiler();
   // Bytes of the activation arena and of the parameter / gradient buffers.
   size_t activation_bytes() const;

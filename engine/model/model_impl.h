@@ -466,4 +466,20 @@ double Model<T>::forward_nll(const int32_t* windows_host, int n_seqs) {
   return im.head_and_loss(0.f, Impl::Pass::ForwardOnly);
 }
 
+template <typename T>
+void Model<T>::forward_logits(const int32_t* windows_host, int n_seqs, int position, float* logits_host) {
+  auto& im = *impl_;
+  MT_CHECK(position >= 0 && position < im.S, "position ", position, " is outside the window [0, ", im.S, ")");
+  MicroBatchStats stats;
+  im.load_tokens(windows_host, n_seqs);
+  im.forward(&stats);
+  im.linear(im.logits, im.lnf + size_t(position) * im.Dm, im.w.lm_head, 1, im.Dm, im.V, 0.f, OpFamily::LmHead);
+  std::vector<T> row(size_t(im.V));
+  im.dev.copy(row.data(), im.logits, sizeof(T) * row.size(), CopyKind::DeviceToHost);
+  for (size_t i = 0; i < row.size(); ++i) {
+    if constexpr (std::is_same_v<T, bf16>) logits_host[i] = to_float(row[i]);
+    else logits_host[i] = float(row[i]);
+  }
+}
+
 }  // namespace mt

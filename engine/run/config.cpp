@@ -323,6 +323,7 @@ RunConfig parse_run(const json& manifest, const std::string& where, const std::s
     ObjReader er(*ev, "eval", where);
     c.eval.every = int(er.optional_int("every", c.eval.every, {0, kMaxSteps}));
     c.eval.tokens = er.optional_number("tokens", c.eval.tokens, {1, kMaxEvalTokens});
+    c.eval.sample_tokens = int(er.optional_int("sample_tokens", c.eval.sample_tokens, {0, 1 << 16}));
     er.finish();
   }
   if (const json* ck = r.child("checkpoint")) {

@@ -59,6 +59,7 @@ struct ParallelConfig {
 struct EvalConfig {
   int every = 0;                  // steps between evaluations (0: only at the end)
   double tokens = 1 << 20;        // validation tokens per evaluation
+  int sample_tokens = 0;          // tokens of text generated and printed at each evaluation (0: none)
 };
 
 struct CheckpointConfig {

@@ -32,6 +32,7 @@
 #include "engine/model/optim.h"
 #include "engine/run/plan.h"
 #include "engine/run/run_dir.h"
+#include "engine/run/sample.h"
 #include "engine/run/trainer.h"
 
 namespace mt {
@@ -267,6 +268,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
                   r.bpc() >= 0 ? std::to_string(r.bpc()).c_str() : "n/a (unknown tokenizer)");
       std::fflush(stdout);
     }
+    if (cfg.eval.sample_tokens > 0) print_eval_sample(model, cfg, grid.is_root());
     return r;
   };
 

@@ -85,4 +85,30 @@ expect_input_error "no such input" data build --input "$TMP/missing.txt" --out "
 expect_input_error "leaves no training tokens" data build --input "$TMP/text.txt" --out "$TMP/x" --val-tokens "$bytes"
 head -c $(($(wc -c < "$TMP/text.txt.gz") / 2)) "$TMP/text.txt.gz" > "$TMP/cut.gz"
 expect_input_error "truncated gzip" data build --input "$TMP/cut.gz" --out "$TMP/x"
+# JSON Lines, zstd, workers, Megatron output read back by inspect.
+python3 - "$TMP/text.txt" "$TMP/docs.jsonl" <<'EOF'
+import json, sys
+blocks = open(sys.argv[1], encoding="utf-8").read().split("\n\n")
+with open(sys.argv[2], "w", encoding="utf-8") as f:
+    for i, d in enumerate(blocks):
+        if d:
+            f.write(json.dumps({"id": i, "text": d}, ensure_ascii=i % 2 == 0) + "\n")
+EOF
+ndocs=$(wc -l < "$TMP/docs.jsonl")
+zstd -q -c "$TMP/docs.jsonl" > "$TMP/docs.jsonl.zst"
+out=$("$BIN" data build --input "$TMP/docs.jsonl.zst" --out "$TMP/jl" --val-tokens 2000 --workers 2 --out-format megatron)
+echo "$out"
+case "$out" in *"1 file (1 JSON Lines, 0 gzip, 1 zstd), $ndocs documents separated by newlines"*"2 workers"*) ;;
+  *) fail "jsonl build summary: $out" ;; esac
+"$BIN" data build --input "$TMP/docs.jsonl" --out "$TMP/jl1" --val-tokens 2000 --workers 1 --out-format megatron > /dev/null
+for f in train_000000.bin val_000000.bin index.json text_document.bin text_document.idx; do
+  cmp "$TMP/jl/$f" "$TMP/jl1/$f" || fail "zstd / 2 workers differs from plain / 1 worker: $f"
+done
+out=$("$BIN" data inspect "$TMP/jl/text_document" --vocab 256 --tokenizer byte)
+echo "$out"
+case "$out" in *"Megatron-LM indexed dataset"*"line 1: the quick brown fox"*) ;; *) fail "inspect megatron: $out" ;; esac
+printf '{"text": "a"}\n{"text": "b"\n' > "$TMP/bad.jsonl"
+expect_input_error "bad.jsonl:2: not valid JSON" data build --input "$TMP/bad.jsonl" --out "$TMP/x"
+out=$("$BIN" data build --input "$TMP/bad.jsonl" "$TMP/docs.jsonl" --out "$TMP/skip" --skip-bad-lines 2>&1)
+case "$out" in *"1 malformed line skipped (the first: $TMP/bad.jsonl:2: not valid JSON)"*) ;; *) fail "skip: $out" ;; esac
 echo "data_cli: OK"
