@@ -12,6 +12,7 @@
 #include <string>
 
 #include "comm/grid.h"
+#include "engine/core/stop.h"  // install_stop_signals(): SIGTERM / SIGINT checkpoint and stop the loop
 #include "engine/run/config.h"
 #include "engine/model/ops.h"
 
@@ -35,9 +36,6 @@ struct TrainResult {
   int64_t step = 0;            // steps done
   double val_bpc = -1;         // final (Finished) or -1
 };
-
-// Installs the SIGTERM / SIGINT handlers that ask the loop to checkpoint and stop.
-void install_stop_signals();
 
 template <typename T>
 TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, const ProcessGrid& grid);
