@@ -1,4 +1,4 @@
-// Why: CudaOps<T> is a thin forwarding layer over cuda/kernels.h (as CpuOps is over engine/cpu); the
+// Why: CudaOps<T> is a thin forwarding layer over cuda/kernels.h (the .cu files hold the kernels); the
 // GEMMs are here, one Context::gemm call each: bf16 or fp32 operands, fp32 accumulation, output in T
 // (gemm) or fp32 (gemm_acc: weight gradients and router logits). Instantiated for float and bf16.
 #include "cuda/cuda_ops.h"
@@ -121,18 +121,6 @@ void CudaOps<T>::moe_combine_backward(T* dexpert_out, P* dgate, const T* dout, c
 }
 
 template <typename T>
-void CudaOps<T>::experts_forward(T* out, T* h13, T* act, const T* inp, const T* w1, const T* w3, const T* w2,
-                                 const int64_t* offsets, int E, int C, int F) {
-  cuda::experts_forward<T>(ctx_, out, h13, act, inp, w1, w3, w2, offsets, E, C, F);
-}
-template <typename T>
-void CudaOps<T>::experts_backward(T* dinp, P* dw1, P* dw3, P* dw2, T* dh13, T* dact, const T* dout, const T* inp,
-                                  const T* h13, const T* act, const T* w1, const T* w3, const T* w2,
-                                  const int64_t* offsets, int E, int C, int F) {
-  cuda::experts_backward<T>(ctx_, dinp, dw1, dw3, dw2, dh13, dact, dout, inp, h13, act, w1, w3, w2, offsets, E, C, F);
-}
-
-template <typename T>
 void CudaOps<T>::cross_entropy(P* losses, T* dlogits, const T* logits, const int32_t* targets, float dloss, int N,
                                int V) {
   cuda::cross_entropy<T>(ctx_, losses, dlogits, logits, targets, dloss, N, V);
@@ -145,14 +133,6 @@ void CudaOps<T>::add_inplace(T* x, const T* y, size_t n) {
 template <typename T>
 void CudaOps<T>::to_compute(T* out, const P* in, size_t n) {
   cuda::to_compute<T>(ctx_, out, in, n);
-}
-template <typename T>
-void CudaOps<T>::to_acc(P* out, const T* in, size_t n) {
-  cuda::to_acc<T>(ctx_, out, in, n);
-}
-template <typename T>
-void CudaOps<T>::scale_inplace(P* x, float s, size_t n) {
-  cuda::scale_inplace(ctx_, x, s, n);
 }
 template <typename T>
 double CudaOps<T>::sum_squares(const P* x, size_t n) {

@@ -18,10 +18,11 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/blas.h"
-#include "engine/cpu/kernels.h"
+#include "engine/cpu/cpu_ops.h"
 #include "engine/cpu/vec_math.h"
 
-namespace mt::cpu {
+namespace mt {
+using namespace cpu;
 
 namespace {
 
@@ -49,8 +50,8 @@ void check_sizes(int B, int T_, int H, int Dh) {
 }  // namespace
 
 template <typename T>
-void attention_forward(T* out, acc_t<T>* lse, const T* qkv, const float* slopes, int B, int T_, int H, int Dh) {
-  using P = acc_t<T>;
+void CpuOps<T>::attention_forward(T* out, acc_t<T>* lse, const T* qkv, const float* slopes, int B, int T_, int H,
+                                  int Dh) {
   check_sizes(B, T_, H, Dh);
   const Layout L{B, T_, H, Dh};
   const int nq = L.blocks(), ldq = L.ld_qkv(), ldo = L.ld_out();
@@ -95,9 +96,8 @@ void attention_forward(T* out, acc_t<T>* lse, const T* qkv, const float* slopes,
 }
 
 template <typename T>
-void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const acc_t<T>* lse,
-                        const float* slopes, int B, int T_, int H, int Dh) {
-  using P = acc_t<T>;
+void CpuOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const acc_t<T>* lse,
+                                   const float* slopes, int B, int T_, int H, int Dh) {
   check_sizes(B, T_, H, Dh);
   const Layout L{B, T_, H, Dh};
   const int nq = L.blocks(), ldq = L.ld_qkv(), ldo = L.ld_out();
@@ -162,11 +162,11 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
   }
 }
 
-template void attention_forward<float>(float*, float*, const float*, const float*, int, int, int, int);
-template void attention_forward<double>(double*, double*, const double*, const float*, int, int, int, int);
-template void attention_backward<float>(float*, const float*, const float*, const float*, const float*,
-                                        const float*, int, int, int, int);
-template void attention_backward<double>(double*, const double*, const double*, const double*, const double*,
-                                         const float*, int, int, int, int);
+template void CpuOps<float>::attention_forward(float*, float*, const float*, const float*, int, int, int, int);
+template void CpuOps<double>::attention_forward(double*, double*, const double*, const float*, int, int, int, int);
+template void CpuOps<float>::attention_backward(float*, const float*, const float*, const float*, const float*,
+                                                const float*, int, int, int, int);
+template void CpuOps<double>::attention_backward(double*, const double*, const double*, const double*, const double*,
+                                                 const float*, int, int, int, int);
 
-}  // namespace mt::cpu
+}  // namespace mt

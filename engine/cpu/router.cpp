@@ -9,17 +9,17 @@
 #include <vector>
 
 #include "engine/core/check.h"
-#include "engine/cpu/kernels.h"
+#include "engine/cpu/cpu_ops.h"
 #include "engine/cpu/vec_math.h"
 
-namespace mt::cpu {
+namespace mt {
+using namespace cpu;
 
 // ---- router -------------------------------------------------------------------------------------------------
 
 template <typename T>
-void router_forward(int32_t* topk_idx, acc_t<T>* topk_gate, acc_t<T>* probs, acc_t<T>* lse,
-                    const acc_t<T>* logits, int N, int E, int K, GateNorm norm) {
-  using P = acc_t<T>;
+void CpuOps<T>::router_forward(int32_t* topk_idx, acc_t<T>* topk_gate, acc_t<T>* probs, acc_t<T>* lse,
+                               const acc_t<T>* logits, int N, int E, int K, GateNorm norm) {
   MT_CHECK(E > 0 && K > 0 && K <= E, "router with E ", E, " K ", K);
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < N; ++t) {
@@ -59,10 +59,9 @@ void router_forward(int32_t* topk_idx, acc_t<T>* topk_gate, acc_t<T>* probs, acc
 // d/ds_j = (dgate_j - sum_k dgate_k g_k) / S. Then the softmax backward
 // dlogit_e = p_e (dprob_e - sum_j p_j dprob_j), plus z_scale d(lse^2)/dlogit_e = z_scale 2 lse p_e.
 template <typename T>
-void router_backward(acc_t<T>* dlogits, const acc_t<T>* dgate, const acc_t<T>* prob_grad, const acc_t<T>* probs,
-                     const acc_t<T>* lse, const int32_t* topk_idx, const acc_t<T>* topk_gate, float z_scale, int N,
-                     int E, int K, GateNorm norm) {
-  using P = acc_t<T>;
+void CpuOps<T>::router_backward(acc_t<T>* dlogits, const acc_t<T>* dgate, const acc_t<T>* prob_grad,
+                                const acc_t<T>* probs, const acc_t<T>* lse, const int32_t* topk_idx,
+                                const acc_t<T>* topk_gate, float z_scale, int N, int E, int K, GateNorm norm) {
 #pragma omp parallel
   {
     std::vector<P> dprob(E);
@@ -94,8 +93,8 @@ void router_backward(acc_t<T>* dlogits, const acc_t<T>* dgate, const acc_t<T>* p
 
 // O(N E): small next to the router GEMM, so one thread in a fixed order.
 template <typename T>
-void router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* topk_idx, const acc_t<T>* probs,
-                  int N, int E, int K) {
+void CpuOps<T>::router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* topk_idx,
+                             const acc_t<T>* probs, int N, int E, int K) {
   std::fill(counts_host, counts_host + E, int64_t(0));
   std::fill(prob_sum_host, prob_sum_host + E, 0.0);
   for (size_t i = 0; i < size_t(N) * K; ++i) {
@@ -108,8 +107,9 @@ void router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* to
 
 // ---- dispatch / combine -----------------------------------------------------------------------------------------
 
-int moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host, const int32_t* topk_idx,
-                   int N, int K, int E, int capacity) {
+template <typename T>
+int CpuOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host, const int32_t* topk_idx,
+                              int N, int K, int E, int capacity) {
   const size_t choices = size_t(N) * K;
   std::vector<int64_t> chosen(E, 0);
   for (size_t i = 0; i < choices; ++i) {
@@ -139,13 +139,13 @@ int moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_h
 }
 
 template <typename T>
-void moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) {
+void CpuOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) {
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < R; ++r) std::memcpy(out + size_t(r) * C, inp + size_t(row_src[r]) * C, sizeof(T) * C);
 }
 
 template <typename T>
-void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) {
+void CpuOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) {
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < N; ++t) {
     T* d = dinp + size_t(t) * C;
@@ -161,7 +161,8 @@ void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, in
 }
 
 template <typename T>
-void moe_combine(T* out, const T* expert_out, const acc_t<T>* gate, const int32_t* slot, int N, int K, int C) {
+void CpuOps<T>::moe_combine(T* out, const T* expert_out, const acc_t<T>* gate, const int32_t* slot, int N, int K,
+                            int C) {
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < N; ++t) {
     T* y = out + size_t(t) * C;
@@ -179,9 +180,8 @@ void moe_combine(T* out, const T* expert_out, const acc_t<T>* gate, const int32_
 
 // Each kept choice owns one row of dexpert_out, so the rows are written without races.
 template <typename T>
-void moe_combine_backward(T* dexpert_out, acc_t<T>* dgate, const T* dout, const T* expert_out,
-                          const acc_t<T>* gate, const int32_t* slot, int N, int K, int C) {
-  using P = acc_t<T>;
+void CpuOps<T>::moe_combine_backward(T* dexpert_out, acc_t<T>* dgate, const T* dout, const T* expert_out,
+                                     const acc_t<T>* gate, const int32_t* slot, int N, int K, int C) {
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < N; ++t) {
     const T* g = dout + size_t(t) * C;
@@ -206,20 +206,21 @@ void moe_combine_backward(T* dexpert_out, acc_t<T>* dgate, const T* dout, const 
   }
 }
 
-#define MT_INSTANTIATE_ROUTER(T)                                                                                \
-  template void router_forward<T>(int32_t*, acc_t<T>*, acc_t<T>*, acc_t<T>*, const acc_t<T>*, int, int, int,  \
-                                  GateNorm);                                                                    \
-  template void router_backward<T>(acc_t<T>*, const acc_t<T>*, const acc_t<T>*, const acc_t<T>*,                \
-                                   const acc_t<T>*, const int32_t*, const acc_t<T>*, float, int, int, int,     \
-                                   GateNorm);                                                                   \
-  template void router_stats<T>(int64_t*, double*, const int32_t*, const acc_t<T>*, int, int, int);            \
-  template void moe_permute<T>(T*, const T*, const int32_t*, int, int);                                         \
-  template void moe_permute_backward<T>(T*, const T*, const int32_t*, int, int, int);                           \
-  template void moe_combine<T>(T*, const T*, const acc_t<T>*, const int32_t*, int, int, int);                   \
-  template void moe_combine_backward<T>(T*, acc_t<T>*, const T*, const T*, const acc_t<T>*, const int32_t*,     \
-                                        int, int, int);
+#define MT_INSTANTIATE_ROUTER(T)                                                                                     \
+  template void CpuOps<T>::router_forward(int32_t*, acc_t<T>*, acc_t<T>*, acc_t<T>*, const acc_t<T>*, int, int, int, \
+                                          GateNorm);                                                                 \
+  template void CpuOps<T>::router_backward(acc_t<T>*, const acc_t<T>*, const acc_t<T>*, const acc_t<T>*,             \
+                                           const acc_t<T>*, const int32_t*, const acc_t<T>*, float, int, int, int,   \
+                                           GateNorm);                                                                \
+  template void CpuOps<T>::router_stats(int64_t*, double*, const int32_t*, const acc_t<T>*, int, int, int);          \
+  template int CpuOps<T>::moe_route_plan(int32_t*, int32_t*, int64_t*, const int32_t*, int, int, int, int);          \
+  template void CpuOps<T>::moe_permute(T*, const T*, const int32_t*, int, int);                                      \
+  template void CpuOps<T>::moe_permute_backward(T*, const T*, const int32_t*, int, int, int);                        \
+  template void CpuOps<T>::moe_combine(T*, const T*, const acc_t<T>*, const int32_t*, int, int, int);                \
+  template void CpuOps<T>::moe_combine_backward(T*, acc_t<T>*, const T*, const T*, const acc_t<T>*, const int32_t*,  \
+                                                int, int, int);
 
 MT_INSTANTIATE_ROUTER(float)
 MT_INSTANTIATE_ROUTER(double)
 
-}  // namespace mt::cpu
+}  // namespace mt

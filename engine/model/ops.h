@@ -1,6 +1,7 @@
-// Why: the kernel interface. The model (engine/model, engine/moe) is written once against Ops<T>; the
-// CPU backend (engine/cpu, T = float or double) and the CUDA backend (cuda/, T = float or bf16)
-// implement it with the same signatures, and every CUDA op is tested against its CPU twin.
+// Why: the kernel interface. The model (engine/model: model_impl.h, moe.h, linear.h, experts.h) is
+// written once against Ops<T>; the CPU backend (engine/cpu, T = float or double) and the CUDA backend
+// (cuda/, T = float or bf16) implement it with the same signatures (ops_overrides.inc declares them
+// once for both), and every CUDA op is tested against its CPU twin.
 //
 // Conventions (every op):
 // - Each layer is a forward / backward pair; arguments are outputs first, then inputs, then saved
@@ -32,6 +33,16 @@ struct GemmShape {
   Trans trans_b = Trans::No;
   int m = 0, n = 0, k = 0;
   int lda = 0, ldb = 0, ldc = 0;
+
+  // Dense operands (each leading dimension the stored row length): A B, A B^T (y = x W^T) and A^T B.
+  static GemmShape nn(int m, int n, int k) { return {Trans::No, Trans::No, m, n, k, k, n, n}; }
+  static GemmShape nt(int m, int n, int k) { return {Trans::No, Trans::Yes, m, n, k, k, k, n}; }
+  static GemmShape tn(int m, int n, int k) { return {Trans::Yes, Trans::No, m, n, k, m, n, n}; }
+  // The same shape on strided operands (a column block of a wider matrix).
+  GemmShape with_ld(int a, int b, int c) const { return {trans_a, trans_b, m, n, k, a, b, c}; }
+  // Every backend calls this first: sizes >= 0 and leading dimensions that hold the rows (a wrong one
+  // would read out of bounds silently).
+  void check() const;
 };
 
 // Renormalisation of the K chosen router probabilities.
@@ -103,7 +114,7 @@ class Ops {
   virtual void router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* topk_idx,
                             const P* probs, int N, int E, int K) = 0;
 
-  // ---- dispatch / combine (local part; the all-to-all lives in engine/moe) -------------------------
+  // ---- dispatch / combine (local part; the all-to-all lives in moe.h) -------------------------
   // Routing plan by a stable counting sort of the N*K choices by expert (token order within an expert).
   // capacity < 0: dropless. Else an expert keeps its first `capacity` tokens and drops the rest.
   // slot (N, K) = row of each choice in the permuted order, -1 if dropped; row_src (R) = token of each
@@ -122,17 +133,6 @@ class Ops {
   virtual void moe_combine_backward(T* dexpert_out, P* dgate, const T* dout, const T* expert_out,
                                     const P* gate, const int32_t* slot, int N, int K, int C) = 0;
 
-  // ---- experts: a grouped SwiGLU over rows sorted by expert ------------------------------------------
-  // Expert e owns rows [offsets[e], offsets[e+1]) of inp (R, C) (offsets host, E+1 entries).
-  // w1, w3 (E, F, C); w2 (E, C, F). h13 (R, 2F) = [x w1_e^T | x w3_e^T]; act (R, F) = swiglu(h13);
-  // out (R, C) = act w2_e^T. h13 and act are saved for the backward.
-  virtual void experts_forward(T* out, T* h13, T* act, const T* inp, const T* w1, const T* w3, const T* w2,
-                               const int64_t* offsets, int E, int C, int F) = 0;
-  // dinp (R, C) =; dw1, dw3, dw2 +=; dh13 (R, 2F) and dact (R, F) are scratch.
-  virtual void experts_backward(T* dinp, P* dw1, P* dw3, P* dw2, T* dh13, T* dact, const T* dout,
-                                const T* inp, const T* h13, const T* act, const T* w1, const T* w3,
-                                const T* w2, const int64_t* offsets, int E, int C, int F) = 0;
-
   // ---- loss --------------------------------------------------------------------------------------------
   // losses (N) = -log softmax(logits)[target] in P. If dlogits is not null, dlogits (N, V) =
   // (softmax - onehot(target)) * dloss (dlogits may alias logits).
@@ -142,8 +142,6 @@ class Ops {
   // ---- elementwise and reductions ----------------------------------------------------------------------
   virtual void add_inplace(T* x, const T* y, size_t n) = 0;                 // x += y
   virtual void to_compute(T* out, const P* in, size_t n) = 0;               // P -> T
-  virtual void to_acc(P* out, const T* in, size_t n) = 0;                   // T -> P
-  virtual void scale_inplace(P* x, float s, size_t n) = 0;                  // x *= s
   virtual double sum_squares(const P* x, size_t n) = 0;                     // synchronises
   virtual double sum(const P* x, size_t n) = 0;                            // synchronises
   virtual void adamw(P* param, const P* grad, P* m, P* v, size_t n, const AdamWArgs& args) = 0;

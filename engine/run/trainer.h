@@ -1,7 +1,7 @@
 // Why: the training loop of `moetrain train`: data, micro-batch accumulation, data-parallel gradient
 // reduction, clipping, AdamW on the cosine schedule, evaluation (BPC), logging, checkpoints, and
 // stopping and resuming exactly (--stop-after, SIGTERM / SIGINT, --resume auto). Written once against
-// Ops<T>; the CPU instantiates it for float (engine/trainer.cpp), the CUDA backend for float and bf16.
+// Ops<T>; the CPU instantiates it for float (engine/run/trainer.cpp), the CUDA backend for float and bf16.
 //
 // Outputs in --out DIR (DESIGN.md "Output of a run"): config.json (the resolved manifest), metrics.jsonl
 // (one JSON object per logged step; evaluation lines add val_loss and val_bpc), summary.json (at the

@@ -248,11 +248,10 @@ Trainer<T>::Trainer(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops,
       tty_(grid.is_root() && ::isatty(1) == 1),
       batch_(size_t(split_.local) * size_t(seq_len_ + 1)) {
   if (grid.dp_size > 1 || grid.edp_size > 1) {
-    const MemSpace space = dev_.kind() == DeviceKind::Cpu ? MemSpace::Host : MemSpace::Device;
     sync_ = std::make_unique<GradSync<P>>(
         typename GradSync<P>::Buffer{model_.grads(ParamGroup::Dense), &model_.layout().dense, &grid.dp()},
         typename GradSync<P>::Buffer{model_.grads(ParamGroup::Expert), &model_.layout().expert, &grid.edp()},
-        space, size_t(16) << 20);
+        dev_.space(), size_t(16) << 20);
   }
   if (grid.is_root()) std::filesystem::create_directories(out_);
 }
