@@ -155,13 +155,13 @@ TEST_CASE("cpu attention_backward is the gradient of attention_forward", "[ops]"
     mt::alibi_slopes(slopes.data(), s.H);
     Vec qkv = random_vec(rng, nqkv, -1.5, 1.5), R = random_vec(rng, nout);
     Vec out(nout), lse(size_t(s.B) * s.H * s.T);
-    ops.attention_forward(out.data(), lse.data(), qkv.data(), slopes.data(), s.B, s.T, s.H, s.Dh);
+    ops.attention_forward(out.data(), lse.data(), qkv.data(), slopes.data(), {s.B, s.T, s.H, s.Dh});
     Vec dqkv(nqkv, 1e9);  // written, whatever it held
-    ops.attention_backward(dqkv.data(), R.data(), qkv.data(), out.data(), lse.data(), slopes.data(), s.B, s.T,
-                           s.H, s.Dh);
+    ops.attention_backward(dqkv.data(), R.data(), qkv.data(), out.data(), lse.data(), slopes.data(),
+                           {s.B, s.T, s.H, s.Dh});
     auto loss = [&] {
       Vec o(nout), l(lse.size());
-      ops.attention_forward(o.data(), l.data(), qkv.data(), slopes.data(), s.B, s.T, s.H, s.Dh);
+      ops.attention_forward(o.data(), l.data(), qkv.data(), slopes.data(), {s.B, s.T, s.H, s.Dh});
       return dot(o, R);
     };
     check_gradient("dqkv", qkv, dqkv, loss);
@@ -196,14 +196,14 @@ TEST_CASE("cpu router_backward is the gradient of gates, probabilities and the z
           prob_grad = random_vec(rng, E);
       std::vector<int32_t> idx(size_t(N) * K);
       Vec gate(idx.size()), probs(logits.size()), lse(N);
-      ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), N, E, K, norm);
+      ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), {N, E, K}, norm);
       Vec dlogits(logits.size(), 1e9);
       ops.router_backward(dlogits.data(), Rg.data(), prob_grad.data(), probs.data(), lse.data(), idx.data(),
-                          gate.data(), z_scale, N, E, K, norm);
+                          gate.data(), z_scale, {N, E, K}, norm);
       auto loss = [&] {
         std::vector<int32_t> i2(idx.size());
         Vec g2(gate.size()), p2(probs.size()), l2(N);
-        ops.router_forward(i2.data(), g2.data(), p2.data(), l2.data(), logits.data(), N, E, K, norm);
+        ops.router_forward(i2.data(), g2.data(), p2.data(), l2.data(), logits.data(), {N, E, K}, norm);
         REQUIRE(i2 == idx);  // the step never crosses a tie of the top-K
         double s = dot(g2, Rg) + z_scale * dot(l2, l2);
         for (int t = 0; t < N; ++t)
@@ -224,7 +224,7 @@ TEST_CASE("cpu permute / combine backwards are their forwards' gradients, with d
   const std::vector<int32_t> idx = {0, 1, 0, 2, 0, 1, 2, 1, 0, 2, 0, 1};
   std::vector<int32_t> slot(size_t(N) * K), row_src(size_t(N) * K);
   std::vector<int64_t> tpe(E);
-  const int R = ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), idx.data(), N, K, E, capacity);
+  const int R = ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), idx.data(), {N, E, K}, capacity);
   REQUIRE(R == 9);
 
   SECTION("permute") {

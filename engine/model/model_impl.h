@@ -232,7 +232,7 @@ struct Model<T>::Impl {
       }
       {
         Profiler::Scope ps(prof, OpFamily::Attention);
-        ops.attention_forward(atty[l], lse[l], qkv[l], slopes, B, S, Hl, Dh);
+        ops.attention_forward(atty[l], lse[l], qkv[l], slopes, {B, S, Hl, Dh});
         prof.add_flops(OpFamily::Attention, attention_flops_forward());
       }
       {
@@ -339,7 +339,7 @@ struct Model<T>::Impl {
       }
       {
         Profiler::Scope ps(prof, OpFamily::Attention);
-        ops.attention_backward(dwide, dnarrow, qkv[l], atty[l], lse[l], slopes, B, S, Hl, Dh);
+        ops.attention_backward(dwide, dnarrow, qkv[l], atty[l], lse[l], slopes, {B, S, Hl, Dh});
         // The backward recomputes the scores and forms dV, dP, dQ, dK: five triangle products.
         prof.add_flops(OpFamily::Attention, 2.5 * attention_flops_forward());
       }

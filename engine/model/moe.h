@@ -124,8 +124,8 @@ class MoeLayer {
     {
       Profiler::Scope ps(prof_, OpFamily::Router);
       linear_forward_acc(ops_, prof_, OpFamily::Router, logits_, ln2, w.router, N, Dm, E);
-      ops_.router_forward(topk_idx_, gates_, probs_, lse_, logits_, N, E, K, d_.norm);
-      ops_.router_stats(counts_.data(), prob_sum_.data(), topk_idx_, probs_, N, E, K);
+      ops_.router_forward(topk_idx_, gates_, probs_, lse_, logits_, {N, E, K}, d_.norm);
+      ops_.router_stats(counts_.data(), prob_sum_.data(), topk_idx_, probs_, {N, E, K});
       double bal = 0;
       for (int i = 0; i < E; ++i) bal += (double(counts_[i]) / N) * (prob_sum_[i] / N);
       stats->balance_loss = double(E) * bal;
@@ -134,7 +134,7 @@ class MoeLayer {
     }
     {
       Profiler::Scope ps(prof_, OpFamily::Dispatch);
-      R_ = ops_.moe_route_plan(slot_, row_src_, tokens_per_expert_.data(), topk_idx_, N, K, E, d_.capacity);
+      R_ = ops_.moe_route_plan(slot_, row_src_, tokens_per_expert_.data(), topk_idx_, {N, E, K}, d_.capacity);
       stats->dropped = int64_t(N) * K - R_;
       ops_.moe_permute(send_, ln2, row_src_, R_, Dm);
       if (d_.ep > 1)
@@ -230,7 +230,7 @@ class MoeLayer {
         pg[j] = P(double(d_.balance_coef) * loss_scale * E * (double(counts_[j]) / N) / N);
       ops_.device().copy(s_.prob_grad, pg.data(), sizeof(P) * E, CopyKind::HostToDevice);
       const float z_scale = d_.z_coef * loss_scale / float(N);
-      ops_.router_backward(s_.dlogits, s_.dgate, s_.prob_grad, probs_, lse_, topk_idx_, gates_, z_scale, N, E, K,
+      ops_.router_backward(s_.dlogits, s_.dgate, s_.prob_grad, probs_, lse_, topk_idx_, gates_, z_scale, {N, E, K},
                            d_.norm);
       ops_.to_compute(s_.dlogits_t, s_.dlogits, size_t(N) * E);
       linear_backward(ops_, prof_, OpFamily::Router, d_ln2, g.router, s_.dlogits_t, ln2, w.router, N, Dm, E, 1.f);

@@ -13,7 +13,8 @@
 //   the gradient of the residual stream, which accumulates: rmsnorm_backward adds into dinp.
 // - Matrices are row-major; weights have PyTorch's [out, in] layout, so a linear layer is y = x W^T.
 // - Sizes: N tokens (rows), C / Dm model width, V vocabulary, E experts, K experts per token, F hidden
-//   width of a SwiGLU, B sequences of T_ tokens, H heads of Dh.
+//   width of a SwiGLU, B sequences of S tokens, H heads of Dh; the sizes of attention and of routing
+//   travel as one struct each (AttnDims, RouteDims), so that their order cannot be mixed up.
 #pragma once
 
 #include <cstddef>
@@ -43,6 +44,16 @@ struct GemmShape {
   // Every backend calls this first: sizes >= 0 and leading dimensions that hold the rows (a wrong one
   // would read out of bounds silently).
   void check() const;
+};
+
+// Causal attention over B sequences of S tokens with H heads of Dh.
+struct AttnDims {
+  int B = 0, S = 0, H = 0, Dh = 0;
+};
+
+// Routing of N tokens to K of E experts.
+struct RouteDims {
+  int N = 0, E = 0, K = 0;
 };
 
 // Renormalisation of the K chosen router probabilities.
@@ -83,14 +94,13 @@ class Ops {
                                 const P* rstd, int N, int C) = 0;
 
   // ---- causal ALiBi attention ----------------------------------------------------------------------
-  // qkv (B, T_, 3, H, Dh): per token the H query heads, then H key heads, then H value heads.
-  // out (B, T_, H, Dh); lse (B, H, T_) the log-sum-exp of each query's scores, saved for the backward.
+  // qkv (B, S, 3, H, Dh): per token the H query heads, then H key heads, then H value heads.
+  // out (B, S, H, Dh); lse (B, H, S) the log-sum-exp of each query's scores, saved for the backward.
   // Score(i, j) = q_i . k_j / sqrt(Dh) - slopes[h] * (i - j) for j <= i. slopes (H) in device memory.
-  virtual void attention_forward(T* out, P* lse, const T* qkv, const float* slopes, int B, int T_, int H,
-                                 int Dh) = 0;
-  // dqkv (B, T_, 3, H, Dh) =.
-  virtual void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const P* lse,
-                                  const float* slopes, int B, int T_, int H, int Dh) = 0;
+  virtual void attention_forward(T* out, P* lse, const T* qkv, const float* slopes, const AttnDims& d) = 0;
+  // dqkv (B, S, 3, H, Dh) =.
+  virtual void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const P* lse, const float* slopes,
+                                  const AttnDims& d) = 0;
 
   // ---- SwiGLU: out = silu(gate) * up, with h13 (N, 2F) holding [gate | up] per row ---------------------
   virtual void swiglu_forward(T* out, const T* h13, int N, int F) = 0;
@@ -98,21 +108,21 @@ class Ops {
   virtual void swiglu_backward(T* dh13, const T* dout, const T* h13, int N, int F) = 0;
 
   // ---- router ----------------------------------------------------------------------------------------
-  // probs (N, E) = softmax(logits) in P; lse (N) = logsumexp(logits); topk_idx (N, K) the K largest
-  // probabilities in descending order (ties: lower expert index first); topk_gate (N, K) their
-  // probabilities, renormalised to sum to 1 when norm = Renormalize.
-  virtual void router_forward(int32_t* topk_idx, P* topk_gate, P* probs, P* lse, const P* logits, int N,
-                              int E, int K, GateNorm norm) = 0;
-  // dlogits (N, E) =, from: dgate (N, K) the gradient of the loss w.r.t. topk_gate; prob_grad (E) a
+  // probs (N, E) = softmax(logits) in P; lse (N) = logsumexp(logits); routing_map (N, K) the experts
+  // of the K largest probabilities in descending order (ties: lower expert index first); gates (N, K)
+  // their probabilities, renormalised to sum to 1 when norm = Renormalize.
+  virtual void router_forward(int32_t* routing_map, P* gates, P* probs, P* lse, const P* logits, const RouteDims& d,
+                              GateNorm norm) = 0;
+  // dlogits (N, E) =, from: dgates (N, K) the gradient of the loss w.r.t. gates; prob_grad (E) a
   // gradient added to every dprobs[t, e] (the balance loss: coef * E * f_e / N * loss scale); z_scale
   // times d(lse_t^2)/dlogits (the z-loss, 0 for none).
-  virtual void router_backward(P* dlogits, const P* dgate, const P* prob_grad, const P* probs, const P* lse,
-                               const int32_t* topk_idx, const P* topk_gate, float z_scale, int N, int E,
-                               int K, GateNorm norm) = 0;
+  virtual void router_backward(P* dlogits, const P* dgates, const P* prob_grad, const P* probs, const P* lse,
+                               const int32_t* routing_map, const P* gates, float z_scale, const RouteDims& d,
+                               GateNorm norm) = 0;
   // Balance statistics: counts (E) = tokens that chose each expert (host), prob_sum (E) = sum over
   // tokens of probs (host). Synchronises.
-  virtual void router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* topk_idx,
-                            const P* probs, int N, int E, int K) = 0;
+  virtual void router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map, const P* probs,
+                            const RouteDims& d) = 0;
 
   // ---- dispatch / combine (local part; the all-to-all lives in moe.h) -------------------------
   // Routing plan by a stable counting sort of the N*K choices by expert (token order within an expert).
@@ -121,17 +131,16 @@ class Ops {
   // permuted row; tokens_per_expert (E, host) = rows kept per expert; returns R = their sum.
   // Synchronises (the sizes are needed on the host).
   virtual int moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
-                             const int32_t* topk_idx, int N, int K, int E, int capacity) = 0;
+                             const int32_t* routing_map, const RouteDims& d, int capacity) = 0;
   // out (R, C) = inp[row_src] (gather the token rows in expert order).
   virtual void moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) = 0;
   // dinp (N, C) = sum over the token's kept choices of dout[slot] (a gather; dropped choices add 0).
   virtual void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) = 0;
-  // out (N, C) = sum_k gate[t, k] * expert_out[slot[t, k]] over kept choices.
-  virtual void moe_combine(T* out, const T* expert_out, const P* gate, const int32_t* slot, int N, int K,
-                           int C) = 0;
-  // dexpert_out (R, C) = gate * dout[token]; dgate (N, K) = dout[t] . expert_out[slot] (0 if dropped).
-  virtual void moe_combine_backward(T* dexpert_out, P* dgate, const T* dout, const T* expert_out,
-                                    const P* gate, const int32_t* slot, int N, int K, int C) = 0;
+  // out (N, C) = sum_k gates[t, k] * expert_out[slot[t, k]] over kept choices.
+  virtual void moe_combine(T* out, const T* expert_out, const P* gates, const int32_t* slot, int N, int K, int C) = 0;
+  // dexpert_out (R, C) = gates * dout[token]; dgates (N, K) = dout[t] . expert_out[slot] (0 if dropped).
+  virtual void moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, const T* expert_out, const P* gates,
+                                    const int32_t* slot, int N, int K, int C) = 0;
 
   // ---- loss --------------------------------------------------------------------------------------------
   // losses (N) = -log softmax(logits)[target] in P. If dlogits is not null, dlogits (N, V) =

@@ -264,8 +264,8 @@ struct AttentionCase : CaseBase {
     Buf<P> lse(dev, size_t(B) * H * S);
     out.poison();
     dqkv.poison();
-    ops.attention_forward(out, lse, qkv, sl, B, S, H, Dh);
-    ops.attention_backward(dqkv, dout, qkv, out, lse, sl, B, S, H, Dh);
+    ops.attention_forward(out, lse, qkv, sl, {B, S, H, Dh});
+    ops.attention_backward(dqkv, dout, qkv, out, lse, sl, {B, S, H, Dh});
     return {{"out", out.download()}, {"lse", lse.download(), false}, {"dqkv", dqkv.download()}};
   }
 };
@@ -303,11 +303,11 @@ struct RouterCase : CaseBase {
     Buf<P> logits(dev, gen.p(size_t(N) * E, -3, 3)), dgate(dev, gen.p(size_t(N) * K)), prob_grad(dev, gen.p(E)),
         gate(dev, size_t(N) * K), probs(dev, size_t(N) * E), lse(dev, N), dlogits(dev, size_t(N) * E);
     Buf<int32_t> idx(dev, size_t(N) * K);
-    ops.router_forward(idx, gate, probs, lse, logits, N, E, K, norm);
-    ops.router_backward(dlogits, dgate, prob_grad, probs, lse, idx, gate, 0.25f, N, E, K, norm);
+    ops.router_forward(idx, gate, probs, lse, logits, {N, E, K}, norm);
+    ops.router_backward(dlogits, dgate, prob_grad, probs, lse, idx, gate, 0.25f, {N, E, K}, norm);
     std::vector<int64_t> counts(E);
     std::vector<double> prob_sum(E);
-    ops.router_stats(counts.data(), prob_sum.data(), idx, probs, N, E, K);
+    ops.router_stats(counts.data(), prob_sum.data(), idx, probs, {N, E, K});
     return {{"topk_idx", idx.download(), false},   {"gate", gate.download(), false},
             {"probs", probs.download(), false},    {"lse", lse.download(), false},
             {"dlogits", dlogits.download(), false}, {"counts", Vec(counts.begin(), counts.end()), false},
@@ -351,7 +351,7 @@ struct DispatchCase : CaseBase {
     const size_t R_max = size_t(N) * K;
     Buf<int32_t> idx(dev, idx_v), slot(dev, R_max), row_src(dev, R_max);
     std::vector<int64_t> tpe(E);
-    const int R = ops.moe_route_plan(slot, row_src, tpe.data(), idx, N, K, E, capacity);
+    const int R = ops.moe_route_plan(slot, row_src, tpe.data(), idx, {N, E, K}, capacity);
     Buf<T> inp(dev, gen.t(size_t(N) * C)), permuted(dev, size_t(R) * C), dperm(dev, gen.t(size_t(R) * C)),
         dinp(dev, size_t(N) * C), expert_out(dev, gen.t(size_t(R) * C)), combined(dev, size_t(N) * C),
         dy(dev, gen.t(size_t(N) * C)), dexp(dev, size_t(R) * C);
