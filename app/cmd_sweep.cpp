@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -20,6 +19,7 @@
 #include "app/format.h"
 #include "engine/core/check.h"
 #include "engine/core/io.h"
+#include "engine/core/stop.h"
 #include "engine/run/sweep.h"
 #include "engine/run/sweep_results.h"
 
@@ -40,17 +40,6 @@ struct SweepArgs {
   std::vector<std::string> slurm_opts;
   bool jobs_given = false;
 };
-
-volatile std::sig_atomic_t g_stop = 0;
-extern "C" void on_sweep_signal(int) { g_stop = 1; }
-
-void install_sweep_signals() {
-  struct sigaction sa {};
-  sa.sa_handler = on_sweep_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-}
 
 std::string self_exe() { return fs::read_symlink("/proc/self/exe").string(); }
 
@@ -215,9 +204,9 @@ void run_sweep(const SweepArgs& a) {
     std::cout << "sweep: " << a.jobs << " runs at a time on " << cores << " cores: OMP_NUM_THREADS=" << threads
               << " for each (set OMP_NUM_THREADS to choose)\n";
   }
-  install_sweep_signals();
+  install_stop_signals();
   ProcessLauncher launcher(self_exe(), extra);
-  SweepOutcome o = run_sweep_tasks(tasks, a.jobs, launcher, std::cout, [] { return g_stop != 0; });
+  SweepOutcome o = run_sweep_tasks(tasks, a.jobs, launcher, std::cout, stop_requested);
   write_results(a.out);
   if (o.stopped) {
     std::cout << "sweep stopped: " << o.interrupted.size()

@@ -16,8 +16,6 @@
 
 namespace mt {
 
-enum class MemSpace { Host, Device };
-
 // A non-blocking operation in flight; wait() completes it (and copies staged data back).
 class CommRequest {
  public:

@@ -1,4 +1,4 @@
-// Why: CudaOps<T> is a thin forwarding layer over cuda/kernels.h (as CpuOps is over engine/cpu); the
+// Why: CudaOps<T> is a thin forwarding layer over cuda/kernels.h (the .cu files hold the kernels); the
 // GEMMs are here, one Context::gemm call each: bf16 or fp32 operands, fp32 accumulation, output in T
 // (gemm) or fp32 (gemm_acc: weight gradients and router logits). Instantiated for float and bf16. bf16
 // attention goes to cuDNN when the context says so (model.attention_impl).
@@ -65,20 +65,19 @@ void CudaOps<T>::rmsnorm_backward(T* dinp, P* dweight, const T* dout, const T* i
 }
 
 template <typename T>
-void CudaOps<T>::attention_forward(T* out, P* lse, const T* qkv, const float* slopes, int B, int T_, int H,
-                                   int Dh) {
+void CudaOps<T>::attention_forward(T* out, P* lse, const T* qkv, const float* slopes, const AttnDims& d) {
   if constexpr (std::is_same_v<T, mt::bf16>)
     if (ctx_.attention() == AttentionImpl::Cudnn)
-      return ctx_.cudnn().forward(out, lse, qkv, slopes, B, T_, H, Dh);
-  cuda::attention_forward<T>(ctx_, out, lse, qkv, slopes, B, T_, H, Dh);
+      return ctx_.cudnn().forward(out, lse, qkv, slopes, d.B, d.S, d.H, d.Dh);
+  cuda::attention_forward<T>(ctx_, out, lse, qkv, slopes, d.B, d.S, d.H, d.Dh);
 }
 template <typename T>
 void CudaOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const P* lse,
-                                    const float* slopes, int B, int T_, int H, int Dh) {
+                                    const float* slopes, const AttnDims& d) {
   if constexpr (std::is_same_v<T, mt::bf16>)
     if (ctx_.attention() == AttentionImpl::Cudnn)
-      return ctx_.cudnn().backward(dqkv, dout, qkv, out, lse, slopes, B, T_, H, Dh);
-  cuda::attention_backward<T>(ctx_, dqkv, dout, qkv, out, lse, slopes, B, T_, H, Dh);
+      return ctx_.cudnn().backward(dqkv, dout, qkv, out, lse, slopes, d.B, d.S, d.H, d.Dh);
+  cuda::attention_backward<T>(ctx_, dqkv, dout, qkv, out, lse, slopes, d.B, d.S, d.H, d.Dh);
 }
 
 template <typename T>
@@ -91,26 +90,26 @@ void CudaOps<T>::swiglu_backward(T* dh13, const T* dout, const T* h13, int N, in
 }
 
 template <typename T>
-void CudaOps<T>::router_forward(int32_t* topk_idx, P* topk_gate, P* probs, P* lse, const P* logits, int N, int E,
-                                int K, GateNorm norm) {
-  cuda::router_forward(ctx_, topk_idx, topk_gate, probs, lse, logits, N, E, K, norm);
+void CudaOps<T>::router_forward(int32_t* routing_map, P* gates, P* probs, P* lse, const P* logits, const RouteDims& d,
+                                GateNorm norm) {
+  cuda::router_forward(ctx_, routing_map, gates, probs, lse, logits, d.N, d.E, d.K, norm);
 }
 template <typename T>
-void CudaOps<T>::router_backward(P* dlogits, const P* dgate, const P* prob_grad, const P* probs, const P* lse,
-                                 const int32_t* topk_idx, const P* topk_gate, float z_scale, int N, int E, int K,
+void CudaOps<T>::router_backward(P* dlogits, const P* dgates, const P* prob_grad, const P* probs, const P* lse,
+                                 const int32_t* routing_map, const P* gates, float z_scale, const RouteDims& d,
                                  GateNorm norm) {
-  cuda::router_backward(ctx_, dlogits, dgate, prob_grad, probs, lse, topk_idx, topk_gate, z_scale, N, E, K, norm);
+  cuda::router_backward(ctx_, dlogits, dgates, prob_grad, probs, lse, routing_map, gates, z_scale, d.N, d.E, d.K, norm);
 }
 template <typename T>
-void CudaOps<T>::router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* topk_idx, const P* probs,
-                              int N, int E, int K) {
-  cuda::router_stats(ctx_, counts_host, prob_sum_host, topk_idx, probs, N, E, K);
+void CudaOps<T>::router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map, const P* probs,
+                              const RouteDims& d) {
+  cuda::router_stats(ctx_, counts_host, prob_sum_host, routing_map, probs, d.N, d.E, d.K);
 }
 
 template <typename T>
 int CudaOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
-                               const int32_t* topk_idx, int N, int K, int E, int capacity) {
-  return cuda::moe_route_plan(ctx_, slot, row_src, tokens_per_expert_host, topk_idx, N, K, E, capacity);
+                               const int32_t* routing_map, const RouteDims& d, int capacity) {
+  return cuda::moe_route_plan(ctx_, slot, row_src, tokens_per_expert_host, routing_map, d.N, d.K, d.E, capacity);
 }
 template <typename T>
 void CudaOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) {
@@ -121,25 +120,13 @@ void CudaOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slo
   cuda::moe_permute_backward<T>(ctx_, dinp, dout, slot, N, K, C);
 }
 template <typename T>
-void CudaOps<T>::moe_combine(T* out, const T* expert_out, const P* gate, const int32_t* slot, int N, int K, int C) {
-  cuda::moe_combine<T>(ctx_, out, expert_out, gate, slot, N, K, C);
+void CudaOps<T>::moe_combine(T* out, const T* expert_out, const P* gates, const int32_t* slot, int N, int K, int C) {
+  cuda::moe_combine<T>(ctx_, out, expert_out, gates, slot, N, K, C);
 }
 template <typename T>
-void CudaOps<T>::moe_combine_backward(T* dexpert_out, P* dgate, const T* dout, const T* expert_out, const P* gate,
+void CudaOps<T>::moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, const T* expert_out, const P* gates,
                                       const int32_t* slot, int N, int K, int C) {
-  cuda::moe_combine_backward<T>(ctx_, dexpert_out, dgate, dout, expert_out, gate, slot, N, K, C);
-}
-
-template <typename T>
-void CudaOps<T>::experts_forward(T* out, T* h13, T* act, const T* inp, const T* w1, const T* w3, const T* w2,
-                                 const int64_t* offsets, int E, int C, int F) {
-  cuda::experts_forward<T>(ctx_, out, h13, act, inp, w1, w3, w2, offsets, E, C, F);
-}
-template <typename T>
-void CudaOps<T>::experts_backward(T* dinp, P* dw1, P* dw3, P* dw2, T* dh13, T* dact, const T* dout, const T* inp,
-                                  const T* h13, const T* act, const T* w1, const T* w3, const T* w2,
-                                  const int64_t* offsets, int E, int C, int F) {
-  cuda::experts_backward<T>(ctx_, dinp, dw1, dw3, dw2, dh13, dact, dout, inp, h13, act, w1, w3, w2, offsets, E, C, F);
+  cuda::moe_combine_backward<T>(ctx_, dexpert_out, dgates, dout, expert_out, gates, slot, N, K, C);
 }
 
 template <typename T>
@@ -155,14 +142,6 @@ void CudaOps<T>::add_inplace(T* x, const T* y, size_t n) {
 template <typename T>
 void CudaOps<T>::to_compute(T* out, const P* in, size_t n) {
   cuda::to_compute<T>(ctx_, out, in, n);
-}
-template <typename T>
-void CudaOps<T>::to_acc(P* out, const T* in, size_t n) {
-  cuda::to_acc<T>(ctx_, out, in, n);
-}
-template <typename T>
-void CudaOps<T>::scale_inplace(P* x, float s, size_t n) {
-  cuda::scale_inplace(ctx_, x, s, n);
 }
 template <typename T>
 double CudaOps<T>::sum_squares(const P* x, size_t n) {

@@ -33,11 +33,6 @@ __global__ void to_acc_kernel(float* out, const D* in, size_t n) {
     out[i] = to_f(in[i]);
 }
 
-__global__ void scale_kernel(float* x, float s, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    x[i] *= s;
-}
-
 // partial[chunk] = sum (or sum of squares) of the chunk's elements, in double.
 template <bool kSquares>
 __global__ void chunk_sum_kernel(double* partial, const float* x, size_t n) {
@@ -113,12 +108,6 @@ template <typename T>
 void to_acc(Context& ctx, float* out, const T* in, size_t n) {
   if (n == 0) return;
   to_acc_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream()>>>(out, dptr(in), n);
-  MT_CUDA_CHECK_LAUNCH();
-}
-
-void scale_inplace(Context& ctx, float* x, float s, size_t n) {
-  if (n == 0) return;
-  scale_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream()>>>(x, s, n);
   MT_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,11 +1,10 @@
 // Why: the CUDA kernels' host entry points as free functions, one per Ops<T> method with the same
 // arguments in the same order (after the Context), so that CudaOps<T> (cuda_ops.h) is a thin
-// forwarding layer as on the CPU (engine/cpu/kernels.h), and tests and benchmarks can call one kernel
-// directly. T is float (the fp32 mode) or mt::bf16; P = acc_t<T> = float for both. All pointers are
+// forwarding layer, and tests and benchmarks can call one kernel directly. T is float (the fp32 mode) or mt::bf16; P = acc_t<T> = float for both. All pointers are
 // device memory unless named *_host; every function only queues work on the context's stream, except
 // those documented as synchronising.
 //
-// Conventions (engine/ops.h): parameter gradients ACCUMULATE (+=) into P buffers, activation gradients
+// Conventions (engine/model/ops.h): parameter gradients ACCUMULATE (+=) into P buffers, activation gradients
 // are WRITTEN (=), except rmsnorm_backward which ADDS into dinp (the residual stream). Every kernel is
 // deterministic: no floating-point atomics; reductions run in an order fixed by the sizes.
 #pragma once
@@ -71,15 +70,6 @@ template <typename T>
 void moe_combine_backward(Context& ctx, T* dexpert_out, float* dgate, const T* dout, const T* expert_out,
                           const float* gate, const int32_t* slot, int N, int K, int C);
 
-// ---- experts (experts.cpp: cuBLASLt GEMMs per expert around the SwiGLU kernels) ---------------------------
-template <typename T>
-void experts_forward(Context& ctx, T* out, T* h13, T* act, const T* inp, const T* w1, const T* w3, const T* w2,
-                     const int64_t* offsets, int E, int C, int F);
-template <typename T>
-void experts_backward(Context& ctx, T* dinp, float* dw1, float* dw3, float* dw2, T* dh13, T* dact, const T* dout,
-                      const T* inp, const T* h13, const T* act, const T* w1, const T* w3, const T* w2,
-                      const int64_t* offsets, int E, int C, int F);
-
 // ---- GEMM (cuda_ops.cpp through Context::gemm) --------------------------------------------------------------
 template <typename T>
 void gemm(Context& ctx, T* c, const T* a, const T* b, const GemmShape& s, float alpha, float beta);
@@ -93,7 +83,6 @@ template <typename T>
 void to_compute(Context& ctx, T* out, const float* in, size_t n);
 template <typename T>
 void to_acc(Context& ctx, float* out, const T* in, size_t n);
-void scale_inplace(Context& ctx, float* x, float s, size_t n);
 // Synchronise; the sum is in double over fixed chunks, the same bits on every run.
 double sum_squares(Context& ctx, const float* x, size_t n);
 double sum(Context& ctx, const float* x, size_t n);

@@ -64,7 +64,6 @@ class SequenceLoader {
 
   int64_t unique_sequences() const { return unique_; }
   int64_t unique_tokens() const { return unique_ * opt_.seq_len; }
-  int64_t total_windows() const { return index_.size(); }
   int64_t position() const { return position_; }          // global sequences consumed
   double epochs() const { return double(position_) / double(unique_); }
 

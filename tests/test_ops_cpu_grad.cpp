@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_ops.h"
+#include "engine/model/experts.h"
 
 namespace {
 
@@ -127,17 +128,14 @@ TEST_CASE("cpu gemm and gemm_acc give a linear layer's input and weight gradient
   Vec x = random_vec(rng, size_t(M) * Kin), W = random_vec(rng, size_t(Nout) * Kin), R = random_vec(rng, size_t(M) * Nout);
   auto loss = [&] {
     Vec y(size_t(M) * Nout);
-    ops.gemm(y.data(), x.data(), W.data(), mt::GemmShape{mt::Trans::No, mt::Trans::Yes, M, Nout, Kin, Kin, Kin, Nout},
-             1.f, 0.f);
+    ops.gemm(y.data(), x.data(), W.data(), mt::GemmShape::nt(M, Nout, Kin), 1.f, 0.f);
     return dot(y, R);
   };
   Vec dx(x.size());
-  ops.gemm(dx.data(), R.data(), W.data(), mt::GemmShape{mt::Trans::No, mt::Trans::No, M, Kin, Nout, Nout, Kin, Kin},
-           1.f, 0.f);
+  ops.gemm(dx.data(), R.data(), W.data(), mt::GemmShape::nn(M, Kin, Nout), 1.f, 0.f);
   const Vec dW0 = random_vec(rng, W.size());
   Vec dW = dW0;
-  ops.gemm_acc(dW.data(), R.data(), x.data(),
-               mt::GemmShape{mt::Trans::Yes, mt::Trans::No, Nout, Kin, M, Nout, Kin, Kin}, 1.f, 1.f);
+  ops.gemm_acc(dW.data(), R.data(), x.data(), mt::GemmShape::tn(Nout, Kin, M), 1.f, 1.f);
   check_gradient("dx", x, dx, loss);
   check_gradient("dW", W, minus(dW, dW0), loss);
 }
@@ -157,13 +155,13 @@ TEST_CASE("cpu attention_backward is the gradient of attention_forward", "[ops]"
     mt::alibi_slopes(slopes.data(), s.H);
     Vec qkv = random_vec(rng, nqkv, -1.5, 1.5), R = random_vec(rng, nout);
     Vec out(nout), lse(size_t(s.B) * s.H * s.T);
-    ops.attention_forward(out.data(), lse.data(), qkv.data(), slopes.data(), s.B, s.T, s.H, s.Dh);
+    ops.attention_forward(out.data(), lse.data(), qkv.data(), slopes.data(), {s.B, s.T, s.H, s.Dh});
     Vec dqkv(nqkv, 1e9);  // written, whatever it held
-    ops.attention_backward(dqkv.data(), R.data(), qkv.data(), out.data(), lse.data(), slopes.data(), s.B, s.T,
-                           s.H, s.Dh);
+    ops.attention_backward(dqkv.data(), R.data(), qkv.data(), out.data(), lse.data(), slopes.data(),
+                           {s.B, s.T, s.H, s.Dh});
     auto loss = [&] {
       Vec o(nout), l(lse.size());
-      ops.attention_forward(o.data(), l.data(), qkv.data(), slopes.data(), s.B, s.T, s.H, s.Dh);
+      ops.attention_forward(o.data(), l.data(), qkv.data(), slopes.data(), {s.B, s.T, s.H, s.Dh});
       return dot(o, R);
     };
     check_gradient("dqkv", qkv, dqkv, loss);
@@ -198,14 +196,14 @@ TEST_CASE("cpu router_backward is the gradient of gates, probabilities and the z
           prob_grad = random_vec(rng, E);
       std::vector<int32_t> idx(size_t(N) * K);
       Vec gate(idx.size()), probs(logits.size()), lse(N);
-      ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), N, E, K, norm);
+      ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), {N, E, K}, norm);
       Vec dlogits(logits.size(), 1e9);
       ops.router_backward(dlogits.data(), Rg.data(), prob_grad.data(), probs.data(), lse.data(), idx.data(),
-                          gate.data(), z_scale, N, E, K, norm);
+                          gate.data(), z_scale, {N, E, K}, norm);
       auto loss = [&] {
         std::vector<int32_t> i2(idx.size());
         Vec g2(gate.size()), p2(probs.size()), l2(N);
-        ops.router_forward(i2.data(), g2.data(), p2.data(), l2.data(), logits.data(), N, E, K, norm);
+        ops.router_forward(i2.data(), g2.data(), p2.data(), l2.data(), logits.data(), {N, E, K}, norm);
         REQUIRE(i2 == idx);  // the step never crosses a tie of the top-K
         double s = dot(g2, Rg) + z_scale * dot(l2, l2);
         for (int t = 0; t < N; ++t)
@@ -226,7 +224,7 @@ TEST_CASE("cpu permute / combine backwards are their forwards' gradients, with d
   const std::vector<int32_t> idx = {0, 1, 0, 2, 0, 1, 2, 1, 0, 2, 0, 1};
   std::vector<int32_t> slot(size_t(N) * K), row_src(size_t(N) * K);
   std::vector<int64_t> tpe(E);
-  const int R = ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), idx.data(), N, K, E, capacity);
+  const int R = ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), idx.data(), {N, E, K}, capacity);
   REQUIRE(R == 9);
 
   SECTION("permute") {
@@ -268,15 +266,15 @@ TEST_CASE("cpu experts_backward is the gradient of experts_forward, with an expe
       w3 = random_vec(rng, size_t(E) * F * C), w2 = random_vec(rng, size_t(E) * C * F),
       W = random_vec(rng, size_t(R) * C);
   Vec out(size_t(R) * C), h13(size_t(R) * 2 * F), act(size_t(R) * F);
-  ops.experts_forward(out.data(), h13.data(), act.data(), inp.data(), w1.data(), w3.data(), w2.data(),
+  experts_forward(ops, out.data(), h13.data(), act.data(), inp.data(), w1.data(), w3.data(), w2.data(),
                       offsets.data(), E, C, F);
   const Vec dw10 = random_vec(rng, w1.size()), dw30 = random_vec(rng, w3.size()), dw20 = random_vec(rng, w2.size());
   Vec dw1 = dw10, dw3 = dw30, dw2 = dw20, dinp(inp.size(), 1e9), dh13(h13.size()), dact(act.size());
-  ops.experts_backward(dinp.data(), dw1.data(), dw3.data(), dw2.data(), dh13.data(), dact.data(), W.data(),
+  experts_backward(ops, dinp.data(), dw1.data(), dw3.data(), dw2.data(), dh13.data(), dact.data(), nullptr, W.data(),
                        inp.data(), h13.data(), act.data(), w1.data(), w3.data(), w2.data(), offsets.data(), E, C, F);
   auto loss = [&] {
     Vec o(out.size()), h(h13.size()), a(act.size());
-    ops.experts_forward(o.data(), h.data(), a.data(), inp.data(), w1.data(), w3.data(), w2.data(), offsets.data(),
+    experts_forward(ops, o.data(), h.data(), a.data(), inp.data(), w1.data(), w3.data(), w2.data(), offsets.data(),
                         E, C, F);
     return dot(o, W);
   };

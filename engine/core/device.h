@@ -9,11 +9,15 @@ namespace mt {
 
 enum class DeviceKind { Cpu, Cuda };
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
+// Where a buffer handed to a collective lives: host memory, or the memory of the device it was made for.
+enum class MemSpace { Host, Device };
 
 class Device {
  public:
   virtual ~Device() = default;
   virtual DeviceKind kind() const = 0;
+  // The memory space of this device's buffers (the CPU's are host memory).
+  MemSpace space() const { return kind() == DeviceKind::Cpu ? MemSpace::Host : MemSpace::Device; }
   virtual std::string name() const = 0;
   // Zero-filled, 64-byte (CPU) or 256-byte (GPU) aligned; throws mt::Error when out of memory.
   virtual void* alloc(size_t bytes) = 0;

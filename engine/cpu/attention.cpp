@@ -18,63 +18,64 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/blas.h"
-#include "engine/cpu/kernels.h"
-#include "engine/cpu/threads.h"
+#include "engine/cpu/cpu_ops.h"
 #include "engine/cpu/vec_math.h"
+#include "engine/cpu/threads.h"
 
-namespace mt::cpu {
+namespace mt {
+using namespace cpu;
 
 namespace {
 
 // Queries per block. A block computes scores against keys [0, end of block), so the masked half of
-// the diagonal tile is wasted work (about kQueryBlock / (2 T_) of the total); smaller blocks waste less
-// but make smaller GEMMs. 64 measured best at T_ = 256..1024, Dh = 64.
+// the diagonal tile is wasted work (about kQueryBlock / (2 S) of the total); smaller blocks waste less
+// but make smaller GEMMs. 64 measured best at S = 256..1024, Dh = 64.
 constexpr int kQueryBlock = 64;
 
 struct Layout {
-  int B, T_, H, Dh;
+  int B, S, H, Dh;
   int ld_qkv() const { return 3 * H * Dh; }  // between consecutive tokens of qkv / dqkv
   int ld_out() const { return H * Dh; }      // between consecutive tokens of out / dout
-  int blocks() const { return (T_ + kQueryBlock - 1) / kQueryBlock; }
+  int blocks() const { return (S + kQueryBlock - 1) / kQueryBlock; }
   // Offset of token t of sequence b, head h, part 0 (q), 1 (k) or 2 (v) in qkv.
   size_t qkv_at(int b, int t, int part, int h) const {
-    return (size_t(b) * T_ + t) * ld_qkv() + (size_t(part) * H + h) * Dh;
+    return (size_t(b) * S + t) * ld_qkv() + (size_t(part) * H + h) * Dh;
   }
-  size_t out_at(int b, int t, int h) const { return (size_t(b) * T_ + t) * ld_out() + size_t(h) * Dh; }
+  size_t out_at(int b, int t, int h) const { return (size_t(b) * S + t) * ld_out() + size_t(h) * Dh; }
 };
 
-void check_sizes(int B, int T_, int H, int Dh) {
-  MT_CHECK(B >= 0 && T_ >= 0 && H > 0 && Dh > 0, "attention sizes B ", B, " T ", T_, " H ", H, " Dh ", Dh);
+void check_sizes(int B, int S, int H, int Dh) {
+  MT_CHECK(B >= 0 && S >= 0 && H > 0 && Dh > 0, "attention sizes B ", B, " S ", S, " H ", H, " Dh ", Dh);
 }
 
-// Multiply-adds of one product of the causal scores (B H T^2 Dh / 2), over 16: an attention loop is a
+// Multiply-adds of one product of the causal scores (B H S^2 Dh / 2), over 16: an attention loop is a
 // few GEMMs per element, so it is worth a parallel region at 1/16 of the elementwise threshold.
-size_t causal_work(int B, int T_, int H, int Dh) { return size_t(B) * H * T_ * T_ * Dh / 2 / 16; }
+size_t causal_work(int B, int S, int H, int Dh) { return size_t(B) * H * S * S * Dh / 2 / 16; }
 
 }  // namespace
 
 template <typename T>
-void attention_forward(T* out, acc_t<T>* lse, const T* qkv, const float* slopes, int B, int T_, int H, int Dh) {
-  using P = acc_t<T>;
-  check_sizes(B, T_, H, Dh);
-  const Layout L{B, T_, H, Dh};
+void CpuOps<T>::attention_forward(T* out, acc_t<T>* lse, const T* qkv, const float* slopes, const AttnDims& dims) {
+  const int B = dims.B, S = dims.S, H = dims.H, Dh = dims.Dh;
+  check_sizes(B, S, H, Dh);
+  const Layout L{B, S, H, Dh};
   const int nq = L.blocks(), ldq = L.ld_qkv(), ldo = L.ld_out();
   const int64_t tasks = int64_t(B) * H * nq;
   const T scale = T(1) / std::sqrt(T(Dh));
-#pragma omp parallel if (causal_work(B, T_, H, Dh) > kParallelMin)
+#pragma omp parallel if (causal_work(B, S, H, Dh) > kParallelMin)
   {
-    std::vector<T> S(size_t(kQueryBlock) * T_);  // the block's scores, then its probabilities
+    std::vector<T> scores(size_t(kQueryBlock) * S);  // the block's scores, then its probabilities
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < tasks; ++task) {
       const int qb = nq - 1 - int(task % nq);  // the largest blocks of a head first
       const int bh = int(task / nq), b = bh / H, h = bh % H;
-      const int i0 = qb * kQueryBlock, i1 = std::min(T_, i0 + kQueryBlock), rows = i1 - i0, keys = i1;
+      const int i0 = qb * kQueryBlock, i1 = std::min(S, i0 + kQueryBlock), rows = i1 - i0, keys = i1;
       const T slope = T(slopes[h]);
       blas_gemm(Trans::No, Trans::Yes, rows, keys, Dh, scale, qkv + L.qkv_at(b, i0, 0, h), ldq,
-                qkv + L.qkv_at(b, 0, 1, h), ldq, T(0), S.data(), keys);
+                qkv + L.qkv_at(b, 0, 1, h), ldq, T(0), scores.data(), keys);
       for (int r = 0; r < rows; ++r) {
         const int i = i0 + r, n = i + 1;  // keys 0..i are visible to query i
-        T* s = S.data() + size_t(r) * keys;
+        T* s = scores.data() + size_t(r) * keys;
         P mx = -std::numeric_limits<P>::infinity();
 #pragma omp simd reduction(max : mx)
         for (int j = 0; j < n; ++j) {
@@ -87,47 +88,47 @@ void attention_forward(T* out, acc_t<T>* lse, const T* qkv, const float* slopes,
           s[j] = vexp(T(P(s[j]) - mx));
           sum += P(s[j]);
         }
-        lse[(size_t(b) * H + h) * T_ + i] = mx + std::log(sum);
+        lse[(size_t(b) * H + h) * S + i] = mx + std::log(sum);
         const T inv = T(P(1) / sum);
 #pragma omp simd
         for (int j = 0; j < n; ++j) s[j] *= inv;
         std::fill(s + n, s + keys, T(0));
       }
-      blas_gemm(Trans::No, Trans::No, rows, Dh, keys, T(1), S.data(), keys, qkv + L.qkv_at(b, 0, 2, h), ldq,
-                T(0), out + L.out_at(b, i0, h), ldo);
+      blas_gemm(Trans::No, Trans::No, rows, Dh, keys, T(1), scores.data(), keys, qkv + L.qkv_at(b, 0, 2, h), ldq, T(0),
+                out + L.out_at(b, i0, h), ldo);
     }
   }
 }
 
 template <typename T>
-void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const acc_t<T>* lse,
-                        const float* slopes, int B, int T_, int H, int Dh) {
-  using P = acc_t<T>;
-  check_sizes(B, T_, H, Dh);
-  const Layout L{B, T_, H, Dh};
+void CpuOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const acc_t<T>* lse,
+                                   const float* slopes, const AttnDims& dims) {
+  const int B = dims.B, S = dims.S, H = dims.H, Dh = dims.Dh;
+  check_sizes(B, S, H, Dh);
+  const Layout L{B, S, H, Dh};
   const int nq = L.blocks(), ldq = L.ld_qkv(), ldo = L.ld_out();
   const int tasks = B * H;
   const T scale = T(1) / std::sqrt(T(Dh));
-#pragma omp parallel if (causal_work(B, T_, H, Dh) > kParallelMin)
+#pragma omp parallel if (causal_work(B, S, H, Dh) > kParallelMin)
   {
-    std::vector<T> Pb(size_t(kQueryBlock) * T_);   // the block's probabilities
-    std::vector<T> dS(size_t(kQueryBlock) * T_);   // dP, then dS
+    std::vector<T> Pb(size_t(kQueryBlock) * S);  // the block's probabilities
+    std::vector<T> dS(size_t(kQueryBlock) * S);  // dP, then dS
     std::vector<P> D(kQueryBlock);
 #pragma omp for schedule(dynamic)
     for (int task = 0; task < tasks; ++task) {
       const int b = task / H, h = task % H;
       const T slope = T(slopes[h]);
-      const P* lse_bh = lse + (size_t(b) * H + h) * T_;
+      const P* lse_bh = lse + (size_t(b) * H + h) * S;
       const T* k = qkv + L.qkv_at(b, 0, 1, h);
       const T* v = qkv + L.qkv_at(b, 0, 2, h);
       T* dk = dqkv + L.qkv_at(b, 0, 1, h);
       T* dv = dqkv + L.qkv_at(b, 0, 2, h);
-      for (int t = 0; t < T_; ++t) {
+      for (int t = 0; t < S; ++t) {
         std::fill(dk + size_t(t) * ldq, dk + size_t(t) * ldq + Dh, T(0));
         std::fill(dv + size_t(t) * ldq, dv + size_t(t) * ldq + Dh, T(0));
       }
       for (int qb = 0; qb < nq; ++qb) {
-        const int i0 = qb * kQueryBlock, i1 = std::min(T_, i0 + kQueryBlock), rows = i1 - i0, keys = i1;
+        const int i0 = qb * kQueryBlock, i1 = std::min(S, i0 + kQueryBlock), rows = i1 - i0, keys = i1;
         const T* q = qkv + L.qkv_at(b, i0, 0, h);
         const T* g = dout + L.out_at(b, i0, h);
         const T* o = out + L.out_at(b, i0, h);
@@ -167,11 +168,11 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
   }
 }
 
-template void attention_forward<float>(float*, float*, const float*, const float*, int, int, int, int);
-template void attention_forward<double>(double*, double*, const double*, const float*, int, int, int, int);
-template void attention_backward<float>(float*, const float*, const float*, const float*, const float*,
-                                        const float*, int, int, int, int);
-template void attention_backward<double>(double*, const double*, const double*, const double*, const double*,
-                                         const float*, int, int, int, int);
+template void CpuOps<float>::attention_forward(float*, float*, const float*, const float*, const AttnDims&);
+template void CpuOps<double>::attention_forward(double*, double*, const double*, const float*, const AttnDims&);
+template void CpuOps<float>::attention_backward(float*, const float*, const float*, const float*, const float*,
+                                                const float*, const AttnDims&);
+template void CpuOps<double>::attention_backward(double*, const double*, const double*, const double*, const double*,
+                                                 const float*, const AttnDims&);
 
-}  // namespace mt::cpu
+}  // namespace mt

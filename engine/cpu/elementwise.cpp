@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "engine/core/check.h"
-#include "engine/cpu/kernels.h"
+#include "engine/cpu/cpu_ops.h"
 #include "engine/cpu/threads.h"
 
-namespace mt::cpu {
+namespace mt {
 
 namespace {
 
@@ -50,45 +50,32 @@ double reduce(const P* x, size_t n, Reduce what) {
 }  // namespace
 
 template <typename T>
-void add_inplace(T* x, const T* y, size_t n) {
+void CpuOps<T>::add_inplace(T* x, const T* y, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (size_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
 template <typename T>
-void to_compute(T* out, const acc_t<T>* in, size_t n) {
+void CpuOps<T>::to_compute(T* out, const acc_t<T>* in, size_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (size_t i = 0; i < n; ++i) out[i] = T(in[i]);
 }
 
 template <typename T>
-void to_acc(acc_t<T>* out, const T* in, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (size_t i = 0; i < n; ++i) out[i] = acc_t<T>(in[i]);
-}
-
-template <typename T>
-void scale_inplace(acc_t<T>* x, float s, size_t n) {
-  const acc_t<T> f = acc_t<T>(s);
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (size_t i = 0; i < n; ++i) x[i] *= f;
-}
-
-template <typename T>
-double sum_squares(const acc_t<T>* x, size_t n) {
+double CpuOps<T>::sum_squares(const acc_t<T>* x, size_t n) {
   return reduce(x, n, Reduce::SumOfSquares);
 }
 
 template <typename T>
-double sum(const acc_t<T>* x, size_t n) {
+double CpuOps<T>::sum(const acc_t<T>* x, size_t n) {
   return reduce(x, n, Reduce::Sum);
 }
 
 // g = grad * grad_scale; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; with the bias corrections
 // mhat = m / (1 - b1^t), vhat = v / (1 - b2^t): param -= lr (mhat / (sqrt(vhat) + eps) + wd param).
 template <typename T>
-void adamw(acc_t<T>* param, const acc_t<T>* grad, acc_t<T>* m, acc_t<T>* v, size_t n, const AdamWArgs& args) {
-  using P = acc_t<T>;
+void CpuOps<T>::adamw(acc_t<T>* param, const acc_t<T>* grad, acc_t<T>* m, acc_t<T>* v, size_t n,
+                      const AdamWArgs& args) {
   MT_CHECK(args.step >= 1, "adamw step ", args.step, " (1-based)");
   const P b1 = P(args.beta1), b2 = P(args.beta2), lr = P(args.lr), eps = P(args.eps), wd = P(args.weight_decay),
           gs = P(args.grad_scale);
@@ -105,16 +92,14 @@ void adamw(acc_t<T>* param, const acc_t<T>* grad, acc_t<T>* m, acc_t<T>* v, size
   }
 }
 
-#define MT_INSTANTIATE_ELEMENTWISE(T)                                                              \
-  template void add_inplace<T>(T*, const T*, size_t);                                              \
-  template void to_compute<T>(T*, const acc_t<T>*, size_t);                                        \
-  template void to_acc<T>(acc_t<T>*, const T*, size_t);                                            \
-  template void scale_inplace<T>(acc_t<T>*, float, size_t);                                        \
-  template double sum_squares<T>(const acc_t<T>*, size_t);                                         \
-  template double sum<T>(const acc_t<T>*, size_t);                                                 \
-  template void adamw<T>(acc_t<T>*, const acc_t<T>*, acc_t<T>*, acc_t<T>*, size_t, const AdamWArgs&);
+#define MT_INSTANTIATE_ELEMENTWISE(T)                               \
+  template void CpuOps<T>::add_inplace(T*, const T*, size_t);       \
+  template void CpuOps<T>::to_compute(T*, const acc_t<T>*, size_t); \
+  template double CpuOps<T>::sum_squares(const acc_t<T>*, size_t);  \
+  template double CpuOps<T>::sum(const acc_t<T>*, size_t);          \
+  template void CpuOps<T>::adamw(acc_t<T>*, const acc_t<T>*, acc_t<T>*, acc_t<T>*, size_t, const AdamWArgs&);
 
 MT_INSTANTIATE_ELEMENTWISE(float)
 MT_INSTANTIATE_ELEMENTWISE(double)
 
-}  // namespace mt::cpu
+}  // namespace mt

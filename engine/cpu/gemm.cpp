@@ -1,23 +1,14 @@
-// Why: every linear layer of the CPU backend is one OpenBLAS call; this file checks the shape against
-// the leading dimensions (a wrong one would read out of bounds silently) and handles the empty cases
-// that BLAS leaves to the caller.
-#include <algorithm>
-
-#include "engine/core/check.h"
+// Why: every linear layer of the CPU backend is one OpenBLAS call; this file checks the shape
+// (GemmShape::check) and handles the empty cases that BLAS leaves to the caller.
 #include "engine/cpu/blas.h"
-#include "engine/cpu/kernels.h"
+#include "engine/cpu/cpu_ops.h"
 
-namespace mt::cpu {
+namespace mt {
+using namespace cpu;
 
 template <typename T>
-void gemm(T* c, const T* a, const T* b, const GemmShape& s, float alpha, float beta) {
-  MT_CHECK(s.m >= 0 && s.n >= 0 && s.k >= 0, "gemm sizes m ", s.m, " n ", s.n, " k ", s.k);
-  // Row-major: the stored A is m x k (k x m when transposed), its rows lda apart; likewise B, C.
-  const int a_cols = s.trans_a == Trans::No ? s.k : s.m;
-  const int b_cols = s.trans_b == Trans::No ? s.n : s.k;
-  MT_CHECK(s.lda >= std::max(1, a_cols) && s.ldb >= std::max(1, b_cols) && s.ldc >= std::max(1, s.n),
-           "gemm leading dimensions lda ", s.lda, " ldb ", s.ldb, " ldc ", s.ldc, " too small for m ", s.m, " n ",
-           s.n, " k ", s.k);
+void CpuOps<T>::gemm(T* c, const T* a, const T* b, const GemmShape& s, float alpha, float beta) {
+  s.check();
   if (s.m == 0 || s.n == 0) return;
   if (s.k == 0) {
     // op(A) op(B) is zero: C = beta C (beta 0 writes zeros, whatever C held).
@@ -32,15 +23,15 @@ void gemm(T* c, const T* a, const T* b, const GemmShape& s, float alpha, float b
 }
 
 template <typename T>
-void gemm_acc(acc_t<T>* c, const T* a, const T* b, const GemmShape& s, float alpha, float beta) {
+void CpuOps<T>::gemm_acc(acc_t<T>* c, const T* a, const T* b, const GemmShape& s, float alpha, float beta) {
   // On the CPU the accumulation type is the compute type itself, so this is the same GEMM.
   static_assert(std::is_same_v<acc_t<T>, T>, "the CPU backend computes in its accumulation type");
-  gemm<T>(c, a, b, s, alpha, beta);
+  gemm(c, a, b, s, alpha, beta);
 }
 
-template void gemm<float>(float*, const float*, const float*, const GemmShape&, float, float);
-template void gemm<double>(double*, const double*, const double*, const GemmShape&, float, float);
-template void gemm_acc<float>(float*, const float*, const float*, const GemmShape&, float, float);
-template void gemm_acc<double>(double*, const double*, const double*, const GemmShape&, float, float);
+template void CpuOps<float>::gemm(float*, const float*, const float*, const GemmShape&, float, float);
+template void CpuOps<double>::gemm(double*, const double*, const double*, const GemmShape&, float, float);
+template void CpuOps<float>::gemm_acc(float*, const float*, const float*, const GemmShape&, float, float);
+template void CpuOps<double>::gemm_acc(double*, const double*, const double*, const GemmShape&, float, float);
 
-}  // namespace mt::cpu
+}  // namespace mt

@@ -7,11 +7,12 @@
 #include <cstring>
 
 #include "engine/core/check.h"
-#include "engine/cpu/kernels.h"
-#include "engine/cpu/threads.h"
+#include "engine/cpu/cpu_ops.h"
 #include "engine/cpu/vec_math.h"
+#include "engine/cpu/threads.h"
 
-namespace mt::cpu {
+namespace mt {
+using namespace cpu;
 
 namespace {
 
@@ -26,14 +27,14 @@ int column_blocks(int C) { return (C + kColumnBlock - 1) / kColumnBlock; }
 // ---- embedding -----------------------------------------------------------------------------------------
 
 template <typename T>
-void embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C) {
+void CpuOps<T>::embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C) {
 #pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int t = 0; t < N; ++t)
     std::memcpy(out + size_t(t) * C, wte + size_t(tokens[t]) * C, sizeof(T) * C);
 }
 
 template <typename T>
-void embedding_backward(acc_t<T>* dwte, const T* dout, const int32_t* tokens, int N, int C, int V) {
+void CpuOps<T>::embedding_backward(acc_t<T>* dwte, const T* dout, const int32_t* tokens, int N, int C, int V) {
   for (int t = 0; t < N; ++t) MT_CHECK(tokens[t] >= 0 && tokens[t] < V, "token ", tokens[t], " not in [0, ", V, ")");
   // Each column block adds the tokens' rows in token order: a scatter without races or atomics.
   const int nb = column_blocks(C);
@@ -52,8 +53,7 @@ void embedding_backward(acc_t<T>* dwte, const T* dout, const int32_t* tokens, in
 // ---- RMSNorm -------------------------------------------------------------------------------------------
 
 template <typename T>
-void rmsnorm_forward(T* out, acc_t<T>* rstd, const T* inp, const T* weight, int N, int C, float eps) {
-  using P = acc_t<T>;
+void CpuOps<T>::rmsnorm_forward(T* out, acc_t<T>* rstd, const T* inp, const T* weight, int N, int C, float eps) {
 #pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* x = inp + size_t(t) * C;
@@ -71,9 +71,8 @@ void rmsnorm_forward(T* out, acc_t<T>* rstd, const T* inp, const T* weight, int 
 // y = x r w with r = (mean(x^2) + eps)^(-1/2): dr/dx_c = -r^3 x_c / C, so with g = dy * w,
 // dx_c = r g_c - r^3 x_c (g . x) / C and dw_c = sum over rows of dy_c x_c r.
 template <typename T>
-void rmsnorm_backward(T* dinp, acc_t<T>* dweight, const T* dout, const T* inp, const T* weight,
-                      const acc_t<T>* rstd, int N, int C) {
-  using P = acc_t<T>;
+void CpuOps<T>::rmsnorm_backward(T* dinp, acc_t<T>* dweight, const T* dout, const T* inp, const T* weight,
+                                 const acc_t<T>* rstd, int N, int C) {
   // dweight first: it reads dout, which the dinp pass may overwrite when dinp aliases dout.
   const int nb = column_blocks(C);
 #pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
@@ -107,7 +106,7 @@ void rmsnorm_backward(T* dinp, acc_t<T>* dweight, const T* dout, const T* inp, c
 // ---- SwiGLU: out = silu(a) * b with silu(a) = a sigmoid(a) ------------------------------------------------
 
 template <typename T>
-void swiglu_forward(T* out, const T* h13, int N, int F) {
+void CpuOps<T>::swiglu_forward(T* out, const T* h13, int N, int F) {
 #pragma omp parallel for schedule(static) if (size_t(N) * F > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* a = h13 + size_t(t) * 2 * F;
@@ -123,7 +122,7 @@ void swiglu_forward(T* out, const T* h13, int N, int F) {
 
 // d silu(a) / da = sig (1 + a (1 - sig)).
 template <typename T>
-void swiglu_backward(T* dh13, const T* dout, const T* h13, int N, int F) {
+void CpuOps<T>::swiglu_backward(T* dh13, const T* dout, const T* h13, int N, int F) {
 #pragma omp parallel for schedule(static) if (size_t(N) * F > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* a = h13 + size_t(t) * 2 * F;
@@ -143,9 +142,8 @@ void swiglu_backward(T* dh13, const T* dout, const T* h13, int N, int F) {
 // ---- cross-entropy ------------------------------------------------------------------------------------------
 
 template <typename T>
-void cross_entropy(acc_t<T>* losses, T* dlogits, const T* logits, const int32_t* targets, float dloss, int N,
-                   int V) {
-  using P = acc_t<T>;
+void CpuOps<T>::cross_entropy(acc_t<T>* losses, T* dlogits, const T* logits, const int32_t* targets, float dloss, int N,
+                              int V) {
   for (int t = 0; t < N; ++t) MT_CHECK(targets[t] >= 0 && targets[t] < V, "target ", targets[t], " not in [0, ", V, ")");
 #pragma omp parallel for schedule(static) if (size_t(N) * V > kParallelMin)
   for (int t = 0; t < N; ++t) {
@@ -168,16 +166,16 @@ void cross_entropy(acc_t<T>* losses, T* dlogits, const T* logits, const int32_t*
   }
 }
 
-#define MT_INSTANTIATE_LAYERS(T)                                                                              \
-  template void embedding_forward<T>(T*, const int32_t*, const T*, int, int);                                 \
-  template void embedding_backward<T>(acc_t<T>*, const T*, const int32_t*, int, int, int);                    \
-  template void rmsnorm_forward<T>(T*, acc_t<T>*, const T*, const T*, int, int, float);                       \
-  template void rmsnorm_backward<T>(T*, acc_t<T>*, const T*, const T*, const T*, const acc_t<T>*, int, int);  \
-  template void swiglu_forward<T>(T*, const T*, int, int);                                                    \
-  template void swiglu_backward<T>(T*, const T*, const T*, int, int);                                         \
-  template void cross_entropy<T>(acc_t<T>*, T*, const T*, const int32_t*, float, int, int);
+#define MT_INSTANTIATE_LAYERS(T)                                                                                     \
+  template void CpuOps<T>::embedding_forward(T*, const int32_t*, const T*, int, int);                                \
+  template void CpuOps<T>::embedding_backward(acc_t<T>*, const T*, const int32_t*, int, int, int);                   \
+  template void CpuOps<T>::rmsnorm_forward(T*, acc_t<T>*, const T*, const T*, int, int, float);                      \
+  template void CpuOps<T>::rmsnorm_backward(T*, acc_t<T>*, const T*, const T*, const T*, const acc_t<T>*, int, int); \
+  template void CpuOps<T>::swiglu_forward(T*, const T*, int, int);                                                   \
+  template void CpuOps<T>::swiglu_backward(T*, const T*, const T*, int, int);                                        \
+  template void CpuOps<T>::cross_entropy(acc_t<T>*, T*, const T*, const int32_t*, float, int, int);
 
 MT_INSTANTIATE_LAYERS(float)
 MT_INSTANTIATE_LAYERS(double)
 
-}  // namespace mt::cpu
+}  // namespace mt

@@ -9,18 +9,19 @@
 #include <vector>
 
 #include "engine/core/check.h"
-#include "engine/cpu/kernels.h"
-#include "engine/cpu/threads.h"
+#include "engine/cpu/cpu_ops.h"
 #include "engine/cpu/vec_math.h"
+#include "engine/cpu/threads.h"
 
-namespace mt::cpu {
+namespace mt {
+using namespace cpu;
 
 // ---- router -------------------------------------------------------------------------------------------------
 
 template <typename T>
-void router_forward(int32_t* topk_idx, acc_t<T>* topk_gate, acc_t<T>* probs, acc_t<T>* lse,
-                    const acc_t<T>* logits, int N, int E, int K, GateNorm norm) {
-  using P = acc_t<T>;
+void CpuOps<T>::router_forward(int32_t* routing_map, acc_t<T>* gates, acc_t<T>* probs, acc_t<T>* lse,
+                               const acc_t<T>* logits, const RouteDims& dims, GateNorm norm) {
+  const int N = dims.N, E = dims.E, K = dims.K;
   MT_CHECK(E > 0 && K > 0 && K <= E, "router with E ", E, " K ", K);
 #pragma omp parallel for schedule(static) if (size_t(N) * E > kParallelMin)
   for (int t = 0; t < N; ++t) {
@@ -37,8 +38,8 @@ void router_forward(int32_t* topk_idx, acc_t<T>* topk_gate, acc_t<T>* probs, acc
     for (int e = 0; e < E; ++e) p[e] /= s;
     // Top-K by repeated selection: the largest remaining probability, the lower index on ties (strict >
     // keeps the first maximum). Chosen experts are remembered in idx, so K * (E + K) steps.
-    int32_t* idx = topk_idx + size_t(t) * K;
-    P* gate = topk_gate + size_t(t) * K;
+    int32_t* idx = routing_map + size_t(t) * K;
+    P* gate = gates + size_t(t) * K;
     P chosen_sum = 0;
     for (int k = 0; k < K; ++k) {
       int best = -1;
@@ -55,26 +56,26 @@ void router_forward(int32_t* topk_idx, acc_t<T>* topk_gate, acc_t<T>* probs, acc
   }
 }
 
-// d loss / d probs[t, j] = prob_grad[j] + (for the chosen j = idx[k]) dgate[k], through the
+// d loss / d probs[t, j] = prob_grad[j] + (for the chosen j = idx[k]) dgates[k], through the
 // renormalisation g_k = s_k / S (S = the chosen probabilities' sum) when on:
 // d/ds_j = (dgate_j - sum_k dgate_k g_k) / S. Then the softmax backward
 // dlogit_e = p_e (dprob_e - sum_j p_j dprob_j), plus z_scale d(lse^2)/dlogit_e = z_scale 2 lse p_e.
 template <typename T>
-void router_backward(acc_t<T>* dlogits, const acc_t<T>* dgate, const acc_t<T>* prob_grad, const acc_t<T>* probs,
-                     const acc_t<T>* lse, const int32_t* topk_idx, const acc_t<T>* topk_gate, float z_scale, int N,
-                     int E, int K, GateNorm norm) {
-  using P = acc_t<T>;
+void CpuOps<T>::router_backward(acc_t<T>* dlogits, const acc_t<T>* dgates, const acc_t<T>* prob_grad,
+                                const acc_t<T>* probs, const acc_t<T>* lse, const int32_t* routing_map,
+                                const acc_t<T>* gates, float z_scale, const RouteDims& dims, GateNorm norm) {
+  const int N = dims.N, E = dims.E, K = dims.K;
 #pragma omp parallel if (size_t(N) * E > kParallelMin)
   {
     std::vector<P> dprob(E);
 #pragma omp for schedule(static)
     for (int t = 0; t < N; ++t) {
       const P* p = probs + size_t(t) * E;
-      const int32_t* idx = topk_idx + size_t(t) * K;
-      const P* dg = dgate + size_t(t) * K;
+      const int32_t* idx = routing_map + size_t(t) * K;
+      const P* dg = dgates + size_t(t) * K;
       for (int e = 0; e < E; ++e) dprob[e] = prob_grad[e];
       if (norm == GateNorm::Renormalize) {
-        const P* g = topk_gate + size_t(t) * K;
+        const P* g = gates + size_t(t) * K;
         P chosen_sum = 0, dot = 0;
         for (int k = 0; k < K; ++k) {
           chosen_sum += p[idx[k]];
@@ -95,13 +96,14 @@ void router_backward(acc_t<T>* dlogits, const acc_t<T>* dgate, const acc_t<T>* p
 
 // O(N E): small next to the router GEMM, so one thread in a fixed order.
 template <typename T>
-void router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* topk_idx, const acc_t<T>* probs,
-                  int N, int E, int K) {
+void CpuOps<T>::router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map,
+                             const acc_t<T>* probs, const RouteDims& dims) {
+  const int N = dims.N, E = dims.E, K = dims.K;
   std::fill(counts_host, counts_host + E, int64_t(0));
   std::fill(prob_sum_host, prob_sum_host + E, 0.0);
   for (size_t i = 0; i < size_t(N) * K; ++i) {
-    MT_CHECK(topk_idx[i] >= 0 && topk_idx[i] < E, "expert index ", topk_idx[i], " not in [0, ", E, ")");
-    ++counts_host[topk_idx[i]];
+    MT_CHECK(routing_map[i] >= 0 && routing_map[i] < E, "expert index ", routing_map[i], " not in [0, ", E, ")");
+    ++counts_host[routing_map[i]];
   }
   for (int t = 0; t < N; ++t)
     for (int e = 0; e < E; ++e) prob_sum_host[e] += double(probs[size_t(t) * E + e]);
@@ -109,13 +111,15 @@ void router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* to
 
 // ---- dispatch / combine -----------------------------------------------------------------------------------------
 
-int moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host, const int32_t* topk_idx,
-                   int N, int K, int E, int capacity) {
+template <typename T>
+int CpuOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
+                              const int32_t* routing_map, const RouteDims& dims, int capacity) {
+  const int N = dims.N, E = dims.E, K = dims.K;
   const size_t choices = size_t(N) * K;
   std::vector<int64_t> chosen(E, 0);
   for (size_t i = 0; i < choices; ++i) {
-    MT_CHECK(topk_idx[i] >= 0 && topk_idx[i] < E, "expert index ", topk_idx[i], " not in [0, ", E, ")");
-    ++chosen[topk_idx[i]];
+    MT_CHECK(routing_map[i] >= 0 && routing_map[i] < E, "expert index ", routing_map[i], " not in [0, ", E, ")");
+    ++chosen[routing_map[i]];
   }
   // Kept rows per expert and where each expert's rows start.
   std::vector<int64_t> start(E + 1, 0);
@@ -127,7 +131,7 @@ int moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_h
   // Choices in token order (t, then k): an expert's first `capacity` choices are its first tokens.
   std::vector<int64_t> filled(E, 0);
   for (size_t i = 0; i < choices; ++i) {
-    const int e = topk_idx[i];
+    const int e = routing_map[i];
     if (filled[e] < tokens_per_expert_host[e]) {
       const int64_t row = start[e] + filled[e]++;
       slot[i] = int32_t(row);
@@ -140,13 +144,13 @@ int moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_h
 }
 
 template <typename T>
-void moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) {
+void CpuOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) {
 #pragma omp parallel for schedule(static) if (size_t(R) * C > kParallelMin)
   for (int r = 0; r < R; ++r) std::memcpy(out + size_t(r) * C, inp + size_t(row_src[r]) * C, sizeof(T) * C);
 }
 
 template <typename T>
-void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) {
+void CpuOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) {
 #pragma omp parallel for schedule(static) if (size_t(N) * K * C > kParallelMin)
   for (int t = 0; t < N; ++t) {
     T* d = dinp + size_t(t) * C;
@@ -162,7 +166,8 @@ void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, in
 }
 
 template <typename T>
-void moe_combine(T* out, const T* expert_out, const acc_t<T>* gate, const int32_t* slot, int N, int K, int C) {
+void CpuOps<T>::moe_combine(T* out, const T* expert_out, const acc_t<T>* gates, const int32_t* slot, int N, int K,
+                            int C) {
 #pragma omp parallel for schedule(static) if (size_t(N) * K * C > kParallelMin)
   for (int t = 0; t < N; ++t) {
     T* y = out + size_t(t) * C;
@@ -170,7 +175,7 @@ void moe_combine(T* out, const T* expert_out, const acc_t<T>* gate, const int32_
     for (int k = 0; k < K; ++k) {
       const int32_t row = slot[size_t(t) * K + k];
       if (row < 0) continue;
-      const T g = T(gate[size_t(t) * K + k]);
+      const T g = T(gates[size_t(t) * K + k]);
       const T* x = expert_out + size_t(row) * C;
 #pragma omp simd
       for (int c = 0; c < C; ++c) y[c] += g * x[c];
@@ -180,9 +185,8 @@ void moe_combine(T* out, const T* expert_out, const acc_t<T>* gate, const int32_
 
 // Each kept choice owns one row of dexpert_out, so the rows are written without races.
 template <typename T>
-void moe_combine_backward(T* dexpert_out, acc_t<T>* dgate, const T* dout, const T* expert_out,
-                          const acc_t<T>* gate, const int32_t* slot, int N, int K, int C) {
-  using P = acc_t<T>;
+void CpuOps<T>::moe_combine_backward(T* dexpert_out, acc_t<T>* dgates, const T* dout, const T* expert_out,
+                                     const acc_t<T>* gates, const int32_t* slot, int N, int K, int C) {
 #pragma omp parallel for schedule(static) if (size_t(N) * K * C > kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* g = dout + size_t(t) * C;
@@ -190,37 +194,38 @@ void moe_combine_backward(T* dexpert_out, acc_t<T>* dgate, const T* dout, const 
       const size_t i = size_t(t) * K + k;
       const int32_t row = slot[i];
       if (row < 0) {
-        dgate[i] = 0;
+        dgates[i] = 0;
         continue;
       }
       const T* x = expert_out + size_t(row) * C;
       T* dx = dexpert_out + size_t(row) * C;
-      const T w = T(gate[i]);
+      const T w = T(gates[i]);
       P dot = 0;
 #pragma omp simd reduction(+ : dot)
       for (int c = 0; c < C; ++c) {
         dot += P(g[c]) * P(x[c]);
         dx[c] = w * g[c];
       }
-      dgate[i] = dot;
+      dgates[i] = dot;
     }
   }
 }
 
-#define MT_INSTANTIATE_ROUTER(T)                                                                                \
-  template void router_forward<T>(int32_t*, acc_t<T>*, acc_t<T>*, acc_t<T>*, const acc_t<T>*, int, int, int,  \
-                                  GateNorm);                                                                    \
-  template void router_backward<T>(acc_t<T>*, const acc_t<T>*, const acc_t<T>*, const acc_t<T>*,                \
-                                   const acc_t<T>*, const int32_t*, const acc_t<T>*, float, int, int, int,     \
-                                   GateNorm);                                                                   \
-  template void router_stats<T>(int64_t*, double*, const int32_t*, const acc_t<T>*, int, int, int);            \
-  template void moe_permute<T>(T*, const T*, const int32_t*, int, int);                                         \
-  template void moe_permute_backward<T>(T*, const T*, const int32_t*, int, int, int);                           \
-  template void moe_combine<T>(T*, const T*, const acc_t<T>*, const int32_t*, int, int, int);                   \
-  template void moe_combine_backward<T>(T*, acc_t<T>*, const T*, const T*, const acc_t<T>*, const int32_t*,     \
-                                        int, int, int);
+#define MT_INSTANTIATE_ROUTER(T)                                                                                      \
+  template void CpuOps<T>::router_forward(int32_t*, acc_t<T>*, acc_t<T>*, acc_t<T>*, const acc_t<T>*,                 \
+                                          const RouteDims&, GateNorm);                                                \
+  template void CpuOps<T>::router_backward(acc_t<T>*, const acc_t<T>*, const acc_t<T>*, const acc_t<T>*,              \
+                                           const acc_t<T>*, const int32_t*, const acc_t<T>*, float, const RouteDims&, \
+                                           GateNorm);                                                                 \
+  template void CpuOps<T>::router_stats(int64_t*, double*, const int32_t*, const acc_t<T>*, const RouteDims&);        \
+  template int CpuOps<T>::moe_route_plan(int32_t*, int32_t*, int64_t*, const int32_t*, const RouteDims&, int);        \
+  template void CpuOps<T>::moe_permute(T*, const T*, const int32_t*, int, int);                                       \
+  template void CpuOps<T>::moe_permute_backward(T*, const T*, const int32_t*, int, int, int);                         \
+  template void CpuOps<T>::moe_combine(T*, const T*, const acc_t<T>*, const int32_t*, int, int, int);                 \
+  template void CpuOps<T>::moe_combine_backward(T*, acc_t<T>*, const T*, const T*, const acc_t<T>*, const int32_t*,   \
+                                                int, int, int);
 
 MT_INSTANTIATE_ROUTER(float)
 MT_INSTANTIATE_ROUTER(double)
 
-}  // namespace mt::cpu
+}  // namespace mt

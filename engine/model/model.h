@@ -2,7 +2,7 @@
 // Ops<T> so that the CPU and CUDA backends run the same code. One Model holds this rank's slice of
 // the parameters (dense and expert buffers), their gradients, and an activation arena sized for one
 // micro-batch. Tensor parallelism (heads, FFN hidden, expert hidden, shared hidden split over tp; the
-// embedding and LM head replicated) and expert parallelism (engine/moe) are inside forward_backward;
+// embedding and LM head replicated) and expert parallelism (moe.h) are inside forward_backward;
 // data-parallel gradient reduction is the trainer's, signalled through GradReadyHook.
 #pragma once
 

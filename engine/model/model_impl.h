@@ -12,6 +12,7 @@
 
 #include "engine/model/arena.h"
 #include "engine/core/check.h"
+#include "engine/model/linear.h"
 #include "engine/model/model.h"
 #include "engine/model/moe.h"
 #include "engine/model/tensors.h"
@@ -185,20 +186,7 @@ struct Model<T>::Impl {
     return p;
   }
 
-  MemSpace space() const { return dev.kind() == DeviceKind::Cpu ? MemSpace::Host : MemSpace::Device; }
-
-  // ---- GEMM helpers: a linear layer y = x W^T with x (M, Kin), W (Nout, Kin) ----------------------
-  void linear(T* y, const T* xin, const T* W, int M, int Kin, int Nout, float beta, OpFamily f) {
-    ops.gemm(y, xin, W, GemmShape{Trans::No, Trans::Yes, M, Nout, Kin, Kin, Kin, Nout}, 1.f, beta);
-    prof.add_flops(f, 2.0 * M * Nout * Kin);
-  }
-  // dx = dy W (written, or accumulated with beta 1); dW += dy^T x.
-  void linear_backward(T* dxin, P* dW, const T* dy, const T* xin, const T* W, int M, int Kin, int Nout,
-                       OpFamily f, float beta = 0.f) {
-    ops.gemm(dxin, dy, W, GemmShape{Trans::No, Trans::No, M, Kin, Nout, Nout, Kin, Kin}, 1.f, beta);
-    ops.gemm_acc(dW, dy, xin, GemmShape{Trans::Yes, Trans::No, Nout, Kin, M, Nout, Kin, Kin}, 1.f, 1.f);
-    prof.add_flops(f, 4.0 * M * Nout * Kin);
-  }
+  MemSpace space() const { return dev.space(); }
 
   void tp_allreduce(T* buf, size_t n) {
     if (grid.tp_size == 1) return;
@@ -240,16 +228,16 @@ struct Model<T>::Impl {
       }
       {
         Profiler::Scope ps(prof, OpFamily::Linear);
-        linear(qkv[l], ln1[l], lw.wqkv, N, Dm, 3 * Q, 0.f, OpFamily::Linear);
+        linear_forward(ops, prof, OpFamily::Linear, qkv[l], ln1[l], lw.wqkv, N, Dm, 3 * Q);
       }
       {
         Profiler::Scope ps(prof, OpFamily::Attention);
-        ops.attention_forward(atty[l], lse[l], qkv[l], slopes, B, S, Hl, Dh);
+        ops.attention_forward(atty[l], lse[l], qkv[l], slopes, {B, S, Hl, Dh});
         prof.add_flops(OpFamily::Attention, attention_flops_forward());
       }
       {
         Profiler::Scope ps(prof, OpFamily::Linear);
-        linear(tmp, atty[l], lw.wo, N, Q, Dm, 0.f, OpFamily::Linear);
+        linear_forward(ops, prof, OpFamily::Linear, tmp, atty[l], lw.wo, N, Q, Dm);
       }
       tp_allreduce(tmp, nd);
       dev.copy(x_mid[l], x[l], sizeof(T) * nd, CopyKind::DeviceToDevice);
@@ -261,14 +249,14 @@ struct Model<T>::Impl {
       if (!moe[l]) {
         {
           Profiler::Scope ps(prof, OpFamily::Linear);
-          linear(h13[l], ln2[l], lw.w13, N, Dm, 2 * Fl, 0.f, OpFamily::Linear);
+          linear_forward(ops, prof, OpFamily::Linear, h13[l], ln2[l], lw.w13, N, Dm, 2 * Fl);
         }
         {
           Profiler::Scope ps(prof, OpFamily::SwiGLU);
           ops.swiglu_forward(act[l], h13[l], N, Fl);
         }
         Profiler::Scope ps(prof, OpFamily::Linear);
-        linear(tmp, act[l], lw.w2, N, Fl, Dm, 0.f, OpFamily::Linear);
+        linear_forward(ops, prof, OpFamily::Linear, tmp, act[l], lw.w2, N, Fl, Dm);
       } else {
         MoeLayerStats ms;
         moe[l]->forward(tmp, ln2[l], lw, &ms);
@@ -294,7 +282,7 @@ struct Model<T>::Impl {
       const int n = std::min(chunk, N - c0);
       {
         Profiler::Scope ps(prof, OpFamily::LmHead);
-        linear(logits, lnf + size_t(c0) * Dm, w.lm_head, n, Dm, V, 0.f, OpFamily::LmHead);
+        linear_forward(ops, prof, OpFamily::LmHead, logits, lnf + size_t(c0) * Dm, w.lm_head, n, Dm, V);
       }
       {
         Profiler::Scope ps(prof, OpFamily::Loss);
@@ -302,8 +290,8 @@ struct Model<T>::Impl {
       }
       if (backward) {
         Profiler::Scope ps(prof, OpFamily::LmHead);
-        linear_backward(dln + size_t(c0) * Dm, g.lm_head, logits, lnf + size_t(c0) * Dm, w.lm_head, n, Dm, V,
-                        OpFamily::LmHead);
+        linear_backward(ops, prof, OpFamily::LmHead, dln + size_t(c0) * Dm, g.lm_head, logits,
+                        lnf + size_t(c0) * Dm, w.lm_head, n, Dm, V);
       }
     }
     return ops.sum(losses, size_t(N));
@@ -325,7 +313,7 @@ struct Model<T>::Impl {
       if (!moe[l]) {
         {
           Profiler::Scope ps(prof, OpFamily::Linear);
-          linear_backward(dnarrow, lg.w2, dx, act[l], lw.w2, N, Fl, Dm, OpFamily::Linear);
+          linear_backward(ops, prof, OpFamily::Linear, dnarrow, lg.w2, dx, act[l], lw.w2, N, Fl, Dm);
         }
         {
           Profiler::Scope ps(prof, OpFamily::SwiGLU);
@@ -333,7 +321,7 @@ struct Model<T>::Impl {
         }
         {
           Profiler::Scope ps(prof, OpFamily::Linear);
-          linear_backward(dln, lg.w13, dwide, ln2[l], lw.w13, N, Dm, 2 * Fl, OpFamily::Linear);
+          linear_backward(ops, prof, OpFamily::Linear, dln, lg.w13, dwide, ln2[l], lw.w13, N, Dm, 2 * Fl);
         }
         tp_allreduce(dln, nd);
       } else {
@@ -347,17 +335,17 @@ struct Model<T>::Impl {
       // Attention: the output's gradient is dx (the residual passes through unchanged).
       {
         Profiler::Scope ps(prof, OpFamily::Linear);
-        linear_backward(dnarrow, lg.wo, dx, atty[l], lw.wo, N, Q, Dm, OpFamily::Linear);
+        linear_backward(ops, prof, OpFamily::Linear, dnarrow, lg.wo, dx, atty[l], lw.wo, N, Q, Dm);
       }
       {
         Profiler::Scope ps(prof, OpFamily::Attention);
-        ops.attention_backward(dwide, dnarrow, qkv[l], atty[l], lse[l], slopes, B, S, Hl, Dh);
+        ops.attention_backward(dwide, dnarrow, qkv[l], atty[l], lse[l], slopes, {B, S, Hl, Dh});
         // The backward recomputes the scores and forms dV, dP, dQ, dK: five triangle products.
         prof.add_flops(OpFamily::Attention, 2.5 * attention_flops_forward());
       }
       {
         Profiler::Scope ps(prof, OpFamily::Linear);
-        linear_backward(dln, lg.wqkv, dwide, ln1[l], lw.wqkv, N, Dm, 3 * Q, OpFamily::Linear);
+        linear_backward(ops, prof, OpFamily::Linear, dln, lg.wqkv, dwide, ln1[l], lw.wqkv, N, Dm, 3 * Q);
       }
       tp_allreduce(dln, nd);
       {

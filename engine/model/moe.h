@@ -20,6 +20,8 @@
 
 #include "comm/grid.h"
 #include "engine/model/arena.h"
+#include "engine/model/experts.h"
+#include "engine/model/linear.h"
 #include "engine/model/ops.h"
 #include "engine/model/profile.h"
 #include "engine/model/tensors.h"
@@ -65,6 +67,7 @@ struct MoeScratch {
   P* dlogits = nullptr;   // (N, E)
   T* dlogits_t = nullptr; // (N, E)
   P* prob_grad = nullptr; // (E)
+  P* dinp_acc = nullptr;  // (Rr_cap, Dm) when T is not P: expert input grads summed in P, rounded once
 
   void request(Arena& a, const MoeDims& d) {
     const size_t R = size_t(d.N) * d.K, Rr = d.recv_rows(), rows = std::max<size_t>(Rr, d.N);
@@ -79,6 +82,7 @@ struct MoeScratch {
     a.request(&dlogits, size_t(d.N) * d.E);
     a.request(&dlogits_t, size_t(d.N) * d.E);
     a.request(&prob_grad, size_t(d.E));
+    if constexpr (!std::is_same_v<T, P>) a.request(&dinp_acc, Rr * d.Dm);
   }
 };
 
@@ -132,9 +136,9 @@ class MoeLayer {
     const int N = d_.N, Dm = d_.Dm, E = d_.E, K = d_.K;
     {
       Profiler::Scope ps(prof_, OpFamily::Router);
-      gemm_nt_acc(logits_, ln2, w.router, N, E, Dm, OpFamily::Router);
-      ops_.router_forward(topk_idx_, gates_, probs_, lse_, logits_, N, E, K, d_.norm);
-      ops_.router_stats(counts_.data(), prob_sum_.data(), topk_idx_, probs_, N, E, K);
+      linear_forward_acc(ops_, prof_, OpFamily::Router, logits_, ln2, w.router, N, Dm, E);
+      ops_.router_forward(topk_idx_, gates_, probs_, lse_, logits_, {N, E, K}, d_.norm);
+      ops_.router_stats(counts_.data(), prob_sum_.data(), topk_idx_, probs_, {N, E, K});
       double bal = 0;
       for (int i = 0; i < E; ++i) bal += (double(counts_[i]) / N) * (prob_sum_[i] / N);
       stats->balance_loss = double(E) * bal;
@@ -143,7 +147,7 @@ class MoeLayer {
     }
     {
       Profiler::Scope ps(prof_, OpFamily::Dispatch);
-      R_ = ops_.moe_route_plan(slot_, row_src_, tokens_per_expert_.data(), topk_idx_, N, K, E, d_.capacity);
+      R_ = ops_.moe_route_plan(slot_, row_src_, tokens_per_expert_.data(), topk_idx_, {N, E, K}, d_.capacity);
       stats->dropped = int64_t(N) * K - R_;
       ops_.moe_permute(send_, ln2, row_src_, R_, Dm);
       if (d_.ep > 1)
@@ -155,7 +159,7 @@ class MoeLayer {
     T* expert_out = d_.ep > 1 ? s_.rows_b : y_back_;
     {
       Profiler::Scope ps(prof_, OpFamily::Experts);
-      ops_.experts_forward(expert_out, h13_, act_, expert_in, w.ex_w1, w.ex_w3, w.ex_w2, offsets_.data(), d_.El,
+      experts_forward(ops_, expert_out, h13_, act_, expert_in, w.ex_w1, w.ex_w3, w.ex_w2, offsets_.data(), d_.El,
                            Dm, d_.Del);
       prof_.add_flops(OpFamily::Experts, 2.0 * Rr_ * Dm * 3.0 * d_.Del);
     }
@@ -170,9 +174,9 @@ class MoeLayer {
     }
     if (d_.Dsl > 0) {
       Profiler::Scope ps(prof_, OpFamily::Linear);
-      gemm_nt(sh13_, ln2, w.sh_w13, N, 2 * d_.Dsl, Dm, 0.f);
+      linear_forward(ops_, prof_, OpFamily::Linear, sh13_, ln2, w.sh_w13, N, Dm, 2 * d_.Dsl);
       ops_.swiglu_forward(shact_, sh13_, N, d_.Dsl);
-      gemm_nt(out, shact_, w.sh_w2, N, Dm, d_.Dsl, 1.f);  // out += shared(ln2)
+      linear_forward(ops_, prof_, OpFamily::Linear, out, shact_, w.sh_w2, N, d_.Dsl, Dm, 1.f);  // out += shared(ln2)
     }
   }
 
@@ -184,9 +188,9 @@ class MoeLayer {
     // Shared expert: d_ln2 = its (partial) input gradient.
     if (d_.Dsl > 0) {
       Profiler::Scope ps(prof_, OpFamily::Linear);
-      linear_backward(s_.dact, g.sh_w2, dy, shact_, w.sh_w2, N, d_.Dsl, Dm);
+      linear_backward(ops_, prof_, OpFamily::Linear, s_.dact, g.sh_w2, dy, shact_, w.sh_w2, N, d_.Dsl, Dm);
       ops_.swiglu_backward(s_.dh13, s_.dact, sh13_, N, d_.Dsl);
-      linear_backward(d_ln2, g.sh_w13, s_.dh13, ln2, w.sh_w13, N, Dm, 2 * d_.Dsl);
+      linear_backward(ops_, prof_, OpFamily::Linear, d_ln2, g.sh_w13, s_.dh13, ln2, w.sh_w13, N, Dm, 2 * d_.Dsl);
     }
     T* d_send = s_.rows_c;
     {
@@ -207,8 +211,8 @@ class MoeLayer {
       const T* dout = d_.ep > 1 ? s_.rows_b : s_.rows_c;
       T* dinp = d_.ep > 1 ? s_.rows_a : s_.rows_b;
       const T* expert_in = d_.ep > 1 ? recv_sorted_ : send_;
-      ops_.experts_backward(dinp, g.ex_w1, g.ex_w3, g.ex_w2, s_.dh13, s_.dact, dout, expert_in, h13_, act_,
-                            w.ex_w1, w.ex_w3, w.ex_w2, offsets_.data(), d_.El, Dm, d_.Del);
+      experts_backward(ops_, dinp, g.ex_w1, g.ex_w3, g.ex_w2, s_.dh13, s_.dact, s_.dinp_acc, dout, expert_in, h13_,
+                       act_, w.ex_w1, w.ex_w3, w.ex_w2, offsets_.data(), d_.El, Dm, d_.Del);
       prof_.add_flops(OpFamily::Experts, 4.0 * Rr_ * Dm * 3.0 * d_.Del);
       d_send = dinp;
     }
@@ -239,37 +243,16 @@ class MoeLayer {
         pg[j] = P(double(d_.balance_coef) * loss_scale * E * (double(counts_[j]) / N) / N);
       ops_.device().copy(s_.prob_grad, pg.data(), sizeof(P) * E, CopyKind::HostToDevice);
       const float z_scale = d_.z_coef * loss_scale / float(N);
-      ops_.router_backward(s_.dlogits, s_.dgate, s_.prob_grad, probs_, lse_, topk_idx_, gates_, z_scale, N, E, K,
+      ops_.router_backward(s_.dlogits, s_.dgate, s_.prob_grad, probs_, lse_, topk_idx_, gates_, z_scale, {N, E, K},
                            d_.norm);
       ops_.to_compute(s_.dlogits_t, s_.dlogits, size_t(N) * E);
-      linear_backward_acc_input(d_ln2, g.router, s_.dlogits_t, ln2, w.router, N, Dm, E);
+      linear_backward(ops_, prof_, OpFamily::Router, d_ln2, g.router, s_.dlogits_t, ln2, w.router, N, Dm, E, 1.f);
     }
   }
 
  private:
-  MemSpace space() const { return ops_.device().kind() == DeviceKind::Cpu ? MemSpace::Host : MemSpace::Device; }
+  MemSpace space() const { return ops_.device().space(); }
 
-  // y (M, Nout) = x (M, Kin) W^T (W: (Nout, Kin)) + beta y.
-  void gemm_nt(T* y, const T* x, const T* W, int M, int Nout, int Kin, float beta) {
-    ops_.gemm(y, x, W, GemmShape{Trans::No, Trans::Yes, M, Nout, Kin, Kin, Kin, Nout}, 1.f, beta);
-    prof_.add_flops(OpFamily::Linear, 2.0 * M * Nout * Kin);
-  }
-  void gemm_nt_acc(P* y, const T* x, const T* W, int M, int Nout, int Kin, OpFamily f) {
-    ops_.gemm_acc(y, x, W, GemmShape{Trans::No, Trans::Yes, M, Nout, Kin, Kin, Kin, Nout}, 1.f, 0.f);
-    prof_.add_flops(f, 2.0 * M * Nout * Kin);
-  }
-  // For y = x W^T with x (M, Kin), W (Nout, Kin): dx = dy W (written), dW += dy^T x.
-  void linear_backward(T* dx, P* dW, const T* dy, const T* x, const T* W, int M, int Kin, int Nout) {
-    ops_.gemm(dx, dy, W, GemmShape{Trans::No, Trans::No, M, Kin, Nout, Nout, Kin, Kin}, 1.f, 0.f);
-    ops_.gemm_acc(dW, dy, x, GemmShape{Trans::Yes, Trans::No, Nout, Kin, M, Nout, Kin, Kin}, 1.f, 1.f);
-    prof_.add_flops(OpFamily::Linear, 4.0 * M * Nout * Kin);
-  }
-  // The same with dx accumulated (dx += dy W).
-  void linear_backward_acc_input(T* dx, P* dW, const T* dy, const T* x, const T* W, int M, int Kin, int Nout) {
-    ops_.gemm(dx, dy, W, GemmShape{Trans::No, Trans::No, M, Kin, Nout, Nout, Kin, Kin}, 1.f, 1.f);
-    ops_.gemm_acc(dW, dy, x, GemmShape{Trans::Yes, Trans::No, Nout, Kin, M, Nout, Kin, Kin}, 1.f, 1.f);
-    prof_.add_flops(OpFamily::Router, 4.0 * M * Nout * Kin);
-  }
 
   // Rows to ep peers: send_splits[j] rows from `send` (in rank order) to rank j; recv likewise.
   void alltoallv_rows(const T* send, const std::vector<int64_t>& send_splits, T* recv,

@@ -1,12 +1,23 @@
-// Why: the ALiBi slopes are part of the numerics contract (DESIGN.md, "The model") and shared by every
-// backend, so they are computed once, on the host, here.
+// Why: what every backend shares on the host: the ALiBi slopes (part of the numerics contract,
+// DESIGN.md "The model") and the GEMM shape check.
 #include "engine/model/ops.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/core/check.h"
 
 namespace mt {
+
+void GemmShape::check() const {
+  MT_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm sizes m ", m, " n ", n, " k ", k);
+  // Row-major: the stored A is m x k (k x m when transposed), its rows lda apart; likewise B, C.
+  const int a_cols = trans_a == Trans::No ? k : m;
+  const int b_cols = trans_b == Trans::No ? n : k;
+  MT_CHECK(lda >= std::max(1, a_cols) && ldb >= std::max(1, b_cols) && ldc >= std::max(1, n),
+           "gemm leading dimensions lda ", lda, " ldb ", ldb, " ldc ", ldc, " too small for m ", m, " n ", n, " k ",
+           k);
+}
 
 // Press et al.: for a power of two n, slope_h = 2^(-8 (h + 1) / n). Otherwise the n' = 2^floor(log2 n)
 // slopes of n', then slopes 0, 2, 4, ... of 2 n' (2^(-8 (2 i + 1) / (2 n'))), the first n - n' of them.

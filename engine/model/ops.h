@@ -1,6 +1,7 @@
-// Why: the kernel interface. The model (engine/model, engine/moe) is written once against Ops<T>; the
-// CPU backend (engine/cpu, T = float or double) and the CUDA backend (cuda/, T = float or bf16)
-// implement it with the same signatures, and every CUDA op is tested against its CPU twin.
+// Why: the kernel interface. The model (engine/model: model_impl.h, moe.h, linear.h, experts.h) is
+// written once against Ops<T>; the CPU backend (engine/cpu, T = float or double) and the CUDA backend
+// (cuda/, T = float or bf16) implement it with the same signatures (ops_overrides.inc declares them
+// once for both), and every CUDA op is tested against its CPU twin.
 //
 // Conventions (every op):
 // - Each layer is a forward / backward pair; arguments are outputs first, then inputs, then saved
@@ -12,7 +13,8 @@
 //   the gradient of the residual stream, which accumulates: rmsnorm_backward adds into dinp.
 // - Matrices are row-major; weights have PyTorch's [out, in] layout, so a linear layer is y = x W^T.
 // - Sizes: N tokens (rows), C / Dm model width, V vocabulary, E experts, K experts per token, F hidden
-//   width of a SwiGLU, B sequences of T_ tokens, H heads of Dh.
+//   width of a SwiGLU, B sequences of S tokens, H heads of Dh; the sizes of attention and of routing
+//   travel as one struct each (AttnDims, RouteDims), so that their order cannot be mixed up.
 #pragma once
 
 #include <cstddef>
@@ -32,6 +34,26 @@ struct GemmShape {
   Trans trans_b = Trans::No;
   int m = 0, n = 0, k = 0;
   int lda = 0, ldb = 0, ldc = 0;
+
+  // Dense operands (each leading dimension the stored row length): A B, A B^T (y = x W^T) and A^T B.
+  static GemmShape nn(int m, int n, int k) { return {Trans::No, Trans::No, m, n, k, k, n, n}; }
+  static GemmShape nt(int m, int n, int k) { return {Trans::No, Trans::Yes, m, n, k, k, k, n}; }
+  static GemmShape tn(int m, int n, int k) { return {Trans::Yes, Trans::No, m, n, k, m, n, n}; }
+  // The same shape on strided operands (a column block of a wider matrix).
+  GemmShape with_ld(int a, int b, int c) const { return {trans_a, trans_b, m, n, k, a, b, c}; }
+  // Every backend calls this first: sizes >= 0 and leading dimensions that hold the rows (a wrong one
+  // would read out of bounds silently).
+  void check() const;
+};
+
+// Causal attention over B sequences of S tokens with H heads of Dh.
+struct AttnDims {
+  int B = 0, S = 0, H = 0, Dh = 0;
+};
+
+// Routing of N tokens to K of E experts.
+struct RouteDims {
+  int N = 0, E = 0, K = 0;
 };
 
 // Renormalisation of the K chosen router probabilities.
@@ -72,14 +94,13 @@ class Ops {
                                 const P* rstd, int N, int C) = 0;
 
   // ---- causal ALiBi attention ----------------------------------------------------------------------
-  // qkv (B, T_, 3, H, Dh): per token the H query heads, then H key heads, then H value heads.
-  // out (B, T_, H, Dh); lse (B, H, T_) the log-sum-exp of each query's scores, saved for the backward.
+  // qkv (B, S, 3, H, Dh): per token the H query heads, then H key heads, then H value heads.
+  // out (B, S, H, Dh); lse (B, H, S) the log-sum-exp of each query's scores, saved for the backward.
   // Score(i, j) = q_i . k_j / sqrt(Dh) - slopes[h] * (i - j) for j <= i. slopes (H) in device memory.
-  virtual void attention_forward(T* out, P* lse, const T* qkv, const float* slopes, int B, int T_, int H,
-                                 int Dh) = 0;
-  // dqkv (B, T_, 3, H, Dh) =.
-  virtual void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const P* lse,
-                                  const float* slopes, int B, int T_, int H, int Dh) = 0;
+  virtual void attention_forward(T* out, P* lse, const T* qkv, const float* slopes, const AttnDims& d) = 0;
+  // dqkv (B, S, 3, H, Dh) =.
+  virtual void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const P* lse, const float* slopes,
+                                  const AttnDims& d) = 0;
 
   // ---- SwiGLU: out = silu(gate) * up, with h13 (N, 2F) holding [gate | up] per row ---------------------
   virtual void swiglu_forward(T* out, const T* h13, int N, int F) = 0;
@@ -87,51 +108,39 @@ class Ops {
   virtual void swiglu_backward(T* dh13, const T* dout, const T* h13, int N, int F) = 0;
 
   // ---- router ----------------------------------------------------------------------------------------
-  // probs (N, E) = softmax(logits) in P; lse (N) = logsumexp(logits); topk_idx (N, K) the K largest
-  // probabilities in descending order (ties: lower expert index first); topk_gate (N, K) their
-  // probabilities, renormalised to sum to 1 when norm = Renormalize.
-  virtual void router_forward(int32_t* topk_idx, P* topk_gate, P* probs, P* lse, const P* logits, int N,
-                              int E, int K, GateNorm norm) = 0;
-  // dlogits (N, E) =, from: dgate (N, K) the gradient of the loss w.r.t. topk_gate; prob_grad (E) a
+  // probs (N, E) = softmax(logits) in P; lse (N) = logsumexp(logits); routing_map (N, K) the experts
+  // of the K largest probabilities in descending order (ties: lower expert index first); gates (N, K)
+  // their probabilities, renormalised to sum to 1 when norm = Renormalize.
+  virtual void router_forward(int32_t* routing_map, P* gates, P* probs, P* lse, const P* logits, const RouteDims& d,
+                              GateNorm norm) = 0;
+  // dlogits (N, E) =, from: dgates (N, K) the gradient of the loss w.r.t. gates; prob_grad (E) a
   // gradient added to every dprobs[t, e] (the balance loss: coef * E * f_e / N * loss scale); z_scale
   // times d(lse_t^2)/dlogits (the z-loss, 0 for none).
-  virtual void router_backward(P* dlogits, const P* dgate, const P* prob_grad, const P* probs, const P* lse,
-                               const int32_t* topk_idx, const P* topk_gate, float z_scale, int N, int E,
-                               int K, GateNorm norm) = 0;
+  virtual void router_backward(P* dlogits, const P* dgates, const P* prob_grad, const P* probs, const P* lse,
+                               const int32_t* routing_map, const P* gates, float z_scale, const RouteDims& d,
+                               GateNorm norm) = 0;
   // Balance statistics: counts (E) = tokens that chose each expert (host), prob_sum (E) = sum over
   // tokens of probs (host). Synchronises.
-  virtual void router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* topk_idx,
-                            const P* probs, int N, int E, int K) = 0;
+  virtual void router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map, const P* probs,
+                            const RouteDims& d) = 0;
 
-  // ---- dispatch / combine (local part; the all-to-all lives in engine/moe) -------------------------
+  // ---- dispatch / combine (local part; the all-to-all lives in moe.h) -------------------------
   // Routing plan by a stable counting sort of the N*K choices by expert (token order within an expert).
   // capacity < 0: dropless. Else an expert keeps its first `capacity` tokens and drops the rest.
   // slot (N, K) = row of each choice in the permuted order, -1 if dropped; row_src (R) = token of each
   // permuted row; tokens_per_expert (E, host) = rows kept per expert; returns R = their sum.
   // Synchronises (the sizes are needed on the host).
   virtual int moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
-                             const int32_t* topk_idx, int N, int K, int E, int capacity) = 0;
+                             const int32_t* routing_map, const RouteDims& d, int capacity) = 0;
   // out (R, C) = inp[row_src] (gather the token rows in expert order).
   virtual void moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) = 0;
   // dinp (N, C) = sum over the token's kept choices of dout[slot] (a gather; dropped choices add 0).
   virtual void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) = 0;
-  // out (N, C) = sum_k gate[t, k] * expert_out[slot[t, k]] over kept choices.
-  virtual void moe_combine(T* out, const T* expert_out, const P* gate, const int32_t* slot, int N, int K,
-                           int C) = 0;
-  // dexpert_out (R, C) = gate * dout[token]; dgate (N, K) = dout[t] . expert_out[slot] (0 if dropped).
-  virtual void moe_combine_backward(T* dexpert_out, P* dgate, const T* dout, const T* expert_out,
-                                    const P* gate, const int32_t* slot, int N, int K, int C) = 0;
-
-  // ---- experts: a grouped SwiGLU over rows sorted by expert ------------------------------------------
-  // Expert e owns rows [offsets[e], offsets[e+1]) of inp (R, C) (offsets host, E+1 entries).
-  // w1, w3 (E, F, C); w2 (E, C, F). h13 (R, 2F) = [x w1_e^T | x w3_e^T]; act (R, F) = swiglu(h13);
-  // out (R, C) = act w2_e^T. h13 and act are saved for the backward.
-  virtual void experts_forward(T* out, T* h13, T* act, const T* inp, const T* w1, const T* w3, const T* w2,
-                               const int64_t* offsets, int E, int C, int F) = 0;
-  // dinp (R, C) =; dw1, dw3, dw2 +=; dh13 (R, 2F) and dact (R, F) are scratch.
-  virtual void experts_backward(T* dinp, P* dw1, P* dw3, P* dw2, T* dh13, T* dact, const T* dout,
-                                const T* inp, const T* h13, const T* act, const T* w1, const T* w3,
-                                const T* w2, const int64_t* offsets, int E, int C, int F) = 0;
+  // out (N, C) = sum_k gates[t, k] * expert_out[slot[t, k]] over kept choices.
+  virtual void moe_combine(T* out, const T* expert_out, const P* gates, const int32_t* slot, int N, int K, int C) = 0;
+  // dexpert_out (R, C) = gates * dout[token]; dgates (N, K) = dout[t] . expert_out[slot] (0 if dropped).
+  virtual void moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, const T* expert_out, const P* gates,
+                                    const int32_t* slot, int N, int K, int C) = 0;
 
   // ---- loss --------------------------------------------------------------------------------------------
   // losses (N) = -log softmax(logits)[target] in P. If dlogits is not null, dlogits (N, V) =
@@ -142,8 +151,6 @@ class Ops {
   // ---- elementwise and reductions ----------------------------------------------------------------------
   virtual void add_inplace(T* x, const T* y, size_t n) = 0;                 // x += y
   virtual void to_compute(T* out, const P* in, size_t n) = 0;               // P -> T
-  virtual void to_acc(P* out, const T* in, size_t n) = 0;                   // T -> P
-  virtual void scale_inplace(P* x, float s, size_t n) = 0;                  // x *= s
   virtual double sum_squares(const P* x, size_t n) = 0;                     // synchronises
   virtual double sum(const P* x, size_t n) = 0;                            // synchronises
   virtual void adamw(P* param, const P* grad, P* m, P* v, size_t n, const AdamWArgs& args) = 0;

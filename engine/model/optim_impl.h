@@ -97,7 +97,7 @@ void Optimizer<T>::update(int step, double lr, double norm) {
       const size_t n = model_.numel(g.id);
       const int parts = g.share_comm->size();
       const size_t per = (n + parts - 1) / parts;
-      const MemSpace space = ops_.device().kind() == DeviceKind::Cpu ? MemSpace::Host : MemSpace::Device;
+      const MemSpace space = ops_.device().space();
       for (int r = 0; r < parts; ++r) {
         const size_t b = std::min(n, per * r), e = std::min(n, per * (r + 1));
         if (e > b) g.share_comm->broadcast(params + b, e - b, dtype_of<P>(), r, space);

@@ -23,7 +23,6 @@ class Profiler {
   explicit Profiler(Device& device) : device_(device) {}
 
   void set_timing(bool on) { timing_ = on; }
-  bool timing() const { return timing_; }
   void add_flops(OpFamily f, double flops) { flops_[int(f)] += flops; }
   void reset() {
     flops_.fill(0);

@@ -1,12 +1,10 @@
-// Why: the non-template parts of the trainer (signals, batch split, resume checks, metrics file
+// Why: the non-template parts of the trainer (batch split, resume checks, metrics file
 // handling, the CPU's GEMM reference rate) and its CPU instantiation.
 #include "engine/run/trainer.h"
 
 #include <cblas.h>
 
-#include <atomic>
 #include <chrono>
-#include <csignal>
 #include <fstream>
 #include <sstream>
 
@@ -14,19 +12,7 @@
 #include "engine/run/trainer_impl.h"
 
 namespace mt {
-namespace {
-volatile std::sig_atomic_t g_stop = 0;
-extern "C" void on_stop_signal(int) { g_stop = 1; }
-}  // namespace
-
-void install_stop_signals() {
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGINT, on_stop_signal);
-}
-
 namespace train_detail {
-
-bool stop_requested() { return g_stop != 0; }
 
 BatchSplit split_batch(const RunConfig& cfg, int batch_size, int dp) {
   BatchSplit s;
@@ -42,16 +28,84 @@ BatchSplit split_batch(const RunConfig& cfg, int batch_size, int dp) {
   return s;
 }
 
+Plan plan_to_train(const RunConfig& cfg) {
+  Plan plan = make_plan(cfg);
+  MT_INPUT(!cfg.data.train.empty(), cfg.name, ": data.train is required to train");
+  MT_INPUT(!cfg.data.val.empty(), cfg.name, ": data.val is required to train (the run reports val BPC)");
+  return plan;
+}
+
+std::shared_ptr<const data::TokenDataset> open_split(const RunConfig& cfg, data::Split split) {
+  const std::string& path = split == data::Split::Train ? cfg.data.train : cfg.data.val;
+  return std::make_shared<const data::TokenDataset>(data::open_dataset(path, split, cfg.model.vocab_size));
+}
+
+data::LoaderOptions loader_options(const RunConfig& cfg, const Plan& plan, const ProcessGrid& grid) {
+  data::LoaderOptions lo;
+  lo.seq_len = cfg.model.seq_len;
+  lo.unique_tokens = int64_t(std::llround(plan.unique_tokens));
+  lo.seed = cfg.train.seed;
+  lo.batch_size = plan.batch_size;
+  lo.dp_rank = grid.dp_rank;
+  lo.dp_size = grid.dp_size;
+  return lo;
+}
+
+void StepStats::add(const MicroBatchStats& mb, int n_micro) {
+  loss_sum += mb.loss_sum;
+  tokens += double(mb.tokens);
+  balance_loss += mb.balance_loss / n_micro;
+  z_loss += mb.z_loss / n_micro;
+  size_t k = 0;
+  for (const auto& layer : mb.tokens_per_expert) {
+    if (expert_load.size() < k + layer.size()) expert_load.resize(k + layer.size(), 0.0);
+    for (int64_t c : layer) expert_load[k++] += double(c);
+  }
+  dropped += double(mb.dropped);
+}
+
+void StepStats::reduce_over_dp(const ProcessGrid& grid) {
+  if (grid.dp_size == 1) return;
+  std::vector<double> sums{loss_sum, tokens, balance_loss, z_loss};
+  sums.insert(sums.end(), expert_load.begin(), expert_load.end());
+  sums.push_back(dropped);
+  grid.dp().allreduce_sum(sums.data(), sums.size(), DType::F64, MemSpace::Host);
+  loss_sum = sums[0];
+  tokens = sums[1];
+  balance_loss = sums[2] / grid.dp_size;
+  z_loss = sums[3] / grid.dp_size;
+  std::copy(sums.begin() + 4, sums.end() - 1, expert_load.begin());
+  dropped = sums.back();
+}
+
+json StepStats::expert_load_json(int n_experts) const {
+  json layers = json::array();
+  for (size_t l = 0; l * size_t(n_experts) < expert_load.size(); ++l) {
+    double mn = 1e300, mx = 0, sum = 0;
+    for (int e = 0; e < n_experts; ++e) {
+      const double c = expert_load[l * size_t(n_experts) + size_t(e)];
+      mn = std::min(mn, c);
+      mx = std::max(mx, c);
+      sum += c;
+    }
+    layers.push_back({{"layer", l}, {"min", mn}, {"max", mx}, {"mean", sum / n_experts}});
+  }
+  return layers;
+}
+
 std::vector<std::string> check_resume_compatible(const json& saved, const json& now, const std::string& ckpt_dir,
                                                  bool override_schedule) {
   std::vector<std::string> changes;
   for (const char* section : {"model", "train", "data"}) {
     json a = saved.contains(section) ? saved[section] : json::object();
     json b = now.contains(section) ? now[section] : json::object();
-    // The micro-batch size is a memory knob of the layout, like parallel.*: it may change.
+    // The micro-batch size is a memory knob of the layout, like parallel.*, and the watchdog limit a
+    // setting of the machine: they may change.
     if (std::string(section) == "train") {
       a.erase("micro_batch_size");
       b.erase("micro_batch_size");
+      a.erase("watchdog_s");
+      b.erase("watchdog_s");
       for (const char* key : {"lr", "min_lr", "warmup_iters"}) {
         if (!override_schedule) break;
         if (a.value(key, json()) != b.value(key, json()))

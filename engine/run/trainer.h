@@ -1,7 +1,7 @@
 // Why: the training loop of `moetrain train`: data, micro-batch accumulation, data-parallel gradient
 // reduction, clipping, AdamW on the cosine schedule, evaluation (BPC), logging, checkpoints, and
 // stopping and resuming exactly (--stop-after, SIGTERM / SIGINT, --resume auto). Written once against
-// Ops<T>; the CPU instantiates it for float (engine/trainer.cpp), the CUDA backend for float and bf16.
+// Ops<T>; the CPU instantiates it for float (engine/run/trainer.cpp), the CUDA backend for float and bf16.
 //
 // Outputs in --out DIR (DESIGN.md "Output of a run"): config.json (the resolved manifest), metrics.jsonl
 // (one JSON object per logged step; evaluation lines add val_loss and val_bpc), summary.json (at the
@@ -12,6 +12,7 @@
 #include <string>
 
 #include "comm/grid.h"
+#include "engine/core/stop.h"  // install_stop_signals(): SIGTERM / SIGINT checkpoint and stop the loop
 #include "engine/run/config.h"
 #include "engine/model/ops.h"
 
@@ -36,9 +37,6 @@ struct TrainResult {
   int64_t step = 0;            // steps done
   double val_bpc = -1;         // final (Finished) or -1
 };
-
-// Installs the SIGTERM / SIGINT handlers that ask the loop to checkpoint and stop.
-void install_stop_signals();
 
 template <typename T>
 TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, const ProcessGrid& grid);

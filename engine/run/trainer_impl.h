@@ -1,5 +1,6 @@
-// Why: the body of train<T> and evaluate_checkpoint<T> (engine/trainer.h), instantiated for the CPU in
-// engine/trainer.cpp and for the GPU in cuda/. One step of the loop:
+// Why: the body of train<T> (the Trainer class, one method per step of a run) and evaluate_checkpoint<T>
+// (engine/run/trainer.h), instantiated for the CPU in engine/run/trainer.cpp and for the GPU in cuda/.
+// One step of the loop (Trainer::optimizer_step):
 //   the loader gives this rank its B/dp sequences of the global batch; they run as B/(dp m)
 //   micro-batches whose gradients accumulate, each scaled by 1/(micro-batches x dp) so that the
 //   dp sum is the mean over the global batch; the dp reduction starts in buckets during the last
@@ -38,8 +39,32 @@
 namespace mt {
 namespace train_detail {
 
-// Set by the signal handlers (trainer.cpp); read once per step.
-bool stop_requested();
+// The plan of a run that trains: data.train and data.val are required.
+Plan plan_to_train(const RunConfig& cfg);
+
+// The token dataset of data.train or data.val.
+std::shared_ptr<const data::TokenDataset> open_split(const RunConfig& cfg, data::Split split);
+
+// This rank's share of the shuffled training sequences.
+data::LoaderOptions loader_options(const RunConfig& cfg, const Plan& plan, const ProcessGrid& grid);
+
+// One optimizer step's numbers: sums over this rank's micro-batches, then (reduce_over_dp) over dp.
+struct StepStats {
+  double loss_sum = 0;              // cross-entropy summed over target tokens (nats)
+  double tokens = 0;                // target tokens
+  double balance_loss = 0;          // mean over micro-batches (and over dp after the reduction)
+  double z_loss = 0;                // likewise
+  std::vector<double> expert_load;  // [MoE layer * E + expert]: choices before any drop
+  double dropped = 0;               // choices dropped by the capacity factor
+  double lr = 0;                    // the schedule's lr at this step
+  double grad_norm = 0;             // global, before clipping
+  double seconds = 0;               // wall time of the step on this rank
+
+  void add(const MicroBatchStats& mb, int n_micro);
+  void reduce_over_dp(const ProcessGrid& grid);  // sums; balance and z losses become means over dp
+  double loss() const { return loss_sum / tokens; }
+  json expert_load_json(int n_experts) const;  // [{layer, min, max, mean}] over the experts of each layer
+};
 
 // B / dp sequences per rank in micro-batches of m: the layout must divide the batch.
 struct BatchSplit {
@@ -148,278 +173,345 @@ data::EvalResult evaluate(Model<T>& model, const data::EvalSet& set, const Proce
 
 inline json json_number_or_null(double x) { return x >= 0 && std::isfinite(x) ? json(x) : json(nullptr); }
 
+
+// The training run as named steps. run() is the loop; each step of it is one method, and the places
+// where a run talks to the outside (metrics lines, checkpoints, evaluation, the stop flag) are one
+// method each, so that a hook (a heartbeat, a lock, a checked write) has one obvious home.
+template <typename T>
+class Trainer {
+ public:
+  // Opens the data (bad data is bad input, found before any allocation), builds the model, the
+  // optimizer and the gradient sync, and creates the run folder.
+  Trainer(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, const ProcessGrid& grid);
+
+  // Resume or init, then optimizer steps until the end of the schedule or a stop.
+  TrainResult run();
+
+ private:
+  using clock = std::chrono::steady_clock;
+  using P = acc_t<T>;
+
+  void resume_or_init();
+  void start_metrics();
+  void print_header() const;
+  StepStats optimizer_step();
+  bool stop_agreed() const;
+  void log(const StepStats& s);
+  data::EvalResult evaluate(int64_t at_step);
+  void checkpoint(int64_t at_step);
+  void finish(TrainResult& result);
+  void report_stop(bool signalled, TrainResult& result) const;
+  void append_metrics(const json& line);
+
+  const RunConfig& cfg_;
+  const TrainOptions& opts_;
+  const ProcessGrid& grid_;
+  Device& dev_;
+  const clock::time_point t_start_;
+  const Plan plan_;
+  const BatchSplit split_;
+  RunDirLock lock_;  // one run per folder (root), taken before anything slow
+  const int seq_len_;
+  const double tokens_per_step_;
+  data::SequenceLoader loader_;
+  const data::EvalSet eval_set_;
+  Model<T> model_;
+  Optimizer<T> optim_;
+  std::unique_ptr<GradSync<P>> sync_;
+  const CosineSchedule sched_;
+  const std::filesystem::path out_;
+  const json resolved_;  // config.json: re-plans to the same run
+  const bool tty_;
+  std::unique_ptr<CheckedWriter> metrics_;  // every line checked: a lost line stops the run (exit 1)
+  std::vector<int32_t> batch_;  // this rank's sequences of the step, (local, seq_len + 1)
+  int64_t step_ = 0;            // optimizer steps done
+  // Timing: the log window (steps since the last log line) and the whole run in this process.
+  double window_seconds_ = 0;
+  int64_t window_steps_ = 0;
+  double run_seconds_ = 0;
+  int64_t run_steps_ = 0;
+};
+
+template <typename T>
+Trainer<T>::Trainer(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, const ProcessGrid& grid)
+    : cfg_(cfg),
+      opts_(opts),
+      grid_(grid),
+      dev_(ops.device()),
+      t_start_(clock::now()),
+      plan_(plan_to_train(cfg)),
+      split_(split_batch(cfg, plan_.batch_size, grid.dp_size)),
+      lock_(grid.is_root() ? RunDirLock(opts.out_dir) : RunDirLock()),
+      seq_len_(cfg.model.seq_len),
+      tokens_per_step_(double(plan_.batch_size) * seq_len_),
+      loader_(open_split(cfg, data::Split::Train), loader_options(cfg, plan_, grid)),
+      eval_set_(open_split(cfg, data::Split::Val), seq_len_, int64_t(cfg.eval.tokens), split_.micro * grid.dp_size),
+      model_(cfg.model, split_.micro, grid, ops),
+      optim_(model_, cfg.train, grid, ops, cfg.parallel.zero1 ? ZeroStage::Stage1 : ZeroStage::None),
+      sched_{plan_.lr, cfg.train.min_lr, plan_.warmup_iters, plan_.iters},
+      out_(opts.out_dir),
+      resolved_(resolved_manifest(cfg, plan_)),
+      tty_(grid.is_root() && ::isatty(1) == 1),
+      batch_(size_t(split_.local) * size_t(seq_len_ + 1)) {
+  if (grid.dp_size > 1 || grid.edp_size > 1) {
+    sync_ = std::make_unique<GradSync<P>>(
+        typename GradSync<P>::Buffer{model_.grads(ParamGroup::Dense), &model_.layout().dense, &grid.dp()},
+        typename GradSync<P>::Buffer{model_.grads(ParamGroup::Expert), &model_.layout().expert, &grid.edp()},
+        dev_.space(), size_t(16) << 20);
+  }
+  if (grid.is_root()) std::filesystem::create_directories(out_);
+}
+
+template <typename T>
+TrainResult Trainer<T>::run() {
+  resume_or_init();
+  start_metrics();
+  print_header();
+  TrainResult result;
+  while (step_ < plan_.iters) {
+    const StepStats s = optimizer_step();
+    const bool signalled = stop_agreed();
+    const bool stop_here =
+        signalled || (opts_.stop_after > 0 && step_ >= opts_.stop_after && step_ < plan_.iters);
+    if (step_ == 1 || step_ == plan_.iters || stop_here || (cfg_.log.every > 0 && step_ % cfg_.log.every == 0)) {
+      log(s);
+    }
+    if (step_ == plan_.iters) {
+      finish(result);
+      break;
+    }
+    if (cfg_.eval.every > 0 && step_ % cfg_.eval.every == 0) evaluate(step_);
+    if (stop_here || (cfg_.checkpoint.every > 0 && step_ % cfg_.checkpoint.every == 0)) checkpoint(step_);
+    if (stop_here) {
+      report_stop(signalled, result);
+      break;
+    }
+  }
+  result.step = step_;
+  std::fflush(stdout);
+  return result;
+}
+
+// Fresh parameters from the seed, or parameters, Adam moments, step and loader position from a
+// checkpoint (--resume auto: the run folder's latest; --resume DIR: that checkpoint or run folder).
+template <typename T>
+void Trainer<T>::resume_or_init() {
+  namespace fs = std::filesystem;
+  std::string resume_dir;
+  json st;  // the checkpoint's state.json, verified
+  if (opts_.resume == ResumeMode::Auto) resume_dir = latest_intact_checkpoint(opts_.out_dir, &st, grid_.is_root());
+  if (opts_.resume == ResumeMode::From) {
+    resume_dir = fs::exists(fs::path(opts_.resume_from) / "state.json") ? opts_.resume_from
+                                                                         : latest_checkpoint(opts_.resume_from);
+    MT_INPUT(!resume_dir.empty(), "--resume ", opts_.resume_from, ": no complete checkpoint there");
+    st = verify_checkpoint(resume_dir);
+  }
+  if (resume_dir.empty()) {
+    model_.init_params(cfg_.train.seed);
+    return;
+  }
+  MT_INPUT(st.contains("config"), resume_dir, "/state.json: no config (not a training checkpoint)");
+  for (const std::string& change : check_resume_compatible(st["config"], resolved_, resume_dir, opts_.override_schedule))
+    if (grid_.is_root()) std::printf("--override-schedule: %s\n", change.c_str());
+  HostState<T> hs;
+  hs.dense.resize(model_.numel(ParamGroup::Dense));
+  hs.expert.resize(model_.numel(ParamGroup::Expert));
+  hs.dense_m.resize(hs.dense.size());
+  hs.dense_v.resize(hs.dense.size());
+  hs.expert_m.resize(hs.expert.size());
+  hs.expert_v.resize(hs.expert.size());
+  load_checkpoint(resume_dir, model_.layout(), hs.view_mut());
+  hs.scatter(model_, optim_, dev_);
+  step_ = st.at("step").get<int64_t>();
+  with_json_errors(resume_dir + "/state.json: loader", [&] { loader_.restore(st.at("loader")); });
+  if (grid_.is_root()) {
+    std::printf("resuming %s from %s (step %lld)\n", cfg_.name.c_str(), resume_dir.c_str(), (long long)step_);
+  }
+}
+
+// config.json, and metrics.jsonl cut back to the resumed step (what follows is written again).
+template <typename T>
+void Trainer<T>::start_metrics() {
+  if (!grid_.is_root()) return;
+  const std::string metrics_path = (out_ / "metrics.jsonl").string();
+  write_text_atomic((out_ / "config.json").string(), resolved_.dump(2) + "\n");
+  truncate_metrics(metrics_path, step_);
+  metrics_ = std::make_unique<CheckedWriter>(metrics_path);
+}
+
+template <typename T>
+void Trainer<T>::print_header() const {
+  if (!grid_.is_root()) return;
+  std::printf("%s: N %.4g, Na %.4g (ra %.1f%%), %lld steps of %d x %d tokens, D %.4g, D-hat %.4g (%.2f epochs), lr %.3g\n",
+              cfg_.name.c_str(), double(plan_.n_params), double(plan_.n_active), 100 * plan_.activation_rate,
+              (long long)plan_.iters, plan_.batch_size, seq_len_, plan_.tokens, plan_.unique_tokens, plan_.epochs,
+              plan_.lr);
+  std::printf("  %s; %s; micro-batch %d x %d per rank\n", opts_.device_name.c_str(), grid_.describe().c_str(),
+              split_.micro, split_.n_micro);
+  std::fflush(stdout);
+}
+
+// One optimizer step: this rank's micro-batches with gradient accumulation (each scaled by
+// 1/(micro-batches x dp)), the dp reduction (started in buckets by the last micro-batch's backward),
+// the global gradient norm, clipping and AdamW at the schedule's lr. Returns the step's statistics,
+// summed over dp.
+template <typename T>
+StepStats Trainer<T>::optimizer_step() {
+  const auto t0 = clock::now();
+  StepStats s;
+  s.lr = sched_.at(step_);
+  model_.zero_grads();
+  model_.profiler().reset();
+  loader_.next(batch_.data());
+  const float loss_scale = 1.0f / float(split_.n_micro * grid_.dp_size);
+  for (int mb = 0; mb < split_.n_micro; ++mb) {
+    GradReadyHook* hook = mb == split_.n_micro - 1 ? sync_.get() : nullptr;
+    s.add(model_.forward_backward(batch_.data() + size_t(mb) * split_.micro * (seq_len_ + 1), split_.micro,
+                                  loss_scale, hook),
+          split_.n_micro);
+  }
+  if (sync_) sync_->finish();
+  s.reduce_over_dp(grid_);
+  s.grad_norm = optim_.grad_norm();
+  if (!std::isfinite(s.loss()) || !std::isfinite(s.grad_norm)) {
+    const std::string last = latest_checkpoint(opts_.out_dir);
+    throw Error(str(cfg_.name, ": the loss is ", s.loss(), " and the gradient norm ", s.grad_norm, " at step ",
+                    step_ + 1, "; training stopped. The last good checkpoint is ",
+                    last.empty() ? std::string("(none)") : last,
+                    ". Resume from it with a lower lr or a longer warmup: moetrain train CONFIG --out ", opts_.out_dir,
+                    " --resume auto --override-schedule --set train.lr=... --set train.warmup_iters=..."));
+  }
+  optim_.update(int(step_ + 1), s.lr, s.grad_norm);
+  ++step_;
+  dev_.synchronize();
+  s.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  window_seconds_ += s.seconds;
+  ++window_steps_;
+  run_seconds_ += s.seconds;
+  ++run_steps_;
+  return s;
+}
+
+// The stop flag (SIGTERM / SIGINT) summed over the world, so that every rank stops at the same step.
+template <typename T>
+bool Trainer<T>::stop_agreed() const {
+  double flag = stop_requested() ? 1 : 0;
+  if (grid_.world_size > 1) grid_.world().allreduce_sum(&flag, 1, DType::F64, MemSpace::Host);
+  return flag > 0;
+}
+
+// A metrics.jsonl line and the progress line (root only).
+template <typename T>
+void Trainer<T>::log(const StepStats& s) {
+  if (!grid_.is_root()) return;
+  const double tok_s = tokens_per_step_ * double(window_steps_) / window_seconds_;
+  const double flops = model_.profiler().total_flops() * grid_.world_size;  // this step, executed
+  const double mfu = opts_.peak_flops > 0 ? flops / s.seconds / (opts_.peak_flops * grid_.world_size) : 0;
+  json line{{"step", step_},        {"tokens", double(step_) * tokens_per_step_},
+            {"epoch", loader_.epochs()}, {"lr", s.lr},
+            {"loss", s.loss()},     {"balance_loss", s.balance_loss},
+            {"z_loss", s.z_loss},   {"grad_norm", s.grad_norm},
+            {"tok_per_s", tok_s},   {"mfu", mfu}};
+  if (!s.expert_load.empty()) {
+    line["expert_load"] = s.expert_load_json(cfg_.model.moe.n_experts);
+    line["dropped"] = s.dropped;
+  }
+  append_metrics(line);
+  const double eta = double(plan_.iters - step_) * (window_seconds_ / double(window_steps_));
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "step %lld/%lld | loss %.4f | lr %.2e | norm %.2f | %s tok/s | ETA %s",
+                (long long)step_, (long long)plan_.iters, s.loss(), s.lr, s.grad_norm, short_count(tok_s).c_str(),
+                short_duration(eta).c_str());
+  if (tty_) {
+    std::printf("\r%-100s", buf);
+  } else {
+    std::printf("%s\n", buf);
+  }
+  std::fflush(stdout);
+  window_seconds_ = 0;
+  window_steps_ = 0;
+}
+
+// The val set's loss and BPC, logged as a metrics line.
+template <typename T>
+data::EvalResult Trainer<T>::evaluate(int64_t at_step) {
+  const data::EvalResult r = train_detail::evaluate(model_, eval_set_, grid_);
+  if (grid_.is_root()) {
+    append_metrics({{"step", at_step},
+                    {"tokens", double(at_step) * tokens_per_step_},
+                    {"epoch", loader_.epochs()},
+                    {"val_loss", r.loss()},
+                    {"val_bpc", json_number_or_null(r.bpc())}});
+    if (tty_) std::printf("\r%-100s\r", "");
+    std::printf("step %lld: val loss %.4f, val bpc %s\n", (long long)at_step, r.loss(),
+                r.bpc() >= 0 ? std::to_string(r.bpc()).c_str() : "n/a (unknown tokenizer)");
+    std::fflush(stdout);
+  }
+  if (cfg_.eval.sample_tokens > 0) print_eval_sample(model_, cfg_, grid_.is_root());
+  return r;
+}
+
+// checkpoints/step_XXXXXXXX/: parameters, Adam moments, step and loader position (every rank takes part).
+template <typename T>
+void Trainer<T>::checkpoint(int64_t at_step) {
+  HostState<T> hs;
+  hs.gather(model_, optim_, grid_, dev_);
+  json st;
+  st["step"] = at_step;
+  st["tokens"] = double(at_step) * tokens_per_step_;
+  st["loader"] = loader_.state();
+  st["seed"] = cfg_.train.seed;
+  st["config"] = resolved_;
+  save_checkpoint(opts_.out_dir, at_step, st, grid_, model_.layout(), hs.view(), std::max(1, cfg_.checkpoint.keep));
+}
+
+// The end of the schedule: a last evaluation and checkpoint, and summary.json.
+template <typename T>
+void Trainer<T>::finish(TrainResult& result) {
+  const data::EvalResult r = evaluate(step_);
+  checkpoint(step_);
+  result.val_bpc = r.bpc();
+  result.outcome = TrainOutcome::Finished;
+  if (!grid_.is_root()) return;
+  json sum = plan_.to_json();
+  sum["name"] = cfg_.name;
+  sum["status"] = "finished";
+  sum["steps"] = step_;
+  sum["val_loss"] = r.loss();
+  sum["val_bpc"] = json_number_or_null(r.bpc());
+  sum["val_bits_per_byte"] = json_number_or_null(r.bits_per_byte());
+  sum["wall_seconds"] = std::chrono::duration<double>(clock::now() - t_start_).count();
+  sum["train_seconds"] = run_seconds_;
+  sum["tok_per_s"] = run_seconds_ > 0 ? tokens_per_step_ * double(run_steps_) / run_seconds_ : 0;
+  sum["device"] = opts_.device_name;
+  sum["world_size"] = grid_.world_size;
+  sum["layout"] = {{"tp", grid_.tp_size}, {"dp", grid_.dp_size}, {"ep", grid_.ep_size}};
+  write_text_atomic((out_ / "summary.json").string(), sum.dump(2) + "\n");
+  std::printf("finished %s: %lld steps, val loss %.4f, val bpc %.4f, %.1f s\n", cfg_.name.c_str(), (long long)step_,
+              r.loss(), r.bpc(), sum["wall_seconds"].get<double>());
+}
+
+// A stop before the end (signal or --stop-after): the checkpoint is written; say how to go on.
+template <typename T>
+void Trainer<T>::report_stop(bool signalled, TrainResult& result) const {
+  result.outcome = signalled ? TrainOutcome::Interrupted : TrainOutcome::Stopped;
+  if (!grid_.is_root()) return;
+  if (tty_) std::printf("\n");
+  std::printf("stopped at step %lld/%lld (%s); continue with --resume auto\n", (long long)step_,
+              (long long)plan_.iters, signalled ? "signal" : "--stop-after");
+}
+
+// Every metrics.jsonl line goes through here (root only).
+template <typename T>
+void Trainer<T>::append_metrics(const json& line) {
+  metrics_->write_line(line.dump());
+}
+
 }  // namespace train_detail
 
 template <typename T>
 TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, const ProcessGrid& grid) {
-  namespace fs = std::filesystem;
-  using namespace train_detail;
-  using clock = std::chrono::steady_clock;
-  const auto t_start = clock::now();
-  Device& dev = ops.device();
-  const Plan plan = make_plan(cfg);
-  const int S = cfg.model.seq_len;
-  const BatchSplit bs = split_batch(cfg, plan.batch_size, grid.dp_size);
-  RunDirLock lock;  // one run per folder, taken before anything slow
-  if (grid.is_root()) lock = RunDirLock(opts.out_dir);
-  MT_INPUT(!cfg.data.train.empty(), cfg.name, ": data.train is required to train");
-  MT_INPUT(!cfg.data.val.empty(), cfg.name, ": data.val is required to train (the run reports val BPC)");
-
-  // Data first: bad data is bad input, found before any allocation.
-  auto train_ds = std::make_shared<const data::TokenDataset>(
-      data::open_dataset(cfg.data.train, data::Split::Train, cfg.model.vocab_size));
-  auto val_ds = std::make_shared<const data::TokenDataset>(
-      data::open_dataset(cfg.data.val, data::Split::Val, cfg.model.vocab_size));
-  data::LoaderOptions lo;
-  lo.seq_len = S;
-  lo.unique_tokens = int64_t(std::llround(plan.unique_tokens));
-  lo.seed = cfg.train.seed;
-  lo.batch_size = plan.batch_size;
-  lo.dp_rank = grid.dp_rank;
-  lo.dp_size = grid.dp_size;
-  data::SequenceLoader loader(train_ds, lo);
-  const data::EvalSet eval_set(val_ds, S, int64_t(cfg.eval.tokens), bs.micro * grid.dp_size);
-
-  Model<T> model(cfg.model, bs.micro, grid, ops);
-  Optimizer<T> optim(model, cfg.train, grid, ops, cfg.parallel.zero1 ? ZeroStage::Stage1 : ZeroStage::None);
-  using P = acc_t<T>;
-  const MemSpace space = dev.kind() == DeviceKind::Cpu ? MemSpace::Host : MemSpace::Device;
-  std::unique_ptr<GradSync<P>> sync;
-  if (grid.dp_size > 1 || grid.edp_size > 1) {
-    sync = std::make_unique<GradSync<P>>(
-        typename GradSync<P>::Buffer{model.grads(ParamGroup::Dense), &model.layout().dense, &grid.dp()},
-        typename GradSync<P>::Buffer{model.grads(ParamGroup::Expert), &model.layout().expert, &grid.edp()}, space,
-        size_t(16) << 20);
-  }
-  const CosineSchedule sched{plan.lr, cfg.train.min_lr, plan.warmup_iters, plan.iters};
-
-  // The run folder and the resolved config (config.json re-plans to the same run).
-  const fs::path out(opts.out_dir);
-  const json resolved = resolved_manifest(cfg, plan);
-  if (grid.is_root()) fs::create_directories(out);
-  const std::string metrics_path = (out / "metrics.jsonl").string();
-
-  // Start: fresh or from a checkpoint.
-  int64_t step = 0;
-  std::string resume_dir;
-  json saved;
-  if (opts.resume == ResumeMode::Auto) resume_dir = latest_intact_checkpoint(opts.out_dir, &saved, grid.is_root());
-  if (opts.resume == ResumeMode::From) {
-    resume_dir = fs::exists(fs::path(opts.resume_from) / "state.json") ? opts.resume_from
-                                                                       : latest_checkpoint(opts.resume_from);
-    MT_INPUT(!resume_dir.empty(), "--resume ", opts.resume_from, ": no complete checkpoint there");
-    saved = verify_checkpoint(resume_dir);
-  }
-  if (!resume_dir.empty()) {
-    MT_INPUT(saved.contains("config"), resume_dir, "/state.json: no config (not a training checkpoint)");
-    for (const std::string& change : check_resume_compatible(saved["config"], resolved, resume_dir, opts.override_schedule))
-      if (grid.is_root()) std::printf("--override-schedule: %s\n", change.c_str());
-    HostState<T> hs;
-    hs.dense.resize(model.numel(ParamGroup::Dense));
-    hs.expert.resize(model.numel(ParamGroup::Expert));
-    hs.dense_m.resize(hs.dense.size());
-    hs.dense_v.resize(hs.dense.size());
-    hs.expert_m.resize(hs.expert.size());
-    hs.expert_v.resize(hs.expert.size());
-    load_checkpoint(resume_dir, model.layout(), hs.view_mut());
-    hs.scatter(model, optim, dev);
-    step = saved.at("step").get<int64_t>();
-    with_json_errors(resume_dir + "/state.json: loader", [&] { loader.restore(saved.at("loader")); });
-    if (grid.is_root()) std::printf("resuming %s from %s (step %lld)\n", cfg.name.c_str(), resume_dir.c_str(), (long long)step);
-  } else {
-    model.init_params(cfg.train.seed);
-  }
-  if (grid.is_root()) {
-    write_text_atomic((out / "config.json").string(), resolved.dump(2) + "\n");
-    truncate_metrics(metrics_path, step);
-  }
-  std::unique_ptr<CheckedWriter> metrics;  // every line checked: a lost line stops the run (exit 1)
-  if (grid.is_root()) metrics = std::make_unique<CheckedWriter>(metrics_path);
-
-  const bool tty = grid.is_root() && ::isatty(1) == 1;
-  if (grid.is_root()) {
-    std::printf("%s: N %.4g, Na %.4g (ra %.1f%%), %lld steps of %d x %d tokens, D %.4g, D-hat %.4g (%.2f epochs), lr %.3g\n",
-                cfg.name.c_str(), double(plan.n_params), double(plan.n_active), 100 * plan.activation_rate,
-                (long long)plan.iters, plan.batch_size, S, plan.tokens, plan.unique_tokens, plan.epochs, plan.lr);
-    std::printf("  %s; %s; micro-batch %d x %d per rank\n", opts.device_name.c_str(), grid.describe().c_str(),
-                bs.micro, bs.n_micro);
-    std::fflush(stdout);
-  }
-
-  auto save = [&](int64_t at_step) {
-    HostState<T> hs;
-    hs.gather(model, optim, grid, dev);
-    json st;
-    st["step"] = at_step;
-    st["tokens"] = double(at_step) * plan.batch_size * S;
-    st["loader"] = loader.state();
-    st["seed"] = cfg.train.seed;
-    st["config"] = resolved;
-    save_checkpoint(opts.out_dir, at_step, st, grid, model.layout(), hs.view(), std::max(1, cfg.checkpoint.keep));
-  };
-  auto run_eval = [&](int64_t at_step) {
-    data::EvalResult r = evaluate(model, eval_set, grid);
-    if (grid.is_root()) {
-      json line{{"step", at_step}, {"tokens", double(at_step) * plan.batch_size * S}, {"epoch", loader.epochs()},
-                {"val_loss", r.loss()}, {"val_bpc", json_number_or_null(r.bpc())}};
-      metrics->write_line(line.dump());
-      if (tty) std::printf("\r%-100s\r", "");
-      std::printf("step %lld: val loss %.4f, val bpc %s\n", (long long)at_step, r.loss(),
-                  r.bpc() >= 0 ? std::to_string(r.bpc()).c_str() : "n/a (unknown tokenizer)");
-      std::fflush(stdout);
-    }
-    if (cfg.eval.sample_tokens > 0) print_eval_sample(model, cfg, grid.is_root());
-    return r;
-  };
-
-  std::vector<int32_t> batch(size_t(bs.local) * size_t(S + 1));
-  const float loss_scale = 1.0f / float(bs.n_micro * grid.dp_size);
-  const double tokens_per_step = double(plan.batch_size) * S;
-  double window_seconds = 0;
-  int64_t window_steps = 0;
-  double run_seconds = 0;
-  int64_t run_steps = 0;
-  TrainResult result;
-
-  while (step < plan.iters) {
-    const auto t0 = clock::now();
-    const double lr = sched.at(step);
-    model.zero_grads();
-    model.profiler().reset();
-    loader.next(batch.data());
-    double stats[4] = {0, 0, 0, 0};  // loss_sum, tokens, balance, z
-    std::vector<double> load;        // [layer][E] choices, summed over micro-batches
-    int64_t dropped = 0;
-    for (int mb = 0; mb < bs.n_micro; ++mb) {
-      GradReadyHook* hook = mb == bs.n_micro - 1 ? sync.get() : nullptr;
-      MicroBatchStats s = model.forward_backward(batch.data() + size_t(mb) * bs.micro * (S + 1), bs.micro,
-                                                 loss_scale, hook);
-      stats[0] += s.loss_sum;
-      stats[1] += double(s.tokens);
-      stats[2] += s.balance_loss / bs.n_micro;
-      stats[3] += s.z_loss / bs.n_micro;
-      size_t k = 0;
-      for (const auto& layer : s.tokens_per_expert) {
-        if (load.size() < k + layer.size()) load.resize(k + layer.size(), 0.0);
-        for (int64_t c : layer) load[k++] += double(c);
-      }
-      dropped += s.dropped;
-    }
-    if (sync) sync->finish();
-    // Global statistics over dp (and the stop flag over the world).
-    std::vector<double> red(stats, stats + 4);
-    red.insert(red.end(), load.begin(), load.end());
-    red.push_back(double(dropped));
-    if (grid.dp_size > 1) grid.dp().allreduce_sum(red.data(), red.size(), DType::F64, MemSpace::Host);
-    const double loss = red[0] / red[1];
-    const double balance = red[2] / grid.dp_size, zl = red[3] / grid.dp_size;
-    const double grad_norm = optim.grad_norm();
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
-      const std::string last = latest_checkpoint(opts.out_dir);
-      throw Error(str(cfg.name, ": the loss is ", loss, " and the gradient norm ", grad_norm, " at step ", step + 1,
-               "; training stopped. The last good checkpoint is ", last.empty() ? std::string("(none)") : last,
-               ". Resume from it with a lower lr or a longer warmup: moetrain train CONFIG --out ", opts.out_dir,
-               " --resume auto --override-schedule --set train.lr=... --set train.warmup_iters=..."));
-    }
-    optim.update(int(step + 1), lr, grad_norm);
-    ++step;
-    dev.synchronize();
-    const double dt = std::chrono::duration<double>(clock::now() - t0).count();
-    window_seconds += dt;
-    ++window_steps;
-    run_seconds += dt;
-    ++run_steps;
-
-    double flag = stop_requested() ? 1 : 0;
-    if (grid.world_size > 1) grid.world().allreduce_sum(&flag, 1, DType::F64, MemSpace::Host);
-    const bool signalled = flag > 0;
-    const bool stop_here = signalled || (opts.stop_after > 0 && step >= opts.stop_after && step < plan.iters);
-
-    // Logging.
-    const bool log_now = step == 1 || step == plan.iters || stop_here || (cfg.log.every > 0 && step % cfg.log.every == 0);
-    if (log_now && grid.is_root()) {
-      const double tok_s = tokens_per_step * window_steps / window_seconds;
-      const double flops = model.profiler().total_flops() * grid.world_size;  // this step, executed
-      const double mfu = opts.peak_flops > 0 ? flops / dt / (opts.peak_flops * grid.world_size) : 0;
-      json line{{"step", step},       {"tokens", double(step) * tokens_per_step},
-                {"epoch", loader.epochs()}, {"lr", lr},
-                {"loss", loss},       {"balance_loss", balance},
-                {"z_loss", zl},       {"grad_norm", grad_norm},
-                {"tok_per_s", tok_s}, {"mfu", mfu}};
-      if (!load.empty()) {
-        const int E = cfg.model.moe.n_experts;
-        json el = json::array();
-        for (size_t l = 0; l * E < load.size(); ++l) {
-          double mn = 1e300, mx = 0, sum = 0;
-          for (int e = 0; e < E; ++e) {
-            const double c = red[4 + l * E + size_t(e)];
-            mn = std::min(mn, c);
-            mx = std::max(mx, c);
-            sum += c;
-          }
-          el.push_back({{"layer", l}, {"min", mn}, {"max", mx}, {"mean", sum / E}});
-        }
-        line["expert_load"] = el;
-        line["dropped"] = red.back();
-      }
-      metrics->write_line(line.dump());
-      const double eta = double(plan.iters - step) * (window_seconds / window_steps);
-      char buf[256];
-      std::snprintf(buf, sizeof buf, "step %lld/%lld | loss %.4f | lr %.2e | norm %.2f | %s tok/s | ETA %s",
-                    (long long)step, (long long)plan.iters, loss, lr, grad_norm, short_count(tok_s).c_str(),
-                    short_duration(eta).c_str());
-      if (tty) {
-        std::printf("\r%-100s", buf);
-      } else {
-        std::printf("%s\n", buf);
-      }
-      std::fflush(stdout);
-      window_seconds = 0;
-      window_steps = 0;
-    }
-
-    const bool last = step == plan.iters;
-    if (!last && cfg.eval.every > 0 && step % cfg.eval.every == 0) run_eval(step);
-    if (last) {
-      const data::EvalResult r = run_eval(step);
-      save(step);
-      result.val_bpc = r.bpc();
-      if (grid.is_root()) {
-        json sum = plan.to_json();
-        sum["name"] = cfg.name;
-        sum["status"] = "finished";
-        sum["steps"] = step;
-        sum["val_loss"] = r.loss();
-        sum["val_bpc"] = json_number_or_null(r.bpc());
-        sum["val_bits_per_byte"] = json_number_or_null(r.bits_per_byte());
-        sum["wall_seconds"] = std::chrono::duration<double>(clock::now() - t_start).count();
-        sum["train_seconds"] = run_seconds;
-        sum["tok_per_s"] = run_seconds > 0 ? tokens_per_step * run_steps / run_seconds : 0;
-        sum["device"] = opts.device_name;
-        sum["world_size"] = grid.world_size;
-        sum["layout"] = {{"tp", grid.tp_size}, {"dp", grid.dp_size}, {"ep", grid.ep_size}};
-        write_text_atomic((out / "summary.json").string(), sum.dump(2) + "\n");
-        std::printf("finished %s: %lld steps, val loss %.4f, val bpc %.4f, %.1f s\n", cfg.name.c_str(),
-                    (long long)step, r.loss(), r.bpc(), sum["wall_seconds"].get<double>());
-      }
-      result.outcome = TrainOutcome::Finished;
-      break;
-    }
-    if (stop_here || (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0)) save(step);
-    if (stop_here) {
-      result.outcome = signalled ? TrainOutcome::Interrupted : TrainOutcome::Stopped;
-      if (grid.is_root()) {
-        if (tty) std::printf("\n");
-        std::printf("stopped at step %lld/%lld (%s); continue with --resume auto\n", (long long)step,
-                    (long long)plan.iters, signalled ? "signal" : "--stop-after");
-      }
-      break;
-    }
-  }
-  if (step >= plan.iters && result.outcome != TrainOutcome::Finished) result.outcome = TrainOutcome::Finished;
-  result.step = step;
-  std::fflush(stdout);
-  return result;
+  return train_detail::Trainer<T>(cfg, opts, ops, grid).run();
 }
 
 template <typename T>
@@ -428,9 +520,7 @@ json evaluate_checkpoint(const RunConfig& cfg, const std::string& ckpt_dir, Ops<
   MT_INPUT(!cfg.data.val.empty(), cfg.name, ": data.val is required to evaluate");
   const Plan plan = make_plan(cfg);
   const BatchSplit bs = split_batch(cfg, plan.batch_size, grid.dp_size);
-  auto val_ds = std::make_shared<const data::TokenDataset>(
-      data::open_dataset(cfg.data.val, data::Split::Val, cfg.model.vocab_size));
-  const data::EvalSet set(val_ds, cfg.model.seq_len, int64_t(cfg.eval.tokens), bs.micro * grid.dp_size);
+  const data::EvalSet set(open_split(cfg, data::Split::Val), cfg.model.seq_len, int64_t(cfg.eval.tokens), bs.micro * grid.dp_size);
   Model<T> model(cfg.model, bs.micro, grid, ops);
   {
     std::vector<float> dense(model.numel(ParamGroup::Dense)), expert(model.numel(ParamGroup::Expert));

@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "engine/cpu/cpu_ops.h"
+#include "engine/model/experts.h"
 #include "tests/gpu/gpu_test_util.h"
 
 using namespace mt;
@@ -257,8 +258,8 @@ struct AttentionCase : CaseBase {
     Buf<P> lse(dev, size_t(B) * H * S);
     out.poison();
     dqkv.poison();
-    ops.attention_forward(out, lse, qkv, sl, B, S, H, Dh);
-    ops.attention_backward(dqkv, dout, qkv, out, lse, sl, B, S, H, Dh);
+    ops.attention_forward(out, lse, qkv, sl, {B, S, H, Dh});
+    ops.attention_backward(dqkv, dout, qkv, out, lse, sl, {B, S, H, Dh});
     return {{"out", out.download()}, {"lse", lse.download(), false}, {"dqkv", dqkv.download()}};
   }
 };
@@ -295,11 +296,11 @@ struct RouterCase : CaseBase {
     Buf<P> logits(dev, gen.p(size_t(N) * E, -3, 3)), dgate(dev, gen.p(size_t(N) * K)), prob_grad(dev, gen.p(E)),
         gate(dev, size_t(N) * K), probs(dev, size_t(N) * E), lse(dev, N), dlogits(dev, size_t(N) * E);
     Buf<int32_t> idx(dev, size_t(N) * K);
-    ops.router_forward(idx, gate, probs, lse, logits, N, E, K, norm);
-    ops.router_backward(dlogits, dgate, prob_grad, probs, lse, idx, gate, 0.25f, N, E, K, norm);
+    ops.router_forward(idx, gate, probs, lse, logits, {N, E, K}, norm);
+    ops.router_backward(dlogits, dgate, prob_grad, probs, lse, idx, gate, 0.25f, {N, E, K}, norm);
     std::vector<int64_t> counts(E);
     std::vector<double> prob_sum(E);
-    ops.router_stats(counts.data(), prob_sum.data(), idx, probs, N, E, K);
+    ops.router_stats(counts.data(), prob_sum.data(), idx, probs, {N, E, K});
     return {{"topk_idx", idx.download(), false},   {"gate", gate.download(), false},
             {"probs", probs.download(), false},    {"lse", lse.download(), false},
             {"dlogits", dlogits.download(), false}, {"counts", Vec(counts.begin(), counts.end()), false},
@@ -342,7 +343,7 @@ struct DispatchCase : CaseBase {
     const size_t R_max = size_t(N) * K;
     Buf<int32_t> idx(dev, idx_v), slot(dev, R_max), row_src(dev, R_max);
     std::vector<int64_t> tpe(E);
-    const int R = ops.moe_route_plan(slot, row_src, tpe.data(), idx, N, K, E, capacity);
+    const int R = ops.moe_route_plan(slot, row_src, tpe.data(), idx, {N, E, K}, capacity);
     Buf<T> inp(dev, gen.t(size_t(N) * C)), permuted(dev, size_t(R) * C), dperm(dev, gen.t(size_t(R) * C)),
         dinp(dev, size_t(N) * C), expert_out(dev, gen.t(size_t(R) * C)), combined(dev, size_t(N) * C),
         dy(dev, gen.t(size_t(N) * C)), dexp(dev, size_t(R) * C);
@@ -413,11 +414,11 @@ struct ExpertsCase : CaseBase {
     const size_t R = size_t(offsets[E]);
     Buf<T> inp(dev, in.inp), w1(dev, in.w1), w3(dev, in.w3), w2(dev, in.w2), dout(dev, in.dout), out(dev, R * C),
         h13(dev, R * 2 * F), act(dev, R * F), dinp(dev, R * C), dh13(dev, R * 2 * F), dact(dev, R * F);
-    Buf<P> dw1(dev, in.dw1), dw3(dev, in.dw3), dw2(dev, in.dw2);
+    Buf<P> dw1(dev, in.dw1), dw3(dev, in.dw3), dw2(dev, in.dw2), dinp_acc(dev, R * C);
     out.poison();
     dinp.poison();
-    ops.experts_forward(out, h13, act, inp, w1, w3, w2, offsets.data(), E, C, F);
-    ops.experts_backward(dinp, dw1, dw3, dw2, dh13, dact, dout, inp, h13, act, w1, w3, w2, offsets.data(), E, C, F);
+    experts_forward<T>(ops, out, h13, act, inp, w1, w3, w2, offsets.data(), E, C, F);
+    experts_backward<T>(ops, dinp, dw1, dw3, dw2, dh13, dact, dinp_acc, dout, inp, h13, act, w1, w3, w2, offsets.data(), E, C, F);
     return {{"out", out.download()},          {"h13", h13.download()},           {"act", act.download()},
             {"dinp", dinp.download()},        {"dw1", dw1.download(), false},    {"dw3", dw3.download(), false},
             {"dw2", dw2.download(), false}};
@@ -494,13 +495,11 @@ struct ElementwiseCase : CaseBase {
     Device& dev = ops.device();
     const size_t n = 100003;
     Buf<T> x(dev, gen.t(n)), y(dev, gen.t(n)), xc(dev, n);
-    Buf<P> pin(dev, gen.p(n)), pacc(dev, n), ps(dev, gen.p(n));
+    Buf<P> pin(dev, gen.p(n));
     Buf<P> param(dev, gen.p(n)), grad(dev, gen.p(n)), m(dev, gen.p(n, -0.1, 0.1)), v(dev, gen.p(n, 0, 0.01));
     ops.add_inplace(x, y, n);
     ops.to_compute(xc, pin, n);
-    ops.to_acc(pacc, y, n);
-    ops.scale_inplace(ps, 0.3f, n);
-    const double ss = ops.sum_squares(ps, n), s = ops.sum(ps, n);
+    const double ss = ops.sum_squares(pin, n), s = ops.sum(pin, n);
     AdamWArgs a;
     a.lr = 1e-2f;
     a.weight_decay = 0.1f;
@@ -508,7 +507,6 @@ struct ElementwiseCase : CaseBase {
     a.step = 3;
     ops.adamw(param, grad, m, v, n, a);
     return {{"add_inplace", x.download()},          {"to_compute", xc.download()},
-            {"to_acc", pacc.download(), false},     {"scale_inplace", ps.download(), false},
             {"sum_squares", Vec{ss}, false},        {"sum", Vec{s}, false},
             {"adamw param", param.download(), false}, {"adamw m", m.download(), false},
             {"adamw v", v.download(), false}};
