@@ -12,6 +12,7 @@ PACKAGES=(
   dict-gcide
   python3 python3-matplotlib python3-numpy
   nodejs
+  slurm-wlm munge
 )
 
 missing=()

@@ -256,6 +256,8 @@ void parse_train(ObjReader& r, TrainConfig& t, const std::string& base_dir) {
   t.eps = r.get_number("eps", t.eps);
   if (!(t.eps > 0)) r.fail("eps", "must be > 0");
   t.seed = uint64_t(r.get_int("seed", int64_t(t.seed), false, 0));
+  t.watchdog_s = r.get_number("watchdog_s", t.watchdog_s);
+  if (!(t.watchdog_s >= 0)) r.fail("watchdog_s", "must be >= 0 seconds (0: off)");
   r.finish();
 }
 

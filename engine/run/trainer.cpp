@@ -44,10 +44,13 @@ void check_resume_compatible(const json& saved, const json& now, const std::stri
   for (const char* section : {"model", "train", "data"}) {
     json a = saved.contains(section) ? saved[section] : json::object();
     json b = now.contains(section) ? now[section] : json::object();
-    // The micro-batch size is a memory knob of the layout, like parallel.*: it may change.
+    // The micro-batch size is a memory knob of the layout, like parallel.*, and the watchdog limit a
+    // setting of the machine: they may change.
     if (std::string(section) == "train") {
       a.erase("micro_batch_size");
       b.erase("micro_batch_size");
+      a.erase("watchdog_s");
+      b.erase("watchdog_s");
     }
     if (a == b) continue;
     std::string key = section;

@@ -32,6 +32,7 @@
 #include "engine/model/optim.h"
 #include "engine/run/plan.h"
 #include "engine/run/trainer.h"
+#include "engine/run/watchdog.h"
 
 namespace mt {
 namespace train_detail {
@@ -195,6 +196,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
 
   // Start: fresh or from a checkpoint.
   int64_t step = 0;
+  double wall_before = 0;  // wall seconds of the earlier segments of a resumed run
+  int64_t resumes = 0;
   std::string resume_dir;
   if (opts.resume == ResumeMode::Auto) resume_dir = latest_checkpoint(opts.out_dir);
   if (opts.resume == ResumeMode::From) {
@@ -216,6 +219,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
     load_checkpoint(resume_dir, model.layout(), hs.view_mut());
     hs.scatter(model, optim, dev);
     step = st.at("step").get<int64_t>();
+    wall_before = st.value("wall_seconds", 0.0);
+    resumes = st.value("resumes", int64_t(0)) + 1;
     loader.restore(st.at("loader"));
     if (grid.is_root()) std::printf("resuming %s from %s (step %lld)\n", cfg.name.c_str(), resume_dir.c_str(), (long long)step);
   } else {
@@ -228,7 +233,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
   std::ofstream metrics;
   if (grid.is_root()) metrics.open(metrics_path, std::ios::app);
 
-  const bool tty = grid.is_root() && ::isatty(1) == 1;
+  const bool tty = grid.world_size == 1 && ::isatty(1) == 1;  // mpirun gives ranks a pty
   if (grid.is_root()) {
     std::printf("%s: N %.4g, Na %.4g (ra %.1f%%), %lld steps of %d x %d tokens, D %.4g, D-hat %.4g (%.2f epochs), lr %.3g\n",
                 cfg.name.c_str(), double(plan.n_params), double(plan.n_active), 100 * plan.activation_rate,
@@ -238,6 +243,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
     std::fflush(stdout);
   }
 
+  Watchdog watchdog(cfg.train.watchdog_s, grid.world_rank, "train.watchdog_s");
   auto save = [&](int64_t at_step) {
     HostState<T> hs;
     hs.gather(model, optim, grid, dev);
@@ -247,7 +253,10 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
     st["loader"] = loader.state();
     st["seed"] = cfg.train.seed;
     st["config"] = resolved;
+    st["wall_seconds"] = wall_before + std::chrono::duration<double>(clock::now() - t_start).count();
+    st["resumes"] = resumes;
     save_checkpoint(opts.out_dir, at_step, st, grid, model.layout(), hs.view(), std::max(1, cfg.checkpoint.keep));
+    watchdog.progress(at_step);
   };
   auto run_eval = [&](int64_t at_step) {
     data::EvalResult r = evaluate(model, eval_set, grid);
@@ -260,6 +269,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
                   r.bpc() >= 0 ? std::to_string(r.bpc()).c_str() : "n/a (unknown tokenizer)");
       std::fflush(stdout);
     }
+    watchdog.progress(at_step);
     return r;
   };
 
@@ -323,6 +333,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
     double flag = stop_requested() ? 1 : 0;
     if (grid.world_size > 1) grid.world().allreduce_sum(&flag, 1, DType::F64, MemSpace::Host);
     const bool signalled = flag > 0;
+    watchdog.progress(step);
     const bool stop_here = signalled || (opts.stop_after > 0 && step >= opts.stop_after && step < plan.iters);
 
     // Logging.
@@ -382,7 +393,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
         sum["val_loss"] = r.loss();
         sum["val_bpc"] = json_number_or_null(r.bpc());
         sum["val_bits_per_byte"] = json_number_or_null(r.bits_per_byte());
-        sum["wall_seconds"] = std::chrono::duration<double>(clock::now() - t_start).count();
+        sum["wall_seconds"] = wall_before + std::chrono::duration<double>(clock::now() - t_start).count();
+        sum["resumes"] = resumes;
         sum["train_seconds"] = run_seconds;
         sum["tok_per_s"] = run_seconds > 0 ? tokens_per_step * run_steps / run_seconds : 0;
         sum["device"] = opts.device_name;
