@@ -130,6 +130,7 @@ std::string run_capture(const std::string& command) {
     const std::string how = WIFEXITED(status) ? str("exit ", WEXITSTATUS(status))
                             : WIFSIGNALED(status) ? str("signal ", WTERMSIG(status))
                                                   : str("status ", status);
+    std::replace(out.begin(), out.end(), '\n', ' ');  // one line
     throw Error(str("`", command, "` failed (", how, "): ", out.empty() ? "no output" : out));
   }
   return out;

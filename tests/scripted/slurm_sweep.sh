@@ -16,8 +16,8 @@ cat > sweep.json << EOF
   "base": $(cat run.json),
   "runs": [
     {"name": "long", "train.tokens": $((1500 * 256))},
-    {"name": "short", "train.tokens": $((100 * 256))},
-    {"name": "bad", "train.tokens": 2048, "data.train": "$TMP/no_such_data"},
+    {"name": "short", "train.tokens": $((300 * 256))},
+    {"name": "bad", "train.tokens": $((300 * 256)), "data.train": "$TMP/no_such_data"},
     {"name": "cancelled", "train.tokens": 1e9}
   ]
 }
