@@ -4,6 +4,7 @@
 // of the paper's shape (results.csv, results.md) with the Efficiency Leverage of each MoE run.
 #include <CLI/CLI.hpp>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,7 +37,7 @@ struct SweepArgs {
   int jobs = 1;
   bool slurm = false;
   bool dry_run = false;
-  int gpus_per_run = 1;
+  SlurmOptions cluster;  // --tasks-per-run, --cpus-per-task, --gpus-per-run, --srun-mpi, --signal-lead
   std::vector<std::string> slurm_opts;
   bool jobs_given = false;
 };
@@ -48,7 +49,7 @@ std::string opt_number(double v, const std::string& text) { return std::isfinite
 Table results_table(const SweepResults& r) {
   Table t;
   t.header = {"run", "status", "reuse", "N", "Na", "ra", "M", "C", "D", "D^", "epochs", "M/M_ref",
-              "val BPC", "dBPC", "wall", "EL"};
+              "val BPC", "dBPC", "wall", "EL", "restarts"};
   t.left = {true, true, true};
   for (const ResultRow& row : r.rows) {
     char delta[32];
@@ -58,7 +59,7 @@ Table results_table(const SweepResults& r) {
                       fmt_sci(row.tokens), fmt_sci(row.unique_tokens), fmt_fixed(row.epochs, 2),
                       opt_number(row.m_rel, fmt_pct(row.m_rel, 1)), opt_number(row.val_bpc, fmt_fixed(row.val_bpc, 4)),
                       opt_number(row.delta_bpc, delta), opt_number(row.wall_seconds, fmt_duration(row.wall_seconds)),
-                      opt_number(row.el, fmt_fixed(row.el, 2))});
+                      opt_number(row.el, fmt_fixed(row.el, 2)), opt_number(row.restarts, fmt_fixed(row.restarts, 0))});
   }
   return t;
 }
@@ -82,7 +83,7 @@ void write_results(const std::string& dir) {
                    "(6 Na + 12 L Dm S); C = M D; D: consumed tokens; D^: unique tokens; M/M_ref: FLOPs per token "
                    "against the reference; dBPC = val BPC - val BPC of the reference (lower is better); EL: "
                    "Efficiency Leverage, the compute a dense run of this sweep would need for the same val BPC, "
-                   "over this run's compute.\n";
+                   "over this run's compute; wall: wall time over all segments of a run stopped and resumed; restarts: how often it was resumed.\n";
   write_text_atomic((fs::path(dir) / "results.md").string(), md);
   std::cout << "\nsweep " << r.name << " (reference: " << (r.reference.empty() ? "none" : r.reference) << ")\n"
             << t.text() << fit_line(r) << "\nwrote " << (fs::path(dir) / "results.csv").string() << " and results.md\n";
@@ -106,23 +107,28 @@ std::string find_on_path(const std::string& name) {
   return "";
 }
 
-// Runs `command` and returns its stdout; an exit code other than 0 is an Error.
+// Runs `command` and returns its stdout and stderr; an exit code other than 0 is an Error with that text.
 std::string run_capture(const std::string& command) {
-  FILE* pipe = ::popen(command.c_str(), "r");
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
   if (!pipe) throw Error(str("cannot run: ", command));
   std::string out;
   char buf[256];
   while (std::fgets(buf, sizeof buf, pipe)) out += buf;
   int status = ::pclose(pipe);
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-  if (status != 0) throw Error(str("`", command, "` failed (status ", status, "): ", out));
+  if (status != 0) {
+    const std::string how = WIFEXITED(status) ? str("exit ", WEXITSTATUS(status))
+                            : WIFSIGNALED(status) ? str("signal ", WTERMSIG(status))
+                                                  : str("status ", status);
+    std::replace(out.begin(), out.end(), '\n', ' ');  // one line
+    throw Error(str("`", command, "` failed (", how, "): ", out.empty() ? "no output" : out));
+  }
   return out;
 }
 
 void write_slurm(const SweepArgs& a, const SweepState& state, const std::string& dir) {
-  SlurmOptions opts;
+  SlurmOptions opts = a.cluster;
   opts.moetrain = self_exe();
-  opts.gpus_per_run = a.gpus_per_run;
   opts.max_parallel = a.jobs_given ? a.jobs : 0;
   opts.device = a.run.device;
   opts.precision = a.run.precision;
@@ -131,6 +137,8 @@ void write_slurm(const SweepArgs& a, const SweepState& state, const std::string&
   const std::string array = (fs::path(dir) / "sweep.sbatch").string();
   const std::string collect = (fs::path(dir) / "collect.sbatch").string();
   write_text_atomic(array, slurm_array_script(state, dir, opts));
+  const std::string train = (fs::path(dir) / "slurm" / "train.sbatch").string();
+  write_text_atomic(train, slurm_train_script());
   write_text_atomic(collect, slurm_collect_script(state, dir, opts));
   fs::permissions(array, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
   fs::permissions(collect, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
@@ -233,8 +241,18 @@ RegisterCommand reg("sweep", 30, [](CLI::App& app) {
   auto* jobs = sub->add_option("--jobs", args->jobs, "runs at a time (locally; with --slurm: the array's limit)");
   sub->add_flag("--slurm", args->slurm, "write DIR/sweep.sbatch (job array) and DIR/collect.sbatch; submit them "
                                         "when sbatch is on PATH");
-  sub->add_option("--gpus-per-run", args->gpus_per_run, "with --slurm: ranks and GPUs per run (0: one CPU rank)")
+  SlurmOptions& so = args->cluster;
+  sub->add_option("--tasks-per-run", so.tasks_per_run, "with --slurm: ranks per run (default: one per GPU, or 1)")
       ->check(CLI::NonNegativeNumber);
+  sub->add_option("--cpus-per-task", so.cpus_per_task, "with --slurm: CPUs (OpenMP threads) per rank (default: "
+                                                       "the site's)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--gpus-per-run", so.gpus_per_run, "with --slurm: GPUs per run, on one node (default 0: a CPU job)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--srun-mpi", so.srun_mpi, "with --slurm: srun's MPI plugin (default pmix, as Debian's Open MPI "
+                                             "needs; \"\" for the site's MpiDefault)");
+  sub->add_option("--signal-lead", so.signal_lead_s, "with --slurm: seconds before the time limit at which a run "
+                                                     "checkpoints and requeues (default 120)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--slurm-opt", args->slurm_opts,
                   "with --slurm: an extra #SBATCH option for both scripts, e.g. --slurm-opt=--partition=gpu "
                   "(repeatable)");

@@ -27,6 +27,13 @@ bool launched_by_mpi() {
 
 int init_distributed() {
   if (!launched_by_mpi()) return 1;
+  // srun without an MPI plugin starts N copies that each think they are alone (or, with Open MPI, abort
+  // with a page of text): none of the PMI / PMIx / mpirun variables is set.
+  const bool pmi = std::getenv("PMIX_RANK") || std::getenv("PMI_RANK") || std::getenv("OMPI_COMM_WORLD_RANK");
+  MT_INPUT(pmi, "srun started ", std::getenv("SLURM_STEP_NUM_TASKS"),
+           " tasks without PMI (no PMIX_RANK / PMI_RANK in the environment), so they cannot form one MPI job: "
+           "run them with `srun --mpi=pmix` (Debian's and most Open MPI builds; see `srun --mpi=list`), or set "
+           "MpiDefault=pmix in slurm.conf");
   int initialized = 0, finalized = 0;
   MT_MPI_CHECK(MPI_Initialized(&initialized));
   MT_MPI_CHECK(MPI_Finalized(&finalized));

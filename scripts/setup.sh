@@ -13,6 +13,7 @@ PACKAGES=(
   python3 python3-matplotlib python3-numpy
   nodejs
   clang libfuzzer-14-dev
+  slurm-wlm munge
 )
 
 missing=()

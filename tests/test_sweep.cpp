@@ -217,6 +217,23 @@ TEST_CASE("the scheduler reports a run that exits 0 without a summary as failed"
   CHECK(o.finished.empty());
 }
 
+TEST_CASE("a run killed by a signal is failed, also for run_status (its log gets the error line)", "[sweep]") {
+  std::string dir = mt::test::scratch_dir("sweep_killed");
+  auto tasks = make_tasks(dir, {"k"});
+  mt::test::write_file(tasks[0].log, "step 10/100 | loss 2.0\n");
+  REQUIRE(mt::run_status(tasks[0].out_dir) == mt::RunStatus::Pending);
+  struct Killed : mt::Launcher {
+    int start(const mt::RunTask&) override { return 9; }
+    std::optional<std::pair<int, int>> wait_any(double) override { return std::make_pair(9, 128 + 9); }
+    void interrupt(int) override {}
+  } killed;
+  std::ostringstream log;
+  mt::SweepOutcome o = mt::run_sweep_tasks(tasks, 1, killed, log, [] { return false; });
+  CHECK(o.failed == std::vector<std::string>{"k (exit 137)"});
+  CHECK_THAT(log.str(), Catch::Contains("FAILED k (exit 137)") && Catch::Contains("signal 9"));
+  CHECK(mt::run_status(tasks[0].out_dir) == mt::RunStatus::Failed);
+}
+
 TEST_CASE("a stop request interrupts the running runs and starts no new one", "[sweep]") {
   std::string dir = mt::test::scratch_dir("sweep_stop");
   auto tasks = make_tasks(dir, {"a", "b", "c", "d"});
@@ -347,7 +364,7 @@ TEST_CASE("collect builds the paper's table from a sweep folder", "[sweep]") {
   std::string header, line;
   std::getline(lines, header);
   CHECK(header == "name,status,reuse,N,Na,ra,M,C,D,D_hat,epochs,M_over_M_ref,val_loss,val_bpc,delta_bpc,"
-                  "wall_seconds,EL");
+                  "wall_seconds,EL,restarts");
   int n = 0;
   while (std::getline(lines, line)) {
     ++n;

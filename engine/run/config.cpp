@@ -269,6 +269,7 @@ void parse_train(ObjReader& r, TrainConfig& t, const std::string& base_dir) {
   t.beta2 = r.optional_number("beta2", t.beta2, {0, 1, false, true});
   t.eps = r.optional_number("eps", t.eps, {0, 1, true});
   t.seed = uint64_t(r.optional_int("seed", int64_t(t.seed), {0, 9e15}));
+  t.watchdog_s = r.optional_number("watchdog_s", t.watchdog_s, {0, 1e7});  // 0: off
   r.finish();
 }
 

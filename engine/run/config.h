@@ -41,6 +41,7 @@ struct TrainConfig : OptimConfig {
   int batch_size = 0;             // B in sequences; 0 = "auto" (Step Law; the manifest says "auto", 0 is an error)
   int micro_batch_size = 0;       // sequences per micro-batch per data-parallel rank; 0 = "auto" (B / dp)
   uint64_t seed = 1234;
+  double watchdog_s = 600;         // abort the job when a rank finishes no step for this long (0: off)
 };
 
 struct DataConfig {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/core/check.h"
+#include "engine/run/checkpoint.h"
 
 namespace fs = std::filesystem;
 
@@ -236,7 +237,11 @@ SweepResults collect_sweep(const std::string& dir) {
     r.dense = r.activation_rate >= 1.0 - 1e-9;
     r.val_loss = number_or_nan(summary, "val_loss");
     r.val_bpc = number_or_nan(summary, "val_bpc");
-    r.wall_seconds = number_or_nan(summary, "wall_seconds");
+    // A run stopped on the way: its time so far, from the latest checkpoint (wall time of all segments).
+    const std::string ckpt = status == RunStatus::Finished ? "" : latest_checkpoint(run_dir);
+    const json progress = ckpt.empty() ? summary : read_json_file((fs::path(ckpt) / "state.json").string());
+    r.wall_seconds = number_or_nan(progress, "wall_seconds");
+    r.restarts = number_or_nan(progress, "resumes");
     r.m_rel = r.delta_bpc = r.el = kNaN;
     res.rows.push_back(std::move(r));
   }
@@ -266,11 +271,12 @@ SweepResults collect_sweep(const std::string& dir) {
 
 std::string results_csv(const SweepResults& results) {
   std::ostringstream s;
-  s << "name,status,reuse,N,Na,ra,M,C,D,D_hat,epochs,M_over_M_ref,val_loss,val_bpc,delta_bpc,wall_seconds,EL\n";
+  s << "name,status,reuse,N,Na,ra,M,C,D,D_hat,epochs,M_over_M_ref,val_loss,val_bpc,delta_bpc,wall_seconds,EL,restarts\n";
   for (const ResultRow& r : results.rows) {
     s << csv_text(r.name) << "," << r.status << "," << r.reuse;
     for (double v : {r.n_params, r.n_active, r.activation_rate, r.flops_per_token, r.compute, r.tokens,
-                     r.unique_tokens, r.epochs, r.m_rel, r.val_loss, r.val_bpc, r.delta_bpc, r.wall_seconds, r.el})
+                     r.unique_tokens, r.epochs, r.m_rel, r.val_loss, r.val_bpc, r.delta_bpc, r.wall_seconds, r.el,
+                     r.restarts})
       s << "," << csv_number(v);
     s << "\n";
   }

@@ -39,7 +39,7 @@ double efficiency_leverage(const PowerLaw& dense, double loss, double compute);
 
 struct ResultRow {
   std::string name;
-  std::string status;     // finished, incomplete or pending
+  std::string status;     // finished, incomplete, failed or pending
   std::string reuse;      // none, strict, loose
   bool dense = false;     // activation rate 1
   // From summary.json when the run finished, else from the plan.
@@ -47,6 +47,8 @@ struct ResultRow {
          unique_tokens = 0, epochs = 0;
   double m_rel = 0;       // M / M of the reference (NaN without a reference)
   double val_loss = 0, val_bpc = 0, delta_bpc = 0, wall_seconds = 0, el = 0;  // NaN when unknown
+  // Over all segments of a resumed run (summary.json, else the latest checkpoint); restarts: resumes.
+  double restarts = 0;
 };
 
 struct SweepResults {
@@ -60,7 +62,7 @@ struct SweepResults {
 SweepResults collect_sweep(const std::string& dir);
 
 // One line per run: name,status,reuse,N,Na,ra,M,C,D,D_hat,epochs,M_over_M_ref,val_loss,val_bpc,
-// delta_bpc,wall_seconds,EL (full precision; empty where unknown).
+// delta_bpc,wall_seconds,EL,restarts (full precision; empty where unknown).
 std::string results_csv(const SweepResults& results);
 
 }  // namespace mt

@@ -35,6 +35,7 @@
 #include "engine/run/run_dir.h"
 #include "engine/run/sample.h"
 #include "engine/run/trainer.h"
+#include "engine/run/watchdog.h"
 
 namespace mt {
 namespace train_detail {
@@ -225,6 +226,9 @@ class Trainer {
   std::unique_ptr<CheckedWriter> metrics_;  // every line checked: a lost line stops the run (exit 1)
   std::vector<int32_t> batch_;  // this rank's sequences of the step, (local, seq_len + 1)
   int64_t step_ = 0;            // optimizer steps done
+  double wall_before_ = 0;      // wall seconds of the earlier segments of a resumed run
+  int64_t resumes_ = 0;         // segments before this one
+  std::unique_ptr<Watchdog> watchdog_;  // aborts the job when no step completes in train.watchdog_s
   // Timing: the log window (steps since the last log line) and the whole run in this process.
   double window_seconds_ = 0;
   int64_t window_steps_ = 0;
@@ -251,7 +255,7 @@ Trainer<T>::Trainer(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops,
       sched_{plan_.lr, cfg.train.min_lr, plan_.warmup_iters, plan_.iters},
       out_(opts.out_dir),
       resolved_(resolved_manifest(cfg, plan_)),
-      tty_(grid.is_root() && ::isatty(1) == 1),
+      tty_(grid.world_size == 1 && ::isatty(1) == 1),  // mpirun gives ranks a pty
       batch_(size_t(split_.local) * size_t(seq_len_ + 1)) {
   if (grid.dp_size > 1 || grid.edp_size > 1) {
     sync_ = std::make_unique<GradSync<P>>(
@@ -267,10 +271,12 @@ TrainResult Trainer<T>::run() {
   resume_or_init();
   start_metrics();
   print_header();
+  watchdog_ = std::make_unique<Watchdog>(cfg_.train.watchdog_s, grid_.world_rank, "train.watchdog_s");
   TrainResult result;
   while (step_ < plan_.iters) {
     const StepStats s = optimizer_step();
     const bool signalled = stop_agreed();
+    watchdog_->progress(step_);
     const bool stop_here =
         signalled || (opts_.stop_after > 0 && step_ >= opts_.stop_after && step_ < plan_.iters);
     if (step_ == 1 || step_ == plan_.iters || stop_here || (cfg_.log.every > 0 && step_ % cfg_.log.every == 0)) {
@@ -323,6 +329,8 @@ void Trainer<T>::resume_or_init() {
   load_checkpoint(resume_dir, model_.layout(), hs.view_mut());
   hs.scatter(model_, optim_, dev_);
   step_ = st.at("step").get<int64_t>();
+  wall_before_ = st.value("wall_seconds", 0.0);
+  resumes_ = st.value("resumes", int64_t(0)) + 1;
   with_json_errors(resume_dir + "/state.json: loader", [&] { loader_.restore(st.at("loader")); });
   if (grid_.is_root()) {
     std::printf("resuming %s from %s (step %lld)\n", cfg_.name.c_str(), resume_dir.c_str(), (long long)step_);
@@ -448,6 +456,7 @@ data::EvalResult Trainer<T>::evaluate(int64_t at_step) {
     std::fflush(stdout);
   }
   if (cfg_.eval.sample_tokens > 0) print_eval_sample(model_, cfg_, grid_.is_root());
+  if (watchdog_) watchdog_->progress(at_step);
   return r;
 }
 
@@ -462,7 +471,10 @@ void Trainer<T>::checkpoint(int64_t at_step) {
   st["loader"] = loader_.state();
   st["seed"] = cfg_.train.seed;
   st["config"] = resolved_;
+  st["wall_seconds"] = wall_before_ + std::chrono::duration<double>(clock::now() - t_start_).count();
+  st["resumes"] = resumes_;
   save_checkpoint(opts_.out_dir, at_step, st, grid_, model_.layout(), hs.view(), std::max(1, cfg_.checkpoint.keep));
+  if (watchdog_) watchdog_->progress(at_step);
 }
 
 // The end of the schedule: a last evaluation and checkpoint, and summary.json.
@@ -480,7 +492,8 @@ void Trainer<T>::finish(TrainResult& result) {
   sum["val_loss"] = r.loss();
   sum["val_bpc"] = json_number_or_null(r.bpc());
   sum["val_bits_per_byte"] = json_number_or_null(r.bits_per_byte());
-  sum["wall_seconds"] = std::chrono::duration<double>(clock::now() - t_start_).count();
+  sum["wall_seconds"] = wall_before_ + std::chrono::duration<double>(clock::now() - t_start_).count();
+  sum["resumes"] = resumes_;
   sum["train_seconds"] = run_seconds_;
   sum["tok_per_s"] = run_seconds_ > 0 ? tokens_per_step_ * double(run_steps_) / run_seconds_ : 0;
   sum["device"] = opts_.device_name;

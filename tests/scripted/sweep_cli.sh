@@ -1,10 +1,9 @@
 # Why: the user-facing guarantees of `moetrain sweep` that only the real binary can show: a dry run
 # starts nothing; a sweep of tiny dense and MoE runs (match_compute) finishes with a results table and
 # the EL fit; running it again skips every run; --collect rewrites the same table; a failing run is
-# reported while the others finish; the Slurm scripts parse, are submitted as an array plus an
-# afterany collect job, and an array task trains its run (fake sbatch/srun/scontrol on PATH);
-# scripts/slurm/train.sbatch trains, and requeues itself after a SIGTERM; scripts/plot_sweep.py draws
-# its four figures. Usage: sweep_cli.sh MOETRAIN SCRATCH_DIR
+# reported while the others finish; scripts/plot_sweep.py draws its four figures. `sweep --slurm` and
+# scripts/slurm/train.sbatch are tested on a real Slurm: tests/scripted/slurm_*.sh.
+# Usage: sweep_cli.sh MOETRAIN SCRATCH_DIR
 set -euo pipefail
 BIN=$(realpath "$1")
 TMP=$2
@@ -100,7 +99,7 @@ for r in "${RUNS[@]}"; do
   grep -q "\"val_bpc\"" "$D/$r/metrics.jsonl" || fail "$r: no eval in metrics.jsonl"
   grep -q "^$r,finished," "$D/results.csv" || fail "$r: not finished in results.csv"
 done
-head -1 "$D/results.csv" | grep -qx "name,status,reuse,N,Na,ra,M,C,D,D_hat,epochs,M_over_M_ref,val_loss,val_bpc,delta_bpc,wall_seconds,EL" ||
+head -1 "$D/results.csv" | grep -qx "name,status,reuse,N,Na,ra,M,C,D,D_hat,epochs,M_over_M_ref,val_loss,val_bpc,delta_bpc,wall_seconds,EL,restarts" ||
   fail "results.csv header: $(head -1 "$D/results.csv")"
 [ "$(wc -l < "$D/results.csv")" -eq $((${#RUNS[@]} + 1)) ] || fail "results.csv: $(wc -l < "$D/results.csv") lines"
 [ -s "$D/results.md" ] || fail "no results.md"
@@ -158,105 +157,7 @@ grep -q "^bad,failed," "$TMP/D3/results.csv" || fail "the failed run is not 'fai
 grep -q "(1 finished, 0 to resume, 0 to start, 1 failed before: run again)" "$TMP/bad2.out" || fail "failed run not counted: $(head -1 "$TMP/bad2.out")"
 echo "failed run: exit $rc, $(cat "$TMP/bad.err")"
 
-# Fake Slurm commands: sbatch records its arguments and prints a job id; srun drops its options and
-# runs the rest; scontrol records its arguments.
-FAKE=$TMP/fakebin
-mkdir -p "$FAKE"
-cat > "$FAKE/sbatch" << EOF
-#!/bin/bash
-echo "\$*" >> "$TMP/sbatch.args"
-echo "12345;cluster"
-EOF
-cat > "$FAKE/srun" << EOF
-#!/bin/bash
-echo "\$*" >> "$TMP/srun.args"
-while [ \$# -gt 0 ] && [[ \$1 == -* ]]; do shift; done
-exec "\$@"
-EOF
-cat > "$FAKE/scontrol" << EOF
-#!/bin/bash
-echo "\$*" >> "$TMP/scontrol.args"
-EOF
-chmod +x "$FAKE"/*
-D2=$TMP/D2
-SLURM_ARGS=(--slurm --jobs 2 --gpus-per-run 2 --slurm-opt=--partition=debug)
-
-# 6. --slurm --dry-run: both scripts written and parse, nothing submitted even with sbatch on PATH.
-PATH="$FAKE:$PATH" "$BIN" sweep "$S" --out "$D2" "${SLURM_ARGS[@]}" --dry-run > "$TMP/slurm_dry.log"
-for f in sweep.sbatch collect.sbatch; do
-  [ -f "$D2/$f" ] || fail "--slurm --dry-run wrote no $f"
-  bash -n "$D2/$f" || fail "$f does not parse"
-  grep -q "^#SBATCH --partition=debug$" "$D2/$f" || fail "$f: no --slurm-opt line"
-done
-grep -q "^#SBATCH --array=0-4%2$" "$D2/sweep.sbatch" || fail "sweep.sbatch: array line"
-grep -q "^#SBATCH --ntasks-per-node=2$" "$D2/sweep.sbatch" || fail "sweep.sbatch: ntasks line"
-grep -q "^#SBATCH --gpus-per-node=2$" "$D2/sweep.sbatch" || fail "sweep.sbatch: gpus line"
-[ ! -e "$TMP/sbatch.args" ] || fail "--dry-run called sbatch"
-[ -z "$(find "$D2" -name summary.json -o -name train.log)" ] || fail "--slurm --dry-run started a run"
-echo "slurm dry run: scripts parse, nothing submitted"
-
-# 7. --slurm with sbatch on PATH: the array, then the collect job after it.
-PATH="$FAKE:$PATH" "$BIN" sweep "$S" --out "$D2" "${SLURM_ARGS[@]}" > "$TMP/slurm.log"
-[ "$(wc -l < "$TMP/sbatch.args")" -eq 2 ] || fail "sbatch calls: $(cat "$TMP/sbatch.args")"
-sed -n 1p "$TMP/sbatch.args" | grep -qx -- "--parsable $D2/sweep.sbatch" || fail "array submit: $(sed -n 1p "$TMP/sbatch.args")"
-sed -n 2p "$TMP/sbatch.args" | grep -qx -- "--parsable --dependency=afterany:12345 $D2/collect.sbatch" ||
-  fail "collect submit: $(sed -n 2p "$TMP/sbatch.args")"
-grep -q "submitted array job 12345" "$TMP/slurm.log" || fail "submit output: $(cat "$TMP/slurm.log")"
-echo "slurm: $(grep submitted "$TMP/slurm.log")"
-
-# 8. Array task 0 under a fake srun trains run 0; again, it says finished; collect.sbatch collects.
-export SLURM_ARRAY_JOB_ID=12345 SLURM_JOB_ID=12346
-PATH="$FAKE:$PATH" SLURM_ARRAY_TASK_ID=0 bash "$D2/sweep.sbatch" > "$TMP/task0.log" 2>&1 ||
-  fail "array task 0 exit $?: $(cat "$TMP/task0.log")"
-[ -f "$D2/dense_1c/summary.json" ] || fail "array task 0 did not train dense_1c: $(tail -3 "$D2/dense_1c/train.log")"
-[ -z "$(find "$D2" -path "$D2/dense_1c" -prune -o -name summary.json -print)" ] || fail "task 0 trained another run"
-grep -q -- "--kill-on-bad-exit=1 $BIN train $D2/dense_1c/manifest.json --out $D2/dense_1c --resume auto" "$TMP/srun.args" ||
-  fail "srun arguments: $(cat "$TMP/srun.args")"
-PATH="$FAKE:$PATH" SLURM_ARRAY_TASK_ID=0 bash "$D2/sweep.sbatch" > "$TMP/task0b.log" 2>&1 || fail "task 0 again: exit $?"
-grep -q "dense_1c: already finished" "$TMP/task0b.log" || fail "task 0 again: $(cat "$TMP/task0b.log")"
-[ ! -e "$TMP/scontrol.args" ] || fail "a finished task requeued itself"
-bash "$D2/collect.sbatch" > /dev/null || fail "collect.sbatch exit $?"
-grep -q "^dense_1c,finished," "$D2/results.csv" && grep -q "^moe_a,pending," "$D2/results.csv" ||
-  fail "collect.sbatch results: $(cat "$D2/results.csv")"
-echo "array task 0: trained dense_1c, then: $(cat "$TMP/task0b.log")"
-
-# 9. scripts/slurm/train.sbatch: parses; trains a run (relative paths from the submit folder, the
-# default binary build/moetrain there); a second time it is finished; a SIGTERM ends the run with a
-# checkpoint (exit 3) and a requeue.
-TS=scripts/slurm/train.sbatch
-bash -n $TS || fail "$TS does not parse"
-for o in "--ntasks-per-node=8" "--gpus-per-node=8" "--requeue" "--signal=B:TERM@120"; do
-  grep -q -- "^#SBATCH $o$" $TS || fail "$TS: no #SBATCH $o"
-done
-mkdir -p "$TMP/build" && ln -s "$BIN" "$TMP/build/moetrain"
-rm -f "$TMP/srun.args"
-(cd / && PATH="$FAKE:$PATH" SLURM_SUBMIT_DIR="$TMP" SLURM_JOB_ID=777 bash "$OLDPWD/$TS" dense_ref.json tr \
-   --set eval.tokens=2048 > "$TMP/tr.log" 2>&1) || fail "train.sbatch exit $?: $(cat "$TMP/tr.log")"
-[ -f "$TMP/tr/summary.json" ] || fail "train.sbatch did not train: $(cat "$TMP/tr.log")"
-grep -q -- "--kill-on-bad-exit=1 $TMP/build/moetrain train dense_ref.json --out tr --resume auto --set eval.tokens=2048" \
-  "$TMP/srun.args" || fail "train.sbatch srun arguments: $(cat "$TMP/srun.args")"
-PATH="$FAKE:$PATH" SLURM_SUBMIT_DIR="$TMP" MOETRAIN="$BIN" bash $TS dense_ref.json tr > "$TMP/tr2.log" 2>&1 ||
-  fail "train.sbatch again: exit $?"
-grep -q "already finished" "$TMP/tr2.log" || fail "train.sbatch again: $(cat "$TMP/tr2.log")"
-[ ! -e "$TMP/scontrol.args" ] || fail "a finished train.sbatch requeued itself"
-PATH="$FAKE:$PATH" SLURM_SUBMIT_DIR="$TMP" SLURM_JOB_ID=778 MOETRAIN="$BIN" bash $TS dense_ref.json term \
-  --set train.tokens=4096000 --set data.reuse=strict --set data.unique_tokens=65536 > "$TMP/term.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 300); do
-  [ "$(grep -c '"loss"' "$TMP/term/metrics.jsonl" 2>/dev/null || echo 0)" -ge 2 ] && break
-  kill -0 $pid 2> /dev/null || fail "train.sbatch ended before the SIGTERM: $(cat "$TMP/term.log")"
-  sleep 0.1
-done
-kill -TERM $pid
-rc=0
-wait $pid || rc=$?
-[ $rc -eq 3 ] || fail "train.sbatch after SIGTERM: exit $rc, expected 3: $(cat "$TMP/term.log")"
-grep -qx "requeue 778" "$TMP/scontrol.args" || fail "no requeue after SIGTERM: $(cat "$TMP/scontrol.args" 2>&1)"
-ls "$TMP"/term/checkpoints/step_*/state.json > /dev/null 2>&1 || fail "SIGTERM left no checkpoint"
-[ ! -f "$TMP/term/summary.json" ] || fail "a stopped run wrote summary.json"
-echo "train.sbatch: trained, then already finished; SIGTERM: exit 3, $(cat "$TMP/scontrol.args")"
-
-# 10. The figures, of this sweep and of the fixture sweep (collected into a copy first).
+# 6. The figures, of this sweep and of the fixture sweep (collected into a copy first).
 is_png() { [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
 FIGS=(fig_bpc_vs_ra.png fig_delta_vs_ra_reuse.png fig_bpc_vs_epochs.png fig_curves.png)
 cp -r tests/fixtures/sweep "$TMP/fixture"

@@ -1,0 +1,70 @@
+# Why: preemption on a real Slurm (tests/slurm/slurm_env.sh), through scripts/slurm/train.sbatch:
+# 1. the time limit (--time=1, --signal=B:USR1@59): the run checkpoints, the job requeues itself and
+#    continues; `scontrol requeue` stops it with a checkpoint and Slurm requeues it once, with no error
+#    from the script; `scancel` stops it with a checkpoint and ends it for good (CANCELLED);
+# 2. stopped twice (USR1 to the batch shell, the same path as the time limit) with 1 rank and with 2
+#    ranks (srun --mpi=pmix), the run's final weights and Adam state are byte-identical to those of an
+#    uninterrupted run of the same ranks.
+# Usage: slurm_preempt.sh MOETRAIN SCRATCH_DIR
+set -euo pipefail
+. tests/slurm/slurm_env.sh
+. tests/slurm/common.sh
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+slurm_test_begin "$@"
+export MOETRAIN=$BIN
+TS=$SRC/scripts/slurm/train.sbatch
+
+# 1. Time limit, scontrol requeue, scancel.
+t0=$(date +%s)
+id=$(sbatch --parsable --time=1 --signal=B:USR1@59 -o "$TMP/tl.out" "$TS" run.json tl --set train.tokens=1e9)
+wait_running_restart "$id" 1
+grep -q "(timelimit)" tl.out || fail "no time-limit stop: $(cat tl.out)"
+ls tl/checkpoints/step_*/state.json > /dev/null || fail "the time-limit stop left no checkpoint"
+echo "time limit: checkpointed and requeued after $(($(date +%s) - t0)) s"
+wait_step_beyond tl "$(last_step tl)"
+scontrol requeue "$id"
+wait_running_restart "$id" 2
+[ "$(grep -c '^20.*exit 3 (stop)$' tl.out)" -eq 1 ] || fail "scontrol requeue: no stop with a checkpoint: $(tail -5 tl.out)"
+! grep -q "requeue.*failed\|pending execution" tl.out || fail "scontrol requeue: the script requeued again: $(cat tl.out)"
+echo "scontrol requeue: checkpointed, restarted once (restarts $(job_field "$id" Restarts))"
+wait_step_beyond tl "$(last_step tl)"
+before=$(last_step tl)
+scancel "$id"
+state=$(slurm_wait_job "$id" 60 | tail -n 1)
+[ "$state" = CANCELLED ] || fail "scancel: job state $state, expected CANCELLED"
+[ "$(grep -c '^20.*exit 3 (stop)$' tl.out)" -eq 2 ] || fail "scancel: no stop with a checkpoint: $(tail -5 tl.out)"
+latest=$(ls -d tl/checkpoints/step_* | tail -n 1)
+[ "${latest##*step_}" -ge "$before" ] 2> /dev/null || [ "$((10#${latest##*step_}))" -ge "$before" ] ||
+  fail "scancel: latest checkpoint $latest is older than step $before"
+sleep 3
+[ -z "$(squeue -h -j "$id" 2> /dev/null)" ] || fail "scancel: the job is back in the queue"
+echo "scancel: checkpoint ${latest##*/}, job CANCELLED, not restarted (whole part 1: $(($(date +%s) - t0)) s)"
+
+# 2. Several stops, byte-identical to an uninterrupted run: 1 rank and 2 ranks.
+mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS "$BIN" train run.json --out ref2 > ref2.log 2>&1 ||
+  fail "uninterrupted 2-rank run: $(tail -3 ref2.log)"
+"$BIN" train run.json --out ref1 > ref1.log 2>&1 || fail "uninterrupted run: $(tail -3 ref1.log)"
+for ranks in 1 2; do
+  t0=$(date +%s)
+  out=stop$ranks
+  id=$(sbatch --parsable --ntasks-per-node=$ranks -o "$TMP/$out.out" "$TS" run.json $out)
+  for n in 1 2; do
+    wait_step_beyond $out "$(($(last_step $out) + 100))"
+    scancel -b --signal=USR1 "$id"
+    wait_running_restart "$id" $n
+  done
+  state=$(slurm_wait_job "$id" 120 | tail -n 1)
+  [ "$state" = COMPLETED ] || fail "$ranks rank(s): job state $state: $(tail -5 $out.out)"
+  [ -f $out/summary.json ] || fail "$ranks rank(s): no summary.json: $(tail -5 $out.out)"
+  [ "$(grep -c '(timelimit)$' $out.out)" -eq 2 ] || fail "$ranks rank(s): expected 2 stops: $(cat $out.out)"
+  grep -q '"resumes": 2' $out/summary.json || fail "$ranks rank(s): summary.json resumes: $(cat $out/summary.json)"
+  final=$(basename "$(ls -d ref$ranks/checkpoints/step_* | tail -n 1)")
+  n=0
+  for f in ref$ranks/checkpoints/$final/*.safetensors; do
+    cmp "$f" "$out/checkpoints/$final/$(basename "$f")" || fail "$ranks rank(s): $(basename "$f") differs"
+    n=$((n + 1))
+  done
+  [ $n -ge 2 ] || fail "$ranks rank(s): only $n safetensors files in $final"
+  echo "$ranks rank(s): 2 stops, 2 restarts, $n safetensors files of $final byte-identical ($(($(date +%s) - t0)) s)"
+done
+echo "OK ($(($(date +%s) - T_ALL)) s)"

@@ -1,0 +1,70 @@
+# Why: what the Slurm tests (tests/scripted/slurm_*.sh) share besides the cluster: their start, a tiny
+# dataset and run manifest, and waiting for a run's progress or a job's restart. Sourced after
+# slurm_env.sh. Usage: . tests/slurm/common.sh; slurm_test_begin MOETRAIN SCRATCH_DIR
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# BIN and TMP (emptied) from the test's arguments, SRC (the source tree) and T_ALL (the start time), one
+# OpenMP thread per rank, the local Slurm started, TMP/ds and TMP/run.json written; then the test runs in TMP.
+slurm_test_begin() {
+  SRC=$PWD
+  T_ALL=$(date +%s)
+  BIN=$(realpath "$1")
+  TMP=$2
+  rm -rf "$TMP" && mkdir -p "$TMP"
+  TMP=$(realpath "$TMP")
+  export OMP_NUM_THREADS=1
+  slurm_start "$TMP/slurm" || fail "the local Slurm did not start"
+  slurm_test_data "$TMP"
+  cd "$TMP"
+}
+
+# DIR/ds (200 kB of dictionary text, byte tokens) and DIR/run.json: a tiny dense model of STEPS steps
+# (default 2000) with a metrics line every 10 steps, no checkpoints but the ones a stop writes.
+slurm_test_data() {
+  local dir=$1 steps=${2:-2000}
+  { zcat /usr/share/dictd/gcide.dict.dz || true; } | head -c 200000 > "$dir/text.txt"
+  [ -s "$dir/text.txt" ] || fail "no text from /usr/share/dictd/gcide.dict.dz (scripts/setup.sh installs dict-gcide)"
+  "$BIN" data build --input "$dir/text.txt" --out "$dir/ds" --tokenizer byte --val-tokens 8192 > /dev/null
+  cat > "$dir/run.json" << EOF
+{
+  "name": "tiny",
+  "model": {"vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 2, "head_dim": 16, "d_ffn": 96, "seq_len": 32},
+  "train": {"tokens": $((steps * 8 * 32)), "batch_size": 8, "micro_batch_size": 4, "lr": 3e-3, "warmup_iters": 2, "seed": 1},
+  "data": {"train": "$dir/ds", "val": "$dir/ds", "reuse": "strict", "unique_tokens": 65536},
+  "eval": {"every": 0, "tokens": 1024},
+  "checkpoint": {"every": 0, "keep": 1},
+  "log": {"every": 10}
+}
+EOF
+}
+
+# The last logged step of run folder DIR (0 before the first).
+last_step() {
+  local s
+  s=$(grep -o '"step":[0-9]*' "$1/metrics.jsonl" 2> /dev/null | tail -n 1 | cut -d: -f2)
+  echo "${s:-0}"
+}
+
+# Waits (up to 60 s) until run folder DIR has logged a step beyond AFTER.
+wait_step_beyond() {
+  local dir=$1 after=$2
+  for _ in $(seq 1 600); do
+    [ "$(last_step "$dir")" -gt "$after" ] && return 0
+    sleep 0.1
+  done
+  fail "$dir: no step beyond $after within 60 s (queue: $(squeue -h -o "%i %T %r" | tr "\n" " "))"
+}
+
+# A field of `scontrol show job ID` (e.g. Restarts, JobState).
+job_field() { scontrol show job "$1" 2> /dev/null | grep -o "$2=[^ ]*" | head -n 1 | cut -d= -f2; }
+
+# Waits (up to 60 s) until job ID runs with Restarts >= N.
+wait_running_restart() {
+  local id=$1 n=$2
+  for _ in $(seq 1 600); do
+    [ "$(job_field "$id" JobState)" = RUNNING ] && [ "$(job_field "$id" Restarts)" -ge "$n" ] && return 0
+    sleep 0.1
+  done
+  fail "job $id not running with $n restart(s) after 60 s: $(scontrol show job "$id" | grep -E 'JobState|Restarts')"
+}
