@@ -62,7 +62,7 @@ void CpuOps<T>::attention_forward(T* out, acc_t<T>* lse, const T* qkv, const flo
   const int nq = L.blocks(), ldq = L.ld_qkv(), ldo = L.ld_out();
   const int64_t tasks = int64_t(B) * H * nq;
   const T scale = T(1) / std::sqrt(T(Dh));
-#pragma omp parallel if (causal_work(B, S, H, Dh) > kParallelMin)
+#pragma omp parallel if (causal_work(B, S, H, Dh) > cpu::kParallelMin)
   {
     std::vector<T> scores(size_t(kQueryBlock) * S);  // the block's scores, then its probabilities
 #pragma omp for schedule(dynamic)
@@ -109,7 +109,7 @@ void CpuOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T
   const int nq = L.blocks(), ldq = L.ld_qkv(), ldo = L.ld_out();
   const int tasks = B * H;
   const T scale = T(1) / std::sqrt(T(Dh));
-#pragma omp parallel if (causal_work(B, S, H, Dh) > kParallelMin)
+#pragma omp parallel if (causal_work(B, S, H, Dh) > cpu::kParallelMin)
   {
     std::vector<T> Pb(size_t(kQueryBlock) * S);  // the block's probabilities
     std::vector<T> dS(size_t(kQueryBlock) * S);  // dP, then dS

@@ -51,13 +51,13 @@ double reduce(const P* x, size_t n, Reduce what) {
 
 template <typename T>
 void CpuOps<T>::add_inplace(T* x, const T* y, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n > cpu::kParallelMin)
   for (size_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
 template <typename T>
 void CpuOps<T>::to_compute(T* out, const acc_t<T>* in, size_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n > cpu::kParallelMin)
   for (size_t i = 0; i < n; ++i) out[i] = T(in[i]);
 }
 
@@ -81,7 +81,7 @@ void CpuOps<T>::adamw(acc_t<T>* param, const acc_t<T>* grad, acc_t<T>* m, acc_t<
           gs = P(args.grad_scale);
   const P bc1 = P(1.0 - std::pow(double(args.beta1), args.step));
   const P bc2 = P(1.0 - std::pow(double(args.beta2), args.step));
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n > cpu::kParallelMin)
   for (size_t i = 0; i < n; ++i) {
     const P g = grad[i] * gs;
     const P mi = b1 * m[i] + (P(1) - b1) * g;

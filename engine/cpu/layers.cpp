@@ -28,7 +28,7 @@ int column_blocks(int C) { return (C + kColumnBlock - 1) / kColumnBlock; }
 
 template <typename T>
 void CpuOps<T>::embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C) {
-#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > cpu::kParallelMin)
   for (int t = 0; t < N; ++t)
     std::memcpy(out + size_t(t) * C, wte + size_t(tokens[t]) * C, sizeof(T) * C);
 }
@@ -38,7 +38,7 @@ void CpuOps<T>::embedding_backward(acc_t<T>* dwte, const T* dout, const int32_t*
   for (int t = 0; t < N; ++t) MT_CHECK(tokens[t] >= 0 && tokens[t] < V, "token ", tokens[t], " not in [0, ", V, ")");
   // Each column block adds the tokens' rows in token order: a scatter without races or atomics.
   const int nb = column_blocks(C);
-#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > cpu::kParallelMin)
   for (int cb = 0; cb < nb; ++cb) {
     const int c0 = cb * kColumnBlock, w = std::min(kColumnBlock, C - c0);
     for (int t = 0; t < N; ++t) {
@@ -54,7 +54,7 @@ void CpuOps<T>::embedding_backward(acc_t<T>* dwte, const T* dout, const int32_t*
 
 template <typename T>
 void CpuOps<T>::rmsnorm_forward(T* out, acc_t<T>* rstd, const T* inp, const T* weight, int N, int C, float eps) {
-#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* x = inp + size_t(t) * C;
     T* y = out + size_t(t) * C;
@@ -75,7 +75,7 @@ void CpuOps<T>::rmsnorm_backward(T* dinp, acc_t<T>* dweight, const T* dout, cons
                                  const acc_t<T>* rstd, int N, int C) {
   // dweight first: it reads dout, which the dinp pass may overwrite when dinp aliases dout.
   const int nb = column_blocks(C);
-#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > cpu::kParallelMin)
   for (int cb = 0; cb < nb; ++cb) {
     const int c0 = cb * kColumnBlock, w = std::min(kColumnBlock, C - c0);
     P acc[kColumnBlock] = {};
@@ -88,7 +88,7 @@ void CpuOps<T>::rmsnorm_backward(T* dinp, acc_t<T>* dweight, const T* dout, cons
     }
     for (int c = 0; c < w; ++c) dweight[c0 + c] += acc[c];
   }
-#pragma omp parallel for schedule(static) if (size_t(N) * C > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * C > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* g = dout + size_t(t) * C;
     const T* x = inp + size_t(t) * C;
@@ -107,7 +107,7 @@ void CpuOps<T>::rmsnorm_backward(T* dinp, acc_t<T>* dweight, const T* dout, cons
 
 template <typename T>
 void CpuOps<T>::swiglu_forward(T* out, const T* h13, int N, int F) {
-#pragma omp parallel for schedule(static) if (size_t(N) * F > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * F > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* a = h13 + size_t(t) * 2 * F;
     const T* b = a + F;
@@ -123,7 +123,7 @@ void CpuOps<T>::swiglu_forward(T* out, const T* h13, int N, int F) {
 // d silu(a) / da = sig (1 + a (1 - sig)).
 template <typename T>
 void CpuOps<T>::swiglu_backward(T* dh13, const T* dout, const T* h13, int N, int F) {
-#pragma omp parallel for schedule(static) if (size_t(N) * F > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * F > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* a = h13 + size_t(t) * 2 * F;
     const T* b = a + F;
@@ -145,7 +145,7 @@ template <typename T>
 void CpuOps<T>::cross_entropy(acc_t<T>* losses, T* dlogits, const T* logits, const int32_t* targets, float dloss, int N,
                               int V) {
   for (int t = 0; t < N; ++t) MT_CHECK(targets[t] >= 0 && targets[t] < V, "target ", targets[t], " not in [0, ", V, ")");
-#pragma omp parallel for schedule(static) if (size_t(N) * V > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * V > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* z = logits + size_t(t) * V;
     P mx = P(z[0]);

@@ -23,7 +23,7 @@ void CpuOps<T>::router_forward(int32_t* routing_map, acc_t<T>* gates, acc_t<T>* 
                                const acc_t<T>* logits, const RouteDims& dims, GateNorm norm) {
   const int N = dims.N, E = dims.E, K = dims.K;
   MT_CHECK(E > 0 && K > 0 && K <= E, "router with E ", E, " K ", K);
-#pragma omp parallel for schedule(static) if (size_t(N) * E > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * E > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
     const P* z = logits + size_t(t) * E;
     P* p = probs + size_t(t) * E;
@@ -65,7 +65,7 @@ void CpuOps<T>::router_backward(acc_t<T>* dlogits, const acc_t<T>* dgates, const
                                 const acc_t<T>* probs, const acc_t<T>* lse, const int32_t* routing_map,
                                 const acc_t<T>* gates, float z_scale, const RouteDims& dims, GateNorm norm) {
   const int N = dims.N, E = dims.E, K = dims.K;
-#pragma omp parallel if (size_t(N) * E > kParallelMin)
+#pragma omp parallel if (size_t(N) * E > cpu::kParallelMin)
   {
     std::vector<P> dprob(E);
 #pragma omp for schedule(static)
@@ -145,13 +145,13 @@ int CpuOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_p
 
 template <typename T>
 void CpuOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) {
-#pragma omp parallel for schedule(static) if (size_t(R) * C > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(R) * C > cpu::kParallelMin)
   for (int r = 0; r < R; ++r) std::memcpy(out + size_t(r) * C, inp + size_t(row_src[r]) * C, sizeof(T) * C);
 }
 
 template <typename T>
 void CpuOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) {
-#pragma omp parallel for schedule(static) if (size_t(N) * K * C > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * K * C > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
     T* d = dinp + size_t(t) * C;
     std::fill(d, d + C, T(0));
@@ -168,7 +168,7 @@ void CpuOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot
 template <typename T>
 void CpuOps<T>::moe_combine(T* out, const T* expert_out, const acc_t<T>* gates, const int32_t* slot, int N, int K,
                             int C) {
-#pragma omp parallel for schedule(static) if (size_t(N) * K * C > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * K * C > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
     T* y = out + size_t(t) * C;
     std::fill(y, y + C, T(0));
@@ -187,7 +187,7 @@ void CpuOps<T>::moe_combine(T* out, const T* expert_out, const acc_t<T>* gates, 
 template <typename T>
 void CpuOps<T>::moe_combine_backward(T* dexpert_out, acc_t<T>* dgates, const T* dout, const T* expert_out,
                                      const acc_t<T>* gates, const int32_t* slot, int N, int K, int C) {
-#pragma omp parallel for schedule(static) if (size_t(N) * K * C > kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * K * C > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
     const T* g = dout + size_t(t) * C;
     for (int k = 0; k < K; ++k) {

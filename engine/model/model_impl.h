@@ -461,7 +461,7 @@ void Model<T>::forward_logits(const int32_t* windows_host, int n_seqs, int posit
   MicroBatchStats stats;
   im.load_tokens(windows_host, n_seqs);
   im.forward(&stats);
-  im.linear(im.logits, im.lnf + size_t(position) * im.Dm, im.w.lm_head, 1, im.Dm, im.V, 0.f, OpFamily::LmHead);
+  linear_forward(im.ops, im.prof, OpFamily::LmHead, im.logits, im.lnf + size_t(position) * im.Dm, im.w.lm_head, 1, im.Dm, im.V);
   std::vector<T> row(size_t(im.V));
   im.dev.copy(row.data(), im.logits, sizeof(T) * row.size(), CopyKind::DeviceToHost);
   for (size_t i = 0; i < row.size(); ++i) {

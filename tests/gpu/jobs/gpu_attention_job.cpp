@@ -100,8 +100,8 @@ Result run(Ops<T>& ops, const Shape& s, const std::vector<float>& qkv, const std
   q.put(qkv);
   dout_b.put(dout);
   sl.put(slopes);
-  ops.attention_forward(o.p, lse.p, q.p, sl.p, s.B, s.T, s.H, s.Dh);
-  ops.attention_backward(dq.p, dout_b.p, q.p, o.p, lse.p, sl.p, s.B, s.T, s.H, s.Dh);
+  ops.attention_forward(o.p, lse.p, q.p, sl.p, AttnDims{s.B, s.T, s.H, s.Dh});
+  ops.attention_backward(dq.p, dout_b.p, q.p, o.p, lse.p, sl.p, AttnDims{s.B, s.T, s.H, s.Dh});
   return {o.get(), dq.get()};
 }
 
@@ -161,8 +161,8 @@ bool time_attention(cuda::Backend& gpu, AttentionImpl impl, const char* name) {
     return std::chrono::duration<double>(clock::now() - t0).count() / reps;
   };
   try {
-    const double tf = timed([&] { ops.attention_forward(o.p, lse.p, q.p, sl.p, s.B, s.T, s.H, s.Dh); });
-    const double tb = timed([&] { ops.attention_backward(dq.p, o.p, q.p, o.p, lse.p, sl.p, s.B, s.T, s.H, s.Dh); });
+    const double tf = timed([&] { ops.attention_forward(o.p, lse.p, q.p, sl.p, AttnDims{s.B, s.T, s.H, s.Dh}); });
+    const double tb = timed([&] { ops.attention_backward(dq.p, o.p, q.p, o.p, lse.p, sl.p, AttnDims{s.B, s.T, s.H, s.Dh}); });
     char fig[200];
     std::snprintf(fig, sizeof fig, "B %d S %d H %d Dh %d bf16: forward %.1f TFLOP/s (%.2f ms), backward %.1f TFLOP/s (%.2f ms)",
                   s.B, s.T, s.H, s.Dh, s.fwd_flops() / tf / 1e12, 1e3 * tf, 2.5 * s.fwd_flops() / tb / 1e12, 1e3 * tb);
