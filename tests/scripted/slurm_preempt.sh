@@ -4,7 +4,8 @@
 #    from the script; `scancel` stops it with a checkpoint and ends it for good (CANCELLED);
 # 2. stopped twice (USR1 to the batch shell, the same path as the time limit) with 1 rank and with 2
 #    ranks (srun --mpi=pmix), the run's final weights and Adam state are byte-identical to those of an
-#    uninterrupted run of the same ranks.
+#    uninterrupted run of the same ranks (4,000 steps of about a millisecond; the ranks are frozen while
+#    the signal travels, see usr1_at_step).
 # Usage: slurm_preempt.sh MOETRAIN SCRATCH_DIR
 set -euo pipefail
 . tests/slurm/slurm_env.sh
@@ -41,16 +42,17 @@ sleep 3
 echo "scancel: checkpoint ${latest##*/}, job CANCELLED, not restarted (whole part 1: $(($(date +%s) - t0)) s)"
 
 # 2. Several stops, byte-identical to an uninterrupted run: 1 rank and 2 ranks.
-mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS "$BIN" train run.json --out ref2 > ref2.log 2>&1 ||
-  fail "uninterrupted 2-rank run: $(tail -3 ref2.log)"
-"$BIN" train run.json --out ref1 > ref1.log 2>&1 || fail "uninterrupted run: $(tail -3 ref1.log)"
+STEPS=4000
+LONG=(--set train.tokens=$((STEPS * 8 * 32)))
+mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS "$BIN" train run.json --out ref2 "${LONG[@]}" \
+  > ref2.log 2>&1 || fail "uninterrupted 2-rank run: $(tail -3 ref2.log)"
+"$BIN" train run.json --out ref1 "${LONG[@]}" > ref1.log 2>&1 || fail "uninterrupted run: $(tail -3 ref1.log)"
 for ranks in 1 2; do
   t0=$(date +%s)
   out=stop$ranks
-  id=$(sbatch --parsable --ntasks-per-node=$ranks -o "$TMP/$out.out" "$TS" run.json $out)
+  id=$(sbatch --parsable --ntasks-per-node=$ranks -o "$TMP/$out.out" "$TS" run.json $out "${LONG[@]}")
   for n in 1 2; do
-    wait_step_beyond $out "$(($(last_step $out) + 100))"
-    scancel -b --signal=USR1 "$id"
+    usr1_at_step "$id" $out $ranks "$(($(last_step $out) + 100))" $STEPS
     wait_running_restart "$id" $n
   done
   state=$(slurm_wait_job "$id" 120 | tail -n 1)

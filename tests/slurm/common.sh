@@ -68,3 +68,46 @@ wait_running_restart() {
   done
   fail "job $id not running with $n restart(s) after 60 s: $(scontrol show job "$id" | grep -E 'JobState|Restarts')"
 }
+
+# Stops the run of job ID with USR1 to its batch shell (train.sbatch's time-limit path) once run folder
+# OUT, run by RANKS processes of the tiny model, has logged a step beyond AFTER, before TOTAL. A step
+# takes about a millisecond, and on a loaded machine Slurm may take seconds to pass a signal on, so the
+# ranks are frozen (SIGSTOP) as soon as the step is seen, USR1 is sent, and they go on (SIGCONT) once the
+# TERM that the script sends them is pending in every rank: the run cannot end before the stop reaches
+# it. Meanwhile this shell runs SCHED_FIFO: on a 2-core VM, two MPI ranks polling for messages kept a
+# normal shell off the CPU for their whole run (8 s).
+usr1_at_step() {
+  local id=$1 out=$2 ranks=$3 after=$4 total=$5 pids= p at
+  chrt -f -p 10 $$ 2> /dev/null || echo "usr1_at_step: no SCHED_FIFO for the test shell; a loaded machine may starve it" >&2
+  wait_step_beyond "$out" "$after"
+  for p in $(pgrep -f -- "^$BIN train run.json --out $out " || true); do
+    [ "$(readlink "/proc/$p/cwd")" = "$PWD" ] && pids+="$p "
+  done
+  [ "$(echo $pids | wc -w)" -eq "$ranks" ] || fail "$out: expected $ranks rank process(es), found '$pids'"
+  kill -STOP $pids 2> /dev/null || true
+  at=$(last_step "$out")
+  [ "$at" -lt "$total" ] || fail "$out: the run reached its last step ($at) before it could be frozen"
+  scancel -b --signal=USR1 "$id"
+  for _ in $(seq 1 600); do
+    term_pending $pids && break
+    sleep 0.1
+  done
+  kill -CONT $pids 2> /dev/null || true
+  chrt -o -p 0 $$ 2> /dev/null || true
+  term_pending $pids || fail "$out: no TERM reached the frozen ranks within 60 s of USR1 to the batch shell"
+}
+
+# True when every process PID has SIGTERM (15: bit 14 of the masks) pending, or is no longer stopped
+# (Slurm may send SIGCONT along with a signal) or has ended.
+term_pending() {
+  local p m hit
+  for p in "$@"; do
+    grep -q '^State:.*stopped' "/proc/$p/status" 2> /dev/null || continue
+    hit=0
+    for m in $(awk '/^(SigPnd|ShdPnd):/ {print $2}' "/proc/$p/status" 2> /dev/null); do
+      (( (16#$m >> 14) & 1 )) && hit=1
+    done
+    [ $hit = 1 ] || return 1
+  done
+  return 0
+}
