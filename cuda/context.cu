@@ -193,12 +193,7 @@ void Context::scale_matrix(void* c, cudaDataType_t c_type, int m, int n, int ldc
 
 void Context::gemm(void* c, cudaDataType_t c_type, const void* a, const void* b, cudaDataType_t ab_type,
                    const GemmShape& s, float alpha, float beta) {
-  MT_CHECK(s.m >= 0 && s.n >= 0 && s.k >= 0, "gemm sizes m ", s.m, " n ", s.n, " k ", s.k);
-  const int a_cols = s.trans_a == Trans::No ? s.k : s.m;
-  const int b_cols = s.trans_b == Trans::No ? s.n : s.k;
-  MT_CHECK(s.lda >= std::max(1, a_cols) && s.ldb >= std::max(1, b_cols) && s.ldc >= std::max(1, s.n),
-           "gemm leading dimensions lda ", s.lda, " ldb ", s.ldb, " ldc ", s.ldc, " too small for m ", s.m, " n ",
-           s.n, " k ", s.k);
+  s.check();
   if (s.m == 0 || s.n == 0) return;
   if (s.k == 0) return scale_matrix(c, c_type, s.m, s.n, s.ldc, beta);
 

@@ -92,24 +92,24 @@ void CudaOps<T>::swiglu_backward(T* dh13, const T* dout, const T* h13, int N, in
 template <typename T>
 void CudaOps<T>::router_forward(int32_t* routing_map, P* gates, P* probs, P* lse, const P* logits, const RouteDims& d,
                                 GateNorm norm) {
-  cuda::router_forward(ctx_, routing_map, gates, probs, lse, logits, d.N, d.E, d.K, norm);
+  cuda::router_forward(ctx_, routing_map, gates, probs, lse, logits, d, norm);
 }
 template <typename T>
 void CudaOps<T>::router_backward(P* dlogits, const P* dgates, const P* prob_grad, const P* probs, const P* lse,
                                  const int32_t* routing_map, const P* gates, float z_scale, const RouteDims& d,
                                  GateNorm norm) {
-  cuda::router_backward(ctx_, dlogits, dgates, prob_grad, probs, lse, routing_map, gates, z_scale, d.N, d.E, d.K, norm);
+  cuda::router_backward(ctx_, dlogits, dgates, prob_grad, probs, lse, routing_map, gates, z_scale, d, norm);
 }
 template <typename T>
 void CudaOps<T>::router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map, const P* probs,
                               const RouteDims& d) {
-  cuda::router_stats(ctx_, counts_host, prob_sum_host, routing_map, probs, d.N, d.E, d.K);
+  cuda::router_stats(ctx_, counts_host, prob_sum_host, routing_map, probs, d);
 }
 
 template <typename T>
 int CudaOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
                                const int32_t* routing_map, const RouteDims& d, int capacity) {
-  return cuda::moe_route_plan(ctx_, slot, row_src, tokens_per_expert_host, routing_map, d.N, d.K, d.E, capacity);
+  return cuda::moe_route_plan(ctx_, slot, row_src, tokens_per_expert_host, routing_map, d, capacity);
 }
 template <typename T>
 void CudaOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) {

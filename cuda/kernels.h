@@ -48,17 +48,17 @@ void attention_backward(Context& ctx, T* dqkv, const T* dout, const T* qkv, cons
                         const float* slopes, int B, int T_, int H, int Dh);
 
 // ---- router, dispatch, combine (moe.cu) -----------------------------------------------------------------
-void router_forward(Context& ctx, int32_t* topk_idx, float* topk_gate, float* probs, float* lse,
-                    const float* logits, int N, int E, int K, GateNorm norm);
-void router_backward(Context& ctx, float* dlogits, const float* dgate, const float* prob_grad, const float* probs,
-                     const float* lse, const int32_t* topk_idx, const float* topk_gate, float z_scale, int N, int E,
-                     int K, GateNorm norm);
+void router_forward(Context& ctx, int32_t* routing_map, float* gates, float* probs, float* lse,
+                    const float* logits, const RouteDims& d, GateNorm norm);
+void router_backward(Context& ctx, float* dlogits, const float* dgates, const float* prob_grad, const float* probs,
+                     const float* lse, const int32_t* routing_map, const float* gates, float z_scale,
+                     const RouteDims& d, GateNorm norm);
 // Synchronises.
-void router_stats(Context& ctx, int64_t* counts_host, double* prob_sum_host, const int32_t* topk_idx,
-                  const float* probs, int N, int E, int K);
+void router_stats(Context& ctx, int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map,
+                  const float* probs, const RouteDims& d);
 // Synchronises.
 int moe_route_plan(Context& ctx, int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
-                   const int32_t* topk_idx, int N, int K, int E, int capacity);
+                   const int32_t* routing_map, const RouteDims& d, int capacity);
 template <typename T>
 void moe_permute(Context& ctx, T* out, const T* inp, const int32_t* row_src, int R, int C);
 template <typename T>

@@ -23,7 +23,7 @@ constexpr int kPlanTile = 256;     // choices per block of the routing plan
 __device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
 // ---- router: one warp per token ------------------------------------------------------------------------------
-__global__ void router_forward_kernel(int32_t* topk_idx, float* topk_gate, float* probs, float* lse,
+__global__ void router_forward_kernel(int32_t* routing_map, float* gates, float* probs, float* lse,
                                       const float* logits, int N, int E, int K, bool renormalize) {
   const int row = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= N) return;
@@ -40,8 +40,8 @@ __global__ void router_forward_kernel(int32_t* topk_idx, float* topk_gate, float
   // Top-K by K rounds of a warp arg-max over the experts not yet chosen; bit k of `taken` marks this
   // lane's expert lane + 32 k as chosen.
   uint64_t taken = 0;
-  int32_t* idx = topk_idx + size_t(row) * K;
-  float* gate = topk_gate + size_t(row) * K;
+  int32_t* idx = routing_map + size_t(row) * K;
+  float* gate = gates + size_t(row) * K;
   float chosen_sum = 0.f;
   for (int k = 0; k < K; ++k) {
     float bv = -INFINITY;
@@ -75,16 +75,16 @@ __global__ void router_forward_kernel(int32_t* topk_idx, float* topk_gate, float
 // renormalisation when on: (dgate_k - sum_k' dgate_k' g_k') / S. Then the softmax backward
 // dlogit_e = p_e (dprob_e - sum_j p_j dprob_j) + z_scale 2 lse p_e.
 __global__ void router_backward_kernel(float* dlogits, const float* dgate, const float* prob_grad, const float* probs,
-                                       const float* lse, const int32_t* topk_idx, const float* topk_gate,
+                                       const float* lse, const int32_t* routing_map, const float* gates,
                                        float z_scale, int N, int E, int K, bool renormalize) {
   const int row = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= N) return;
   const float* p = probs + size_t(row) * E;
-  const int32_t* idx = topk_idx + size_t(row) * K;
+  const int32_t* idx = routing_map + size_t(row) * K;
   const float* dg = dgate + size_t(row) * K;
   float chosen_sum = 0.f, dot = 0.f;
   if (renormalize) {
-    const float* g = topk_gate + size_t(row) * K;
+    const float* g = gates + size_t(row) * K;
     for (int k = 0; k < K; ++k) {
       chosen_sum += p[idx[k]];
       dot += dg[k] * g[k];
@@ -104,9 +104,9 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgate, const
   for (int e = lane; e < E; e += 32) d[e] = p[e] * (dprob(e) - pd + zterm);
 }
 
-__global__ void count_choices_kernel(int* counts, int* bad, const int32_t* topk_idx, size_t choices, int E) {
+__global__ void count_choices_kernel(int* counts, int* bad, const int32_t* routing_map, size_t choices, int E) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < choices; i += size_t(gridDim.x) * blockDim.x) {
-    const int e = topk_idx[i];
+    const int e = routing_map[i];
     if (e >= 0 && e < E) atomicAdd(&counts[e], 1);  // integer: the same result in any order
     else atomicExch(bad, 1);
   }
@@ -125,7 +125,7 @@ __global__ void prob_sum_kernel(double* prob_sum, const float* probs, int N, int
 // ---- routing plan -------------------------------------------------------------------------------------------
 // 1. Per tile of kPlanTile choices: each choice's rank among the tile's earlier choices of the same
 //    expert, and the tile's count per expert.
-__global__ void plan_tile_kernel(int32_t* in_rank, int32_t* tile_count, int* bad, const int32_t* topk_idx,
+__global__ void plan_tile_kernel(int32_t* in_rank, int32_t* tile_count, int* bad, const int32_t* routing_map,
                                  int choices, int E) {
   __shared__ int32_t ex[kPlanTile];
   extern __shared__ int32_t cnt[];  // (E)
@@ -133,7 +133,7 @@ __global__ void plan_tile_kernel(int32_t* in_rank, int32_t* tile_count, int* bad
   const int i = blockIdx.x * kPlanTile + threadIdx.x;
   int e = -1;
   if (i < choices) {
-    e = topk_idx[i];
+    e = routing_map[i];
     if (e < 0 || e >= E) {
       atomicExch(bad, 1);
       e = -1;
@@ -178,12 +178,12 @@ __global__ void plan_offsets_kernel(int64_t* kept, int64_t* start, const int64_t
 }
 
 // 4. Each choice's row: start[e] + its rank within e, if below the capacity; row_src of that row.
-__global__ void plan_place_kernel(int32_t* slot, int32_t* row_src, const int32_t* topk_idx, const int32_t* in_rank,
+__global__ void plan_place_kernel(int32_t* slot, int32_t* row_src, const int32_t* routing_map, const int32_t* in_rank,
                                   const int32_t* tile_base, const int64_t* kept, const int64_t* start, int choices,
                                   int K, int E) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= choices) return;
-  const int e = topk_idx[i];
+  const int e = routing_map[i];
   if (e < 0 || e >= E) {
     slot[i] = -1;
     return;
@@ -265,27 +265,30 @@ __global__ void combine_backward_kernel(D* dexpert_out, float* dgate, const D* d
 
 }  // namespace
 
-void router_forward(Context& ctx, int32_t* topk_idx, float* topk_gate, float* probs, float* lse, const float* logits,
-                    int N, int E, int K, GateNorm norm) {
+void router_forward(Context& ctx, int32_t* routing_map, float* gates, float* probs, float* lse, const float* logits,
+                    const RouteDims& d, GateNorm norm) {
+  const int N = d.N, E = d.E, K = d.K;
   MT_CHECK(E > 0 && K > 0 && K <= E, "router with E ", E, " K ", K);
   MT_CHECK(E <= kMaxExperts, "the CUDA router supports at most ", kMaxExperts, " experts, got ", E);
   if (N == 0) return;
-  router_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx.stream()>>>(topk_idx, topk_gate, probs, lse, logits, N,
+  router_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx.stream()>>>(routing_map, gates, probs, lse, logits, N,
                                                                            E, K, norm == GateNorm::Renormalize);
   MT_CUDA_CHECK_LAUNCH();
 }
 
-void router_backward(Context& ctx, float* dlogits, const float* dgate, const float* prob_grad, const float* probs,
-                     const float* lse, const int32_t* topk_idx, const float* topk_gate, float z_scale, int N, int E,
-                     int K, GateNorm norm) {
-  if (N == 0) return;
-  router_backward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx.stream()>>>(
-      dlogits, dgate, prob_grad, probs, lse, topk_idx, topk_gate, z_scale, N, E, K, norm == GateNorm::Renormalize);
+void router_backward(Context& ctx, float* dlogits, const float* dgates, const float* prob_grad, const float* probs,
+                     const float* lse, const int32_t* routing_map, const float* gates, float z_scale,
+                     const RouteDims& d, GateNorm norm) {
+  if (d.N == 0) return;
+  router_backward_kernel<<<ceil_div(d.N, kWarps), kThreads, 0, ctx.stream()>>>(
+      dlogits, dgates, prob_grad, probs, lse, routing_map, gates, z_scale, d.N, d.E, d.K,
+      norm == GateNorm::Renormalize);
   MT_CUDA_CHECK_LAUNCH();
 }
 
-void router_stats(Context& ctx, int64_t* counts_host, double* prob_sum_host, const int32_t* topk_idx,
-                  const float* probs, int N, int E, int K) {
+void router_stats(Context& ctx, int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map,
+                  const float* probs, const RouteDims& d) {
+  const int N = d.N, E = d.E, K = d.K;
   // Device layout: [prob_sum (E doubles) | counts (E ints) | bad flag (1 int)].
   const size_t bytes = sizeof(double) * E + sizeof(int) * (E + 1);
   char* buf = static_cast<char*>(ctx.scratch(bytes));
@@ -295,7 +298,7 @@ void router_stats(Context& ctx, int64_t* counts_host, double* prob_sum_host, con
   MT_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int) * (E + 1), ctx.stream()));
   const size_t choices = size_t(N) * K;
   if (choices) {
-    count_choices_kernel<<<grid_for(choices, kThreads, 4096), kThreads, 0, ctx.stream()>>>(counts, bad, topk_idx,
+    count_choices_kernel<<<grid_for(choices, kThreads, 4096), kThreads, 0, ctx.stream()>>>(counts, bad, routing_map,
                                                                                          choices, E);
     MT_CUDA_CHECK_LAUNCH();
   }
@@ -313,7 +316,8 @@ void router_stats(Context& ctx, int64_t* counts_host, double* prob_sum_host, con
 }
 
 int moe_route_plan(Context& ctx, int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
-                   const int32_t* topk_idx, int N, int K, int E, int capacity) {
+                   const int32_t* routing_map, const RouteDims& d, int capacity) {
+  const int N = d.N, E = d.E, K = d.K;
   MT_CHECK(E > 0 && K > 0, "routing plan with E ", E, " K ", K);
   const int64_t choices64 = int64_t(N) * K;
   MT_CHECK(choices64 < INT32_MAX, "routing plan of ", choices64, " choices");
@@ -334,7 +338,7 @@ int moe_route_plan(Context& ctx, int32_t* slot, int32_t* row_src, int64_t* token
   MT_CUDA_CHECK(cudaMemsetAsync(small, 0, sizeof(int64_t), ctx.stream()));
   if (choices > 0) {
     const size_t smem = sizeof(int32_t) * E;
-    plan_tile_kernel<<<tiles, kPlanTile, smem, ctx.stream()>>>(in_rank, tile_count, bad, topk_idx, choices, E);
+    plan_tile_kernel<<<tiles, kPlanTile, smem, ctx.stream()>>>(in_rank, tile_count, bad, routing_map, choices, E);
     MT_CUDA_CHECK_LAUNCH();
   } else {
     MT_CUDA_CHECK(cudaMemsetAsync(tile_count, 0, sizeof(int32_t) * E, ctx.stream()));
@@ -345,7 +349,7 @@ int moe_route_plan(Context& ctx, int32_t* slot, int32_t* row_src, int64_t* token
   MT_CUDA_CHECK_LAUNCH();
   if (choices > 0) {
     plan_place_kernel<<<ceil_div(choices, kThreads), kThreads, 0, ctx.stream()>>>(
-        slot, row_src, topk_idx, in_rank, tile_count, kept, start, choices, K, E);
+        slot, row_src, routing_map, in_rank, tile_count, kept, start, choices, K, E);
     MT_CUDA_CHECK_LAUNCH();
   }
   int64_t* host = static_cast<int64_t*>(ctx.host_scratch(sizeof(int64_t) * (1 + E)));

@@ -139,30 +139,56 @@ def empty_note(ax, what):
     ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
+def seed_groups(runs, key, field):
+    """Runs that differ only in their seed (same reuse and the same `field`, e.g. ra or C) as one point:
+    [(field value, mean of key, min, max, names)], sorted by the field."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["reuse"], "%.6g" % r[field]), []).append(r)
+    out = []
+    for sel in groups.values():
+        vals = [r[key] for r in sel]
+        out.append((sel[0][field], sum(vals) / len(vals), min(vals), max(vals), [r["name"] for r in sel]))
+    return sorted(out)
+
+
 def dense_lines(runs, ref_name):
-    """One (val BPC, label) per finished dense run, its compute given in units of the reference's."""
+    """One (val BPC, label) per dense compute budget (the mean over its seeds), the compute in units of
+    the reference's; the seed spread is in the label."""
     ref_c = next((r["C"] for r in runs if r["name"] == ref_name and math.isfinite(r["C"])), math.nan)
     lines = []
-    for r in sorted((r for r in runs if not is_moe(r) and has_result(r)), key=lambda r: r["C"]):
-        scale = " (%.3g C)" % (r["C"] / ref_c) if math.isfinite(ref_c) and math.isfinite(r["C"]) else ""
-        lines.append((r["val_bpc"], "%s%s: %.4f" % (r["name"], scale, r["val_bpc"])))
+    for c, mean, lo, hi, names in seed_groups([r for r in runs if not is_moe(r) and has_result(r)], "val_bpc", "C"):
+        scale = " (%.3g C)" % (c / ref_c) if math.isfinite(ref_c) and math.isfinite(c) else ""
+        spread = ", %d seeds %.4f-%.4f" % (len(names), lo, hi) if len(names) > 1 else ""
+        lines.append((mean, "%s%s: %.4f%s" % (names[0], scale, mean, spread)))
     return lines
 
 
 def plot_vs_ra(plt, runs, key, ylabel, title, ref_lines, out, bubbles=False):
-    """MoE runs against ra, one series per reuse kind, horizontal lines for the dense runs. With bubbles,
-    the marker area is proportional to the consumed tokens D (Figure 1b of the paper)."""
+    """MoE runs against ra, one series per reuse kind, horizontal lines for the dense runs. Runs that
+    differ only in their seed are one point, their mean, with an error bar from the lowest to the highest
+    seed. With bubbles, the marker area is proportional to the consumed tokens D (Figure 1b of the paper)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     moe = [r for r in runs if is_moe(r) and has_result(r, key) and r["ra"] > 0]
     d_max = max((r["D"] for r in moe if math.isfinite(r["D"])), default=math.nan)
+    d_of = {r["name"]: r["D"] for r in moe}
+    seeded = False
     for i, kind in enumerate(reuse_kinds(moe)):
-        sel = sorted((r for r in moe if r["reuse"] == kind), key=lambda r: r["ra"])
+        pts = seed_groups([r for r in moe if r["reuse"] == kind], key, "ra")
         color, marker = style(kind, i)
-        ax.plot([r["ra"] for r in sel], [r[key] for r in sel], marker=None if bubbles else marker, color=color,
-                label="MoE, reuse " + kind)
+        x = [p[0] for p in pts]
+        y = [p[1] for p in pts]
+        ax.plot(x, y, marker=None if bubbles else marker, color=color, label="MoE, reuse " + kind)
+        multi = [p for p in pts if len(p[4]) > 1]
+        if multi:
+            seeded = True
+            ax.errorbar([p[0] for p in multi], [p[1] for p in multi], fmt="none", ecolor=color, capsize=4,
+                        yerr=[[p[1] - p[2] for p in multi], [p[3] - p[1] for p in multi]])
         if bubbles and math.isfinite(d_max):
-            ax.scatter([r["ra"] for r in sel], [r[key] for r in sel], marker=marker, color=color, alpha=0.6,
-                       edgecolors="k", linewidths=0.5, s=[400 * r["D"] / d_max for r in sel])
+            ax.scatter(x, y, marker=marker, color=color, alpha=0.6, edgecolors="k", linewidths=0.5,
+                       s=[400 * d_of[p[4][0]] / d_max for p in pts])
+    if seeded:
+        title += "\n(error bars: lowest to highest seed)"
     for j, (y, label) in enumerate(ref_lines):
         ax.axhline(y, color="0.%d" % min(6, 2 * j), linestyle=["--", ":", "-."][j % 3], linewidth=1, label=label)
 
