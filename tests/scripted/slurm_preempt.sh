@@ -18,13 +18,22 @@ TS=$SRC/scripts/slurm/train.sbatch
 # 1. Time limit, scontrol requeue, scancel.
 t0=$(date +%s)
 id=$(sbatch --parsable --time=1 --signal=B:USR1@59 -o "$TMP/tl.out" "$TS" run.json tl --set train.tokens=1e9)
-wait_running_restart "$id" 1
-grep -q "(timelimit)" tl.out || fail "no time-limit stop: $(cat tl.out)"
+# Slurm checks the limits every 30 s, so USR1 comes anywhere from 0 to 30 s after each start: if it
+# comes before the run has started, the script requeues without starting it, and the next start tries
+# again. Once the job has been requeued after a time-limit stop, and before it starts again (a requeued
+# job waits several seconds), it gets a long limit, so that no USR1 falls into the checks below.
+wait_line tl.out 'exit 3 (timelimit)$' 150
+n=$(grep -c 'exit 3 (timelimit)$\|not started (time limit near); requeued$' tl.out)
+wait_restarts "$id" "$n"
+state=$(job_field "$id" JobState)
+scontrol update JobId="$id" TimeLimit=30
+[ "$state" = PENDING ] || echo "note: job $id was $state, not PENDING, when its limit was raised"
+wait_running_restart "$id" "$n"
 ls tl/checkpoints/step_*/state.json > /dev/null || fail "the time-limit stop left no checkpoint"
-echo "time limit: checkpointed and requeued after $(($(date +%s) - t0)) s"
+echo "time limit: checkpointed and requeued after $(($(date +%s) - t0)) s ($n requeue(s))"
 wait_step_beyond tl "$(last_step tl)"
 scontrol requeue "$id"
-wait_running_restart "$id" 2
+wait_running_restart "$id" $((n + 1))
 [ "$(grep -c '^20.*exit 3 (stop)$' tl.out)" -eq 1 ] || fail "scontrol requeue: no stop with a checkpoint: $(tail -5 tl.out)"
 ! grep -q "requeue.*failed\|pending execution" tl.out || fail "scontrol requeue: the script requeued again: $(cat tl.out)"
 echo "scontrol requeue: checkpointed, restarted once (restarts $(job_field "$id" Restarts))"

@@ -59,6 +59,32 @@ wait_step_beyond() {
 # A field of `scontrol show job ID` (e.g. Restarts, JobState).
 job_field() { scontrol show job "$1" 2> /dev/null | grep -o "$2=[^ ]*" | head -n 1 | cut -d= -f2; }
 
+# Waits (up to 60 s) until job ID has been requeued N times (any state), watching at SCHED_FIFO (see
+# usr1_at_step) so that the test sees the requeue while the job still waits to start again.
+wait_restarts() {
+  local id=$1 n=$2 r
+  chrt -f -p 10 $$ 2> /dev/null || true
+  for _ in $(seq 1 600); do
+    r=$(job_field "$id" Restarts)
+    [ "${r:-0}" -ge "$n" ] && break
+    sleep 0.1
+  done
+  chrt -o -p 0 $$ 2> /dev/null || true
+  [ "${r:-0}" -ge "$n" ] || fail "job $id not requeued $n time(s) after 60 s: $(scontrol show job "$id" | grep -E 'JobState|Restarts')"
+}
+
+# Waits (up to SECONDS) until FILE has a line matching the grep pattern PATTERN, at SCHED_FIFO.
+wait_line() {
+  local file=$1 pattern=$2 secs=$3 ok=1
+  chrt -f -p 10 $$ 2> /dev/null || true
+  for _ in $(seq 1 $((secs * 10))); do
+    grep -q -- "$pattern" "$file" 2> /dev/null && ok=0 && break
+    sleep 0.1
+  done
+  chrt -o -p 0 $$ 2> /dev/null || true
+  [ $ok = 0 ] || fail "$file: no line matching '$pattern' within $secs s: $(tail -5 "$file" 2> /dev/null)"
+}
+
 # Waits (up to 60 s) until job ID runs with Restarts >= N.
 wait_running_restart() {
   local id=$1 n=$2
