@@ -46,81 +46,93 @@ last_step() {
   echo "${s:-0}"
 }
 
-# Waits (up to 60 s) until run folder DIR has logged a step beyond AFTER.
-wait_step_beyond() {
-  local dir=$1 after=$2
-  for _ in $(seq 1 600); do
-    [ "$(last_step "$dir")" -gt "$after" ] && return 0
+# Runs CMD ARGS... every 0.1 s until it succeeds (returns 0) or SECS have passed (returns 1). The shell
+# polls at SCHED_FIFO when it may: on a 2-core VM, two MPI ranks polling for messages kept a normal shell
+# off the CPU for their whole run (8 s), and a test that sees a step or a requeue that late acts too late.
+poll() {
+  local secs=$1 rc=1
+  shift
+  chrt -f -p 10 $$ 2> /dev/null || true
+  for _ in $(seq 1 $((secs * 10))); do
+    if "$@"; then
+      rc=0
+      break
+    fi
     sleep 0.1
   done
-  fail "$dir: no step beyond $after within 60 s (queue: $(squeue -h -o "%i %T %r" | tr "\n" " "))"
+  chrt -o -p 0 $$ 2> /dev/null || true
+  return $rc
+}
+
+# True once run folder DIR has logged a step beyond AFTER.
+step_beyond() { [ "$(last_step "$1")" -gt "$2" ]; }
+
+# Waits (up to 60 s) until run folder DIR has logged a step beyond AFTER.
+wait_step_beyond() {
+  poll 60 step_beyond "$1" "$2" ||
+    fail "$1: no step beyond $2 within 60 s (queue: $(squeue -h -o "%i %T %r" | tr "\n" " "))"
 }
 
 # A field of `scontrol show job ID` (e.g. Restarts, JobState).
 job_field() { scontrol show job "$1" 2> /dev/null | grep -o "$2=[^ ]*" | head -n 1 | cut -d= -f2; }
 
-# Waits (up to 60 s) until job ID has been requeued N times (any state), watching at SCHED_FIFO (see
-# usr1_at_step) so that the test sees the requeue while the job still waits to start again.
-wait_restarts() {
-  local id=$1 n=$2 r
-  chrt -f -p 10 $$ 2> /dev/null || true
-  for _ in $(seq 1 600); do
-    r=$(job_field "$id" Restarts)
-    [ "${r:-0}" -ge "$n" ] && break
-    sleep 0.1
-  done
-  chrt -o -p 0 $$ 2> /dev/null || true
-  [ "${r:-0}" -ge "$n" ] || fail "job $id not requeued $n time(s) after 60 s: $(scontrol show job "$id" | grep -E 'JobState|Restarts')"
+# True once job ID has been requeued N times (any state); with RUNNING, only while it also runs.
+restarted() {
+  local r
+  r=$(job_field "$1" Restarts)
+  [ "${r:-0}" -ge "$2" ] && { [ -z "${3:-}" ] || [ "$(job_field "$1" JobState)" = "$3" ]; }
 }
 
-# Waits (up to SECONDS) until FILE has a line matching the grep pattern PATTERN, at SCHED_FIFO.
-wait_line() {
-  local file=$1 pattern=$2 secs=$3 ok=1
-  chrt -f -p 10 $$ 2> /dev/null || true
-  for _ in $(seq 1 $((secs * 10))); do
-    grep -q -- "$pattern" "$file" 2> /dev/null && ok=0 && break
-    sleep 0.1
-  done
-  chrt -o -p 0 $$ 2> /dev/null || true
-  [ $ok = 0 ] || fail "$file: no line matching '$pattern' within $secs s: $(tail -5 "$file" 2> /dev/null)"
+# Waits (up to 60 s) until job ID has been requeued N times (any state): the test sees the requeue while
+# the job still waits to start again.
+wait_restarts() {
+  poll 60 restarted "$1" "$2" ||
+    fail "job $1 not requeued $2 time(s) after 60 s: $(scontrol show job "$1" | grep -E 'JobState|Restarts')"
 }
 
 # Waits (up to 60 s) until job ID runs with Restarts >= N.
 wait_running_restart() {
-  local id=$1 n=$2
-  for _ in $(seq 1 600); do
-    [ "$(job_field "$id" JobState)" = RUNNING ] && [ "$(job_field "$id" Restarts)" -ge "$n" ] && return 0
-    sleep 0.1
+  poll 60 restarted "$1" "$2" RUNNING ||
+    fail "job $1 not running with $2 restart(s) after 60 s: $(scontrol show job "$1" | grep -E 'JobState|Restarts')"
+}
+
+# Waits (up to SECS) until FILE has a line matching the grep pattern PATTERN.
+wait_line() {
+  poll "$3" grep -q -- "$2" "$1" ||
+    fail "$1: no line matching '$2' within $3 s: $(tail -5 "$1" 2> /dev/null)"
+}
+
+# True once run folder OUT has logged a step beyond AFTER; its rank processes (this binary's, started in
+# this folder) are then frozen by SIGSTOP, their PIDs in FROZEN.
+freeze_beyond() {
+  local out=$1 after=$2 p
+  step_beyond "$out" "$after" || return 1
+  FROZEN=
+  for p in $(pgrep -f -- "^$BIN train run.json --out $out " || true); do
+    [ "$(readlink "/proc/$p/cwd")" = "$PWD" ] && FROZEN+="$p "
   done
-  fail "job $id not running with $n restart(s) after 60 s: $(scontrol show job "$id" | grep -E 'JobState|Restarts')"
+  kill -STOP $FROZEN 2> /dev/null || true
 }
 
 # Stops the run of job ID with USR1 to its batch shell (train.sbatch's time-limit path) once run folder
 # OUT, run by RANKS processes of the tiny model, has logged a step beyond AFTER, before TOTAL. A step
 # takes about a millisecond, and on a loaded machine Slurm may take seconds to pass a signal on, so the
-# ranks are frozen (SIGSTOP) as soon as the step is seen, USR1 is sent, and they go on (SIGCONT) once the
-# TERM that the script sends them is pending in every rank: the run cannot end before the stop reaches
-# it. Meanwhile this shell runs SCHED_FIFO: on a 2-core VM, two MPI ranks polling for messages kept a
-# normal shell off the CPU for their whole run (8 s).
+# ranks are frozen as soon as the step is seen (within the poll, at SCHED_FIFO), USR1 is sent, and they
+# go on (SIGCONT) once the TERM that the script sends them is pending in every rank: the run cannot end
+# before the stop reaches it.
 usr1_at_step() {
-  local id=$1 out=$2 ranks=$3 after=$4 total=$5 pids= p at
-  chrt -f -p 10 $$ 2> /dev/null || echo "usr1_at_step: no SCHED_FIFO for the test shell; a loaded machine may starve it" >&2
-  wait_step_beyond "$out" "$after"
-  for p in $(pgrep -f -- "^$BIN train run.json --out $out " || true); do
-    [ "$(readlink "/proc/$p/cwd")" = "$PWD" ] && pids+="$p "
-  done
-  [ "$(echo $pids | wc -w)" -eq "$ranks" ] || fail "$out: expected $ranks rank process(es), found '$pids'"
-  kill -STOP $pids 2> /dev/null || true
+  local id=$1 out=$2 ranks=$3 after=$4 total=$5 at ok=1
+  poll 60 freeze_beyond "$out" "$after" || fail "$out: no step beyond $after within 60 s"
+  if [ "$(echo $FROZEN | wc -w)" -ne "$ranks" ]; then
+    kill -CONT $FROZEN 2> /dev/null || true
+    fail "$out: expected $ranks rank process(es), found '$FROZEN'"
+  fi
   at=$(last_step "$out")
   [ "$at" -lt "$total" ] || fail "$out: the run reached its last step ($at) before it could be frozen"
   scancel -b --signal=USR1 "$id"
-  for _ in $(seq 1 600); do
-    term_pending $pids && break
-    sleep 0.1
-  done
-  kill -CONT $pids 2> /dev/null || true
-  chrt -o -p 0 $$ 2> /dev/null || true
-  term_pending $pids || fail "$out: no TERM reached the frozen ranks within 60 s of USR1 to the batch shell"
+  poll 60 term_pending $FROZEN && ok=0
+  kill -CONT $FROZEN 2> /dev/null || true
+  [ $ok = 0 ] || fail "$out: no TERM reached the frozen ranks within 60 s of USR1 to the batch shell"
 }
 
 # True when every process PID has SIGTERM (15: bit 14 of the masks) pending, or is no longer stopped
