@@ -121,8 +121,12 @@ json bench(const RunConfig& cfg, const BenchArgs& a, Ops<T>& ops, const ProcessG
     model.zero_grads();
     for (int mb = 0; mb < n_micro; ++mb)
       model.forward_backward(tokens.data() + size_t(mb) * micro * (S + 1), micro, 1.0f / float(n_micro), nullptr);
-    Profiler::Scope ps(prof, OpFamily::Optimizer);
-    opt.update(s, 1e-4, opt.grad_norm());
+    {
+      Profiler::Scope ps(prof, OpFamily::Optimizer);
+      opt.update(s, 1e-4, opt.grad_norm());
+    }
+    // stderr: --json owns stdout
+    if (const std::string note = info.between_steps(); !note.empty() && grid.is_root()) std::fprintf(stderr, "%s\n", note.c_str());
   };
   for (int s = 1; s <= a.warmup; ++s) step(s);
   // Untimed steps for the rate, then the same number with per-family timing (it synchronises).

@@ -41,6 +41,7 @@ void run_train(const TrainArgs& a) {
   TrainResult r = with_backend(a.run, cfg.parallel, [&](auto& ops, const ProcessGrid& grid, const BackendInfo& info) {
     opts.peak_flops = info.peak_flops;
     opts.device_name = info.name;
+    opts.between_steps = info.between_steps;
     return train(cfg, opts, ops, grid);
   }, cfg.model.attention_impl);
   check_stdout();  // a log lost to a full disk is a failure, not exit 0

@@ -3,6 +3,8 @@
 // calls a generic function with them, so each command's body is written once for every backend.
 #pragma once
 
+#include <cstdio>
+#include <functional>
 #include <string>
 
 #include "app/common.h"
@@ -20,6 +22,9 @@ namespace mt::app {
 struct BackendInfo {
   std::string name;        // "cpu (2 threads)", "cuda NVIDIA H100 80GB HBM3 bf16"
   double peak_flops = 0;   // per process: the MFU reference
+  // Call between optimizer steps: the CPU backend re-divides its cores among the processes now sharing
+  // them (engine/cpu/threads.h). Returns a line for the log when the thread count changed, else "".
+  std::function<std::string()> between_steps = [] { return std::string(); };
 };
 
 // `attention`: the manifest's model.attention_impl (the CUDA backend's bf16 attention kernels).
@@ -41,10 +46,11 @@ auto with_backend(const RunArgs& args, const ParallelConfig& par, Fn&& fn,
   (void)choice;  // resolve_backend() refused cuda in a build without it
   (void)attention;
 #endif
-  const cpu::CpuThreads threads = cpu::configure_cpu_threads();
+  cpu::CpuThreads threads;
   CpuOps<float> ops;
   auto grid = make_grid(par.tp, par.ep, ops.device());
   BackendInfo info{"cpu, " + threads.describe(), measure_cpu_gemm_flops()};
+  info.between_steps = [&threads] { return threads.rebalance() ? "cpu: now " + threads.describe() : std::string(); };
   return fn(ops, *grid, info);
 }
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "comm/grid.h"
@@ -28,6 +29,9 @@ struct TrainOptions {
   bool override_schedule = false;  // a resume may change train.lr, min_lr and warmup_iters (logged)
   double peak_flops = 0;       // per device, for MFU (0: not reported)
   std::string device_name;     // for the log
+  // Called after each optimizer step (the CPU backend re-divides its cores there); a non-empty return
+  // is a line for the log.
+  std::function<std::string()> between_steps;
 };
 
 enum class TrainOutcome { Finished, Stopped, Interrupted };

@@ -277,6 +277,13 @@ TrainResult Trainer<T>::run() {
     const StepStats s = optimizer_step();
     const bool signalled = stop_agreed();
     watchdog_->progress(step_);
+    if (opts_.between_steps) {
+      const std::string note = opts_.between_steps();
+      if (!note.empty() && grid_.is_root()) {
+        std::printf("%s\n", note.c_str());
+        std::fflush(stdout);
+      }
+    }
     const bool stop_here =
         signalled || (opts_.stop_after > 0 && step_ >= opts_.stop_after && step_ < plan_.iters);
     if (step_ == 1 || step_ == plan_.iters || stop_here || (cfg_.log.every > 0 && step_ % cfg_.log.every == 0)) {
