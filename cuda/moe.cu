@@ -372,7 +372,8 @@ int CudaOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_
 }
 
 template <typename T>
-void CudaOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int Dm) {
+void CudaOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, const PermuteDims& d) {
+  const int R = d.R, Dm = d.Dm;
   if (size_t(R) * Dm == 0) return;
   permute_kernel<<<grid_for(size_t(R) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(out), dptr(inp), row_src,
                                                                                       R, Dm);
@@ -380,7 +381,8 @@ void CudaOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, int R
 }
 
 template <typename T>
-void CudaOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int Dm) {
+void CudaOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, const DispatchDims& d) {
+  const int N = d.N, K = d.K, Dm = d.Dm;
   if (size_t(N) * Dm == 0) return;
   permute_backward_kernel<<<grid_for(size_t(N) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(
       dptr(dinp), dptr(dout), slot, N, K, Dm);
@@ -388,7 +390,8 @@ void CudaOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slo
 }
 
 template <typename T>
-void CudaOps<T>::moe_combine(T* out, const T* expert_out, const P* gates, const int32_t* slot, int N, int K, int Dm) {
+void CudaOps<T>::moe_combine(T* out, const T* expert_out, const P* gates, const int32_t* slot, const DispatchDims& d) {
+  const int N = d.N, K = d.K, Dm = d.Dm;
   if (size_t(N) * Dm == 0) return;
   combine_kernel<<<grid_for(size_t(N) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(out), dptr(expert_out),
                                                                                      gates, slot, N, K, Dm);
@@ -397,7 +400,8 @@ void CudaOps<T>::moe_combine(T* out, const T* expert_out, const P* gates, const 
 
 template <typename T>
 void CudaOps<T>::moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, const T* expert_out, const P* gates,
-                                      const int32_t* slot, int N, int K, int Dm) {
+                                      const int32_t* slot, const DispatchDims& d) {
+  const int N = d.N, K = d.K, Dm = d.Dm;
   const size_t choices = size_t(N) * K;
   if (choices == 0) return;
   combine_backward_kernel<<<ceil_div(choices, kWarps), kThreads, 0, ctx_.stream()>>>(
@@ -412,11 +416,11 @@ void CudaOps<T>::moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, 
                                             const int32_t*, const float*, float, const RouteDims&, GateNorm);   \
   template void CudaOps<T>::router_stats(int64_t*, double*, const int32_t*, const float*, const RouteDims&);    \
   template int CudaOps<T>::moe_route_plan(int32_t*, int32_t*, int64_t*, const int32_t*, const RouteDims&, int); \
-  template void CudaOps<T>::moe_permute(T*, const T*, const int32_t*, int, int);                                \
-  template void CudaOps<T>::moe_permute_backward(T*, const T*, const int32_t*, int, int, int);                  \
-  template void CudaOps<T>::moe_combine(T*, const T*, const float*, const int32_t*, int, int, int);             \
+  template void CudaOps<T>::moe_permute(T*, const T*, const int32_t*, const PermuteDims&);                      \
+  template void CudaOps<T>::moe_permute_backward(T*, const T*, const int32_t*, const DispatchDims&);            \
+  template void CudaOps<T>::moe_combine(T*, const T*, const float*, const int32_t*, const DispatchDims&);       \
   template void CudaOps<T>::moe_combine_backward(T*, float*, const T*, const T*, const float*, const int32_t*,  \
-                                                 int, int, int);
+                                                 const DispatchDims&);
 
 MT_CUDA_INSTANTIATE_MOE(float)
 MT_CUDA_INSTANTIATE_MOE(mt::bf16)

@@ -157,10 +157,11 @@ Outputs run_dispatch() {
        gate = cast<T>(random_vec(rng, idx.size(), 0, 1)), dy = cast<T>(random_vec(rng, size_t(N) * C)),
        drows = cast<T>(random_vec(rng, size_t(R) * C));
   std::vector<T> rows(size_t(R) * C), dinp(inp.size()), y(inp.size()), dexp(rows.size()), dgate(idx.size());
-  ops.moe_permute(rows.data(), inp.data(), row_src.data(), R, C);
-  ops.moe_permute_backward(dinp.data(), drows.data(), slot.data(), N, K, C);
-  ops.moe_combine(y.data(), expert_out.data(), gate.data(), slot.data(), N, K, C);
-  ops.moe_combine_backward(dexp.data(), dgate.data(), dy.data(), expert_out.data(), gate.data(), slot.data(), N, K, C);
+  ops.moe_permute(rows.data(), inp.data(), row_src.data(), {R, C});
+  ops.moe_permute_backward(dinp.data(), drows.data(), slot.data(), {N, K, C});
+  ops.moe_combine(y.data(), expert_out.data(), gate.data(), slot.data(), {N, K, C});
+  ops.moe_combine_backward(dexp.data(), dgate.data(), dy.data(), expert_out.data(), gate.data(), slot.data(),
+                           {N, K, C});
   return {{"slot", widen(slot)}, {"rows", widen(rows)}, {"dinp", widen(dinp)},
           {"combined", widen(y)},  {"dexpert_out", widen(dexp)}, {"dgate", widen(dgate)}};
 }
@@ -526,19 +527,19 @@ TEST_CASE("cpu moe_route_plan: stable by expert, capacity keeps each expert's fi
 
 TEST_CASE("cpu permute and combine move rows by the plan", "[ops]") {
   mt::CpuOps<double> ops;
-  const int N = 3, K = 2, C = 2;
+  const int N = 3, K = 2, Dm = 2;
   const std::vector<int32_t> slot = {1, -1, 0, 2, 3, -1};
   const std::vector<int32_t> row_src = {1, 0, 1, 2};
   const Vec inp = {1, 2, 3, 4, 5, 6};
   Vec rows(8);
-  ops.moe_permute(rows.data(), inp.data(), row_src.data(), 4, C);
+  ops.moe_permute(rows.data(), inp.data(), row_src.data(), {4, Dm});
   CHECK(rows == Vec{3, 4, 1, 2, 3, 4, 5, 6});
   const Vec gate = {0.5, 9, 0.25, 2, 4, 9};
   Vec out(6);
-  ops.moe_combine(out.data(), rows.data(), gate.data(), slot.data(), N, K, C);
+  ops.moe_combine(out.data(), rows.data(), gate.data(), slot.data(), {N, K, Dm});
   CHECK(out == Vec{0.5, 1, 0.25 * 3 + 2 * 3, 0.25 * 4 + 2 * 4, 20, 24});
   Vec dinp(6, 99);
-  ops.moe_permute_backward(dinp.data(), rows.data(), slot.data(), N, K, C);
+  ops.moe_permute_backward(dinp.data(), rows.data(), slot.data(), {N, K, Dm});
   CHECK(dinp == Vec{1, 2, 3 + 3, 4 + 4, 5, 6});
 }
 

@@ -352,10 +352,10 @@ struct DispatchCase : CaseBase {
     dinp.poison();
     combined.poison();
     dexp.poison();
-    ops.moe_permute(permuted, inp, row_src, R, C);
-    ops.moe_permute_backward(dinp, dperm, slot, N, K, C);
-    ops.moe_combine(combined, expert_out, gate, slot, N, K, C);
-    ops.moe_combine_backward(dexp, dgate, dy, expert_out, gate, slot, N, K, C);
+    ops.moe_permute(permuted, inp, row_src, {R, C});
+    ops.moe_permute_backward(dinp, dperm, slot, {N, K, C});
+    ops.moe_combine(combined, expert_out, gate, slot, {N, K, C});
+    ops.moe_combine_backward(dexp, dgate, dy, expert_out, gate, slot, {N, K, C});
     Vec rs = row_src.download();
     rs.resize(R);
     return {{"R", Vec{double(R)}, false},
