@@ -1,7 +1,8 @@
 // Why: the kernel interface. The model (engine/model: model_impl.h, moe.h, linear.h, experts.h) is
 // written once against Ops<T>; the CPU backend (engine/cpu, T = float or double) and the CUDA backend
 // (cuda/, T = float or bf16) implement it with the same signatures (ops_overrides.inc declares them
-// once for both), and every CUDA op is tested against its CPU twin.
+// once for both), and every op is tested on every backend against CpuOps<double> (one case each in
+// tests/op_cases.h).
 //
 // Conventions (every op):
 // - Each layer is a forward / backward pair; arguments are outputs first, then inputs, then saved
