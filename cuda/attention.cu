@@ -1,7 +1,8 @@
-// Why: causal ALiBi attention on the GPU in the flash style: the T x T scores never reach global memory.
-// The forward walks the key tiles of one query tile with an online softmax (running max m and sum l
-// per query row) and saves only out and lse = m + log l; the backward recomputes each tile's
-// probabilities from lse. Extra memory is O(T) per head (lse, and D_i = dout_i . out_i).
+// Why: causal ALiBi attention of CudaOps<T> in the flash style: the T x T scores never reach global
+// memory (bf16 runs cuDNN's fused attention instead when the context says so: cudnn_attention.h). The
+// forward walks the key tiles of one query tile with an online softmax (running max m and sum l per
+// query row) and saves only out and lse = m + log l; the backward recomputes each tile's probabilities
+// from lse. Extra memory is O(T) per head (lse, and D_i = dout_i . out_i).
 //
 // Score(i, j) = q_i . k_j / sqrt(Dh) - slope_h (i - j) for keys j <= i; P = softmax over j.
 // Backward: dV = P^T dO, dP = dO V^T, dS = P * (dP - D_i), dQ = dS K / sqrt(Dh), dK = dS^T Q / sqrt(Dh).
@@ -20,9 +21,11 @@
 // with zeros to D, a multiple of 32 (32, 64, 128 or 256). Arithmetic is fp32 throughout; these kernels
 // use the FMA units, not the tensor cores (correctness first; a tensor-core version is future work).
 #include <cmath>
+#include <type_traits>
 
 #include "cuda/common.cuh"
-#include "cuda/kernels.h"
+#include "cuda/cuda_ops.h"
+#include "cuda/cudnn_attention.h"
 
 namespace mt::cuda {
 
@@ -468,45 +471,52 @@ void check_sizes(int B, int T_, int H, int Dh) {
 
 }  // namespace
 
+// bf16 goes to cuDNN when the context says so (model.attention_impl "cudnn"); fp32 always runs these kernels.
 template <typename T>
-void attention_forward(Context& ctx, T* out, float* lse, const T* qkv, const float* slopes, int B, int T_, int H,
-                       int Dh) {
+void CudaOps<T>::attention_forward(T* out, P* lse, const T* qkv, const float* slopes, const AttnDims& d) {
+  if constexpr (std::is_same_v<T, mt::bf16>)
+    if (ctx_.attention() == AttentionImpl::Cudnn)
+      return ctx_.cudnn().forward(out, lse, qkv, slopes, d.B, d.S, d.H, d.Dh);
+  const int B = d.B, T_ = d.S, H = d.H, Dh = d.Dh;
   check_sizes(B, T_, H, Dh);
   if (B == 0 || T_ == 0) return;
   const Geometry g{T_, H, Dh};
   auto o = dptr(out);
   auto q = dptr(qkv);
-  if (Dh <= 32) forward_d<dev_t<T>, 32>(ctx, o, lse, q, slopes, B, g);
-  else if (Dh <= 64) forward_d<dev_t<T>, 64>(ctx, o, lse, q, slopes, B, g);
-  else if (Dh <= 128) forward_d<dev_t<T>, 128>(ctx, o, lse, q, slopes, B, g);
-  else forward_d<dev_t<T>, 256>(ctx, o, lse, q, slopes, B, g);
+  if (Dh <= 32) forward_d<dev_t<T>, 32>(ctx_, o, lse, q, slopes, B, g);
+  else if (Dh <= 64) forward_d<dev_t<T>, 64>(ctx_, o, lse, q, slopes, B, g);
+  else if (Dh <= 128) forward_d<dev_t<T>, 128>(ctx_, o, lse, q, slopes, B, g);
+  else forward_d<dev_t<T>, 256>(ctx_, o, lse, q, slopes, B, g);
 }
 
 template <typename T>
-void attention_backward(Context& ctx, T* dqkv, const T* dout, const T* qkv, const T* out, const float* lse,
-                        const float* slopes, int B, int T_, int H, int Dh) {
+void CudaOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const P* lse,
+                                    const float* slopes, const AttnDims& d) {
+  if constexpr (std::is_same_v<T, mt::bf16>)
+    if (ctx_.attention() == AttentionImpl::Cudnn)
+      return ctx_.cudnn().backward(dqkv, dout, qkv, out, lse, slopes, d.B, d.S, d.H, d.Dh);
+  const int B = d.B, T_ = d.S, H = d.H, Dh = d.Dh;
   check_sizes(B, T_, H, Dh);
   if (B == 0 || T_ == 0) return;
   const Geometry g{T_, H, Dh};
   const size_t rows = size_t(B) * T_ * H;
-  float* dvec = static_cast<float*>(ctx.scratch(sizeof(float) * rows));
-  attention_dvec_kernel<<<ceil_div(rows, kWarps), kThreads, 0, ctx.stream()>>>(dvec, dptr(dout), dptr(out), g, B);
+  float* dvec = static_cast<float*>(ctx_.scratch(sizeof(float) * rows));
+  attention_dvec_kernel<<<ceil_div(rows, kWarps), kThreads, 0, ctx_.stream()>>>(dvec, dptr(dout), dptr(out), g, B);
   MT_CUDA_CHECK_LAUNCH();
   auto dq = dptr(dqkv);
   auto go = dptr(dout);
   auto q = dptr(qkv);
-  if (Dh <= 32) backward_d<dev_t<T>, 32>(ctx, dq, go, q, lse, dvec, slopes, B, g);
-  else if (Dh <= 64) backward_d<dev_t<T>, 64>(ctx, dq, go, q, lse, dvec, slopes, B, g);
-  else if (Dh <= 128) backward_d<dev_t<T>, 128>(ctx, dq, go, q, lse, dvec, slopes, B, g);
-  else backward_d<dev_t<T>, 256>(ctx, dq, go, q, lse, dvec, slopes, B, g);
+  if (Dh <= 32) backward_d<dev_t<T>, 32>(ctx_, dq, go, q, lse, dvec, slopes, B, g);
+  else if (Dh <= 64) backward_d<dev_t<T>, 64>(ctx_, dq, go, q, lse, dvec, slopes, B, g);
+  else if (Dh <= 128) backward_d<dev_t<T>, 128>(ctx_, dq, go, q, lse, dvec, slopes, B, g);
+  else backward_d<dev_t<T>, 256>(ctx_, dq, go, q, lse, dvec, slopes, B, g);
 }
 
-template void attention_forward<float>(Context&, float*, float*, const float*, const float*, int, int, int, int);
-template void attention_forward<mt::bf16>(Context&, mt::bf16*, float*, const mt::bf16*, const float*, int, int, int,
-                                          int);
-template void attention_backward<float>(Context&, float*, const float*, const float*, const float*, const float*,
-                                        const float*, int, int, int, int);
-template void attention_backward<mt::bf16>(Context&, mt::bf16*, const mt::bf16*, const mt::bf16*, const mt::bf16*,
-                                           const float*, const float*, int, int, int, int);
+template void CudaOps<float>::attention_forward(float*, float*, const float*, const float*, const AttnDims&);
+template void CudaOps<mt::bf16>::attention_forward(mt::bf16*, float*, const mt::bf16*, const float*, const AttnDims&);
+template void CudaOps<float>::attention_backward(float*, const float*, const float*, const float*, const float*,
+                                                 const float*, const AttnDims&);
+template void CudaOps<mt::bf16>::attention_backward(mt::bf16*, const mt::bf16*, const mt::bf16*, const mt::bf16*,
+                                                    const float*, const float*, const AttnDims&);
 
 }  // namespace mt::cuda

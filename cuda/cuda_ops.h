@@ -1,8 +1,8 @@
 // Why: the CUDA backend of the kernel interface (engine/model/ops.h) for T = float (the fp32 mode: tight
 // comparisons with the CPU) and T = bf16 (training: bf16 activations and compute weights, fp32
-// accumulation, statistics, master weights and gradients). Every method forwards to the free function
-// of the same name in cuda/kernels.h; buffers are device memory of the context's GPU, and all work is
-// queued on its one stream.
+// accumulation, statistics, master weights and gradients). Each method is defined, next to its kernels,
+// in the file of its family (layers.cu, attention.cu, moe.cu, elementwise.cu; the GEMMs in cuda_ops.cpp),
+// as on the CPU; buffers are device memory of the context's GPU, and all work is queued on its one stream.
 #pragma once
 
 #include "cuda/context.h"

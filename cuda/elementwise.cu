@@ -1,11 +1,13 @@
-// Why: the elementwise ops, the two reductions the optimizer needs (gradient norm, loss sum) and AdamW
-// over flat buffers on the GPU. The reductions are deterministic: double partial sums over fixed chunks
-// of elements (a tree of fixed shape inside each chunk), then the partials added by one block in a fixed
-// order, so the gradient norm, and with it clipping and every later step, has the same bits on every run.
-// AdamW uses the same fp32 formula as the CPU (engine/cpu/elementwise.cpp).
+// Why: the elementwise ops of CudaOps<T>, the two reductions the optimizer needs (gradient norm, loss
+// sum) and AdamW over flat buffers on the GPU, and the fp32 <-> T conversions (kernels.h). The reductions
+// are deterministic: double partial sums over fixed chunks of elements (a tree of fixed shape inside each
+// chunk), then the partials added by one block in a fixed order, so the gradient norm, and with it
+// clipping and every later step, has the same bits on every run. AdamW uses the same fp32 formula as the
+// CPU (engine/cpu/elementwise.cpp).
 #include <cmath>
 
 #include "cuda/common.cuh"
+#include "cuda/cuda_ops.h"
 #include "cuda/kernels.h"
 
 namespace mt::cuda {
@@ -91,13 +93,6 @@ double reduce(Context& ctx, const float* x, size_t n) {
 }  // namespace
 
 template <typename T>
-void add_inplace(Context& ctx, T* x, const T* y, size_t n) {
-  if (n == 0) return;
-  add_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream()>>>(dptr(x), dptr(y), n);
-  MT_CUDA_CHECK_LAUNCH();
-}
-
-template <typename T>
 void to_compute(Context& ctx, T* out, const float* in, size_t n) {
   if (n == 0) return;
   to_compute_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream()>>>(dptr(out), in, n);
@@ -111,24 +106,51 @@ void to_acc(Context& ctx, float* out, const T* in, size_t n) {
   MT_CUDA_CHECK_LAUNCH();
 }
 
-double sum_squares(Context& ctx, const float* x, size_t n) { return reduce<true>(ctx, x, n); }
-double sum(Context& ctx, const float* x, size_t n) { return reduce<false>(ctx, x, n); }
+template void to_compute<float>(Context&, float*, const float*, size_t);
+template void to_compute<mt::bf16>(Context&, mt::bf16*, const float*, size_t);
+template void to_acc<float>(Context&, float*, const float*, size_t);
+template void to_acc<mt::bf16>(Context&, float*, const mt::bf16*, size_t);
 
-void adamw(Context& ctx, float* param, const float* grad, float* m, float* v, size_t n, const AdamWArgs& a) {
+template <typename T>
+void CudaOps<T>::add_inplace(T* x, const T* y, size_t n) {
+  if (n == 0) return;
+  add_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(x), dptr(y), n);
+  MT_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void CudaOps<T>::to_compute(T* out, const P* in, size_t n) {
+  cuda::to_compute(ctx_, out, in, n);
+}
+
+// Synchronise; the sum is in double over fixed chunks, the same bits on every run.
+template <typename T>
+double CudaOps<T>::sum_squares(const P* x, size_t n) {
+  return reduce<true>(ctx_, x, n);
+}
+template <typename T>
+double CudaOps<T>::sum(const P* x, size_t n) {
+  return reduce<false>(ctx_, x, n);
+}
+
+template <typename T>
+void CudaOps<T>::adamw(P* param, const P* grad, P* m, P* v, size_t n, const AdamWArgs& a) {
   MT_CHECK(a.step >= 1, "adamw step ", a.step, " (1-based)");
   if (n == 0) return;
   // Bias corrections in double on the host, then rounded to float, exactly as the CPU does.
   const float bc1 = float(1.0 - std::pow(double(a.beta1), a.step));
   const float bc2 = float(1.0 - std::pow(double(a.beta2), a.step));
-  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx.stream()>>>(param, grad, m, v, n, a.lr, a.beta1, a.beta2,
-                                                                      a.eps, a.weight_decay, a.grad_scale, bc1, bc2);
+  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, ctx_.stream()>>>(param, grad, m, v, n, a.lr, a.beta1, a.beta2,
+                                                                       a.eps, a.weight_decay, a.grad_scale, bc1, bc2);
   MT_CUDA_CHECK_LAUNCH();
 }
 
-#define MT_CUDA_INSTANTIATE_ELEMENTWISE(T)                                  \
-  template void add_inplace<T>(Context&, T*, const T*, size_t);             \
-  template void to_compute<T>(Context&, T*, const float*, size_t);          \
-  template void to_acc<T>(Context&, float*, const T*, size_t);
+#define MT_CUDA_INSTANTIATE_ELEMENTWISE(T)                                                         \
+  template void CudaOps<T>::add_inplace(T*, const T*, size_t);                                     \
+  template void CudaOps<T>::to_compute(T*, const float*, size_t);                                  \
+  template double CudaOps<T>::sum_squares(const float*, size_t);                                   \
+  template double CudaOps<T>::sum(const float*, size_t);                                           \
+  template void CudaOps<T>::adamw(float*, const float*, float*, float*, size_t, const AdamWArgs&);
 
 MT_CUDA_INSTANTIATE_ELEMENTWISE(float)
 MT_CUDA_INSTANTIATE_ELEMENTWISE(mt::bf16)

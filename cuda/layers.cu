@@ -1,4 +1,4 @@
-// Why: the row-wise layers on the GPU (embedding, RMSNorm, SwiGLU, softmax + cross-entropy): memory-bound
+// Why: the row-wise layers of CudaOps<T> (embedding, RMSNorm, SwiGLU, softmax + cross-entropy): memory-bound
 // kernels that read each input once and write each output once, with all arithmetic in fp32.
 // Reductions over rows (the weight gradients of the embedding and RMSNorm) never use float atomics:
 // RMSNorm's dweight is summed per block in row order and the blocks' partial sums are added in block
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "cuda/common.cuh"
-#include "cuda/kernels.h"
+#include "cuda/cuda_ops.h"
 
 namespace mt::cuda {
 
@@ -172,23 +172,24 @@ __global__ void cross_entropy_kernel(float* losses, D* dlogits, const D* logits,
 
 }  // namespace
 
-// ---- host entry points ------------------------------------------------------------------------------------------
+// ---- the ops --------------------------------------------------------------------------------------------------
 
 template <typename T>
-void embedding_forward(Context& ctx, T* out, const int32_t* tokens, const T* wte, int N, int C) {
-  if (N == 0 || C == 0) return;
-  embedding_forward_kernel<<<grid_for(size_t(N) * C, kThreads), kThreads, 0, ctx.stream()>>>(
-      dptr(out), tokens, dptr(wte), N, C);
+void CudaOps<T>::embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int Dm) {
+  if (N == 0 || Dm == 0) return;
+  embedding_forward_kernel<<<grid_for(size_t(N) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(
+      dptr(out), tokens, dptr(wte), N, Dm);
   MT_CUDA_CHECK_LAUNCH();
 }
 
+// Synchronises: the tokens are sorted on the host (a deterministic scatter without atomics).
 template <typename T>
-void embedding_backward(Context& ctx, float* dwte, const T* dout, const int32_t* tokens, int N, int C, int V) {
-  if (N == 0 || C == 0) return;
+void CudaOps<T>::embedding_backward(P* dwte, const T* dout, const int32_t* tokens, int N, int Dm, int V) {
+  if (N == 0 || Dm == 0) return;
   // Group the positions by token on the host (a stable counting sort: positions in order within a
   // token), then one block per distinct token sums its rows in that order.
   std::vector<int32_t> tok(N);
-  ctx.device().copy(tok.data(), tokens, sizeof(int32_t) * N, CopyKind::DeviceToHost);
+  ctx_.device().copy(tok.data(), tokens, sizeof(int32_t) * N, CopyKind::DeviceToHost);
   std::vector<int32_t> count(V + 1, 0);
   for (int t = 0; t < N; ++t) {
     MT_CHECK(tok[t] >= 0 && tok[t] < V, "token ", tok[t], " not in [0, ", V, ")");
@@ -210,74 +211,77 @@ void embedding_backward(Context& ctx, float* dwte, const T* dout, const int32_t*
   seg.push_back(N);
   std::copy(seg.begin(), seg.end(), plan.begin() + N);
   std::copy(uniq.begin(), uniq.end(), plan.begin() + N + U + 1);
-  int32_t* dplan = static_cast<int32_t*>(ctx.scratch(sizeof(int32_t) * plan.size()));
-  ctx.device().copy(dplan, plan.data(), sizeof(int32_t) * plan.size(), CopyKind::HostToDevice);
-  const dim3 grid(U, ceil_div(C, kThreads));
-  embedding_backward_kernel<<<grid, kThreads, 0, ctx.stream()>>>(dwte, dptr(dout), dplan, dplan + N,
-                                                                 dplan + N + U + 1, C);
+  int32_t* dplan = static_cast<int32_t*>(ctx_.scratch(sizeof(int32_t) * plan.size()));
+  ctx_.device().copy(dplan, plan.data(), sizeof(int32_t) * plan.size(), CopyKind::HostToDevice);
+  const dim3 grid(U, ceil_div(Dm, kThreads));
+  embedding_backward_kernel<<<grid, kThreads, 0, ctx_.stream()>>>(dwte, dptr(dout), dplan, dplan + N,
+                                                                  dplan + N + U + 1, Dm);
   MT_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>
-void rmsnorm_forward(Context& ctx, T* out, float* rstd, const T* inp, const T* weight, int N, int C, float eps) {
+void CudaOps<T>::rmsnorm_forward(T* out, P* rstd, const T* inp, const T* weight, int N, int Dm, float eps) {
   if (N == 0) return;
-  rmsnorm_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx.stream()>>>(dptr(out), rstd, dptr(inp),
-                                                                            dptr(weight), N, C, eps);
+  rmsnorm_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx_.stream()>>>(dptr(out), rstd, dptr(inp),
+                                                                             dptr(weight), N, Dm, eps);
   MT_CUDA_CHECK_LAUNCH();
 }
 
+// dinp may alias dout.
 template <typename T>
-void rmsnorm_backward(Context& ctx, T* dinp, float* dweight, const T* dout, const T* inp, const T* weight,
-                      const float* rstd, int N, int C) {
+void CudaOps<T>::rmsnorm_backward(T* dinp, P* dweight, const T* dout, const T* inp, const T* weight, const P* rstd,
+                                  int N, int Dm) {
   if (N == 0) return;
   // A fixed number of blocks (not the SM count), so that the summation order is the same on any GPU.
   constexpr int kMaxBlocks = 512;
   const int rows_per_block = (N + kMaxBlocks - 1) / kMaxBlocks;
   const int blocks = (N + rows_per_block - 1) / rows_per_block;
-  float* partial = static_cast<float*>(ctx.scratch(sizeof(float) * size_t(blocks) * C));
-  const size_t smem = sizeof(float) * size_t(C);
+  float* partial = static_cast<float*>(ctx_.scratch(sizeof(float) * size_t(blocks) * Dm));
+  const size_t smem = sizeof(float) * size_t(Dm);
   auto kernel = rmsnorm_backward_kernel<dev_t<T>>;
   if (smem > 48 * 1024) MT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<blocks, kThreads, smem, ctx.stream()>>>(dptr(dinp), partial, dptr(dout), dptr(inp), dptr(weight), rstd, N,
-                                                   C, rows_per_block);
+  kernel<<<blocks, kThreads, smem, ctx_.stream()>>>(dptr(dinp), partial, dptr(dout), dptr(inp), dptr(weight), rstd,
+                                                    N, Dm, rows_per_block);
   MT_CUDA_CHECK_LAUNCH();
-  column_sum_kernel<<<ceil_div(C, kThreads), kThreads, 0, ctx.stream()>>>(dweight, partial, blocks, C);
+  column_sum_kernel<<<ceil_div(Dm, kThreads), kThreads, 0, ctx_.stream()>>>(dweight, partial, blocks, Dm);
   MT_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>
-void swiglu_forward(Context& ctx, T* out, const T* h13, int N, int F) {
+void CudaOps<T>::swiglu_forward(T* out, const T* h13, int N, int F) {
   if (size_t(N) * F == 0) return;
-  swiglu_forward_kernel<<<grid_for(size_t(N) * F, kThreads), kThreads, 0, ctx.stream()>>>(dptr(out), dptr(h13), N, F);
+  swiglu_forward_kernel<<<grid_for(size_t(N) * F, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(out), dptr(h13),
+                                                                                           N, F);
   MT_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>
-void swiglu_backward(Context& ctx, T* dh13, const T* dout, const T* h13, int N, int F) {
+void CudaOps<T>::swiglu_backward(T* dh13, const T* dout, const T* h13, int N, int F) {
   if (size_t(N) * F == 0) return;
-  swiglu_backward_kernel<<<grid_for(size_t(N) * F, kThreads), kThreads, 0, ctx.stream()>>>(dptr(dh13), dptr(dout),
-                                                                                           dptr(h13), N, F);
+  swiglu_backward_kernel<<<grid_for(size_t(N) * F, kThreads), kThreads, 0, ctx_.stream()>>>(
+      dptr(dh13), dptr(dout), dptr(h13), N, F);
   MT_CUDA_CHECK_LAUNCH();
 }
 
+// dlogits may alias logits; a target outside [0, V) gives a NaN loss (caught by the trainer's check).
 template <typename T>
-void cross_entropy(Context& ctx, float* losses, T* dlogits, const T* logits, const int32_t* targets, float dloss,
-                   int N, int V) {
+void CudaOps<T>::cross_entropy(P* losses, T* dlogits, const T* logits, const int32_t* targets, float dloss, int N,
+                               int V) {
   if (N == 0) return;
   const int threads = V >= 8192 ? 1024 : kThreads;
-  cross_entropy_kernel<<<N, threads, 0, ctx.stream()>>>(losses, dlogits ? dptr(dlogits) : nullptr, dptr(logits),
-                                                        targets, dloss, V);
+  cross_entropy_kernel<<<N, threads, 0, ctx_.stream()>>>(losses, dlogits ? dptr(dlogits) : nullptr, dptr(logits),
+                                                         targets, dloss, V);
   MT_CUDA_CHECK_LAUNCH();
 }
 
-#define MT_CUDA_INSTANTIATE_LAYERS(T)                                                                        \
-  template void embedding_forward<T>(Context&, T*, const int32_t*, const T*, int, int);                      \
-  template void embedding_backward<T>(Context&, float*, const T*, const int32_t*, int, int, int);            \
-  template void rmsnorm_forward<T>(Context&, T*, float*, const T*, const T*, int, int, float);               \
-  template void rmsnorm_backward<T>(Context&, T*, float*, const T*, const T*, const T*, const float*, int, int); \
-  template void swiglu_forward<T>(Context&, T*, const T*, int, int);                                         \
-  template void swiglu_backward<T>(Context&, T*, const T*, const T*, int, int);                              \
-  template void cross_entropy<T>(Context&, float*, T*, const T*, const int32_t*, float, int, int);
+#define MT_CUDA_INSTANTIATE_LAYERS(T)                                                                           \
+  template void CudaOps<T>::embedding_forward(T*, const int32_t*, const T*, int, int);                          \
+  template void CudaOps<T>::embedding_backward(float*, const T*, const int32_t*, int, int, int);                \
+  template void CudaOps<T>::rmsnorm_forward(T*, float*, const T*, const T*, int, int, float);                   \
+  template void CudaOps<T>::rmsnorm_backward(T*, float*, const T*, const T*, const T*, const float*, int, int); \
+  template void CudaOps<T>::swiglu_forward(T*, const T*, int, int);                                             \
+  template void CudaOps<T>::swiglu_backward(T*, const T*, const T*, int, int);                                  \
+  template void CudaOps<T>::cross_entropy(float*, T*, const T*, const int32_t*, float, int, int);
 
 MT_CUDA_INSTANTIATE_LAYERS(float)
 MT_CUDA_INSTANTIATE_LAYERS(mt::bf16)

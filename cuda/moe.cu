@@ -1,14 +1,14 @@
-// Why: the MoE router and the local half of dispatch / combine on the GPU (the all-to-all lives in
-// engine/moe.h). The router is a softmax and a top-K per token (one warp per token); the routing plan
-// is a stable counting sort of the N*K choices by expert, in token order within an expert (the order
-// the capacity rule and the CPU reference use), built from per-tile ranks and a scan over tiles, so it
-// needs neither a global sort nor float atomics. Permute / combine move rows by that plan.
+// Why: the MoE router and the local half of dispatch / combine of CudaOps<T> (the all-to-all lives in
+// engine/model/moe.h). The router is a softmax and a top-K per token (one warp per token); the routing
+// plan is a stable counting sort of the N*K choices by expert, in token order within an expert (the
+// order the capacity rule and the CPU reference use), built from per-tile ranks and a scan over tiles,
+// so it needs neither a global sort nor float atomics. Permute / combine move rows by that plan.
 #include <algorithm>
 #include <climits>
 #include <vector>
 
 #include "cuda/common.cuh"
-#include "cuda/kernels.h"
+#include "cuda/cuda_ops.h"
 
 namespace mt::cuda {
 
@@ -265,48 +265,52 @@ __global__ void combine_backward_kernel(D* dexpert_out, float* dgate, const D* d
 
 }  // namespace
 
-void router_forward(Context& ctx, int32_t* routing_map, float* gates, float* probs, float* lse, const float* logits,
-                    const RouteDims& d, GateNorm norm) {
+template <typename T>
+void CudaOps<T>::router_forward(int32_t* routing_map, P* gates, P* probs, P* lse, const P* logits, const RouteDims& d,
+                                GateNorm norm) {
   const int N = d.N, E = d.E, K = d.K;
   MT_CHECK(E > 0 && K > 0 && K <= E, "router with E ", E, " K ", K);
   MT_CHECK(E <= kMaxExperts, "the CUDA router supports at most ", kMaxExperts, " experts, got ", E);
   if (N == 0) return;
-  router_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx.stream()>>>(routing_map, gates, probs, lse, logits, N,
-                                                                           E, K, norm == GateNorm::Renormalize);
+  router_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx_.stream()>>>(routing_map, gates, probs, lse, logits,
+                                                                            N, E, K, norm == GateNorm::Renormalize);
   MT_CUDA_CHECK_LAUNCH();
 }
 
-void router_backward(Context& ctx, float* dlogits, const float* dgates, const float* prob_grad, const float* probs,
-                     const float* lse, const int32_t* routing_map, const float* gates, float z_scale,
-                     const RouteDims& d, GateNorm norm) {
+template <typename T>
+void CudaOps<T>::router_backward(P* dlogits, const P* dgates, const P* prob_grad, const P* probs, const P* lse,
+                                 const int32_t* routing_map, const P* gates, float z_scale, const RouteDims& d,
+                                 GateNorm norm) {
   if (d.N == 0) return;
-  router_backward_kernel<<<ceil_div(d.N, kWarps), kThreads, 0, ctx.stream()>>>(
+  router_backward_kernel<<<ceil_div(d.N, kWarps), kThreads, 0, ctx_.stream()>>>(
       dlogits, dgates, prob_grad, probs, lse, routing_map, gates, z_scale, d.N, d.E, d.K,
       norm == GateNorm::Renormalize);
   MT_CUDA_CHECK_LAUNCH();
 }
 
-void router_stats(Context& ctx, int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map,
-                  const float* probs, const RouteDims& d) {
+// Synchronises.
+template <typename T>
+void CudaOps<T>::router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map, const P* probs,
+                              const RouteDims& d) {
   const int N = d.N, E = d.E, K = d.K;
   // Device layout: [prob_sum (E doubles) | counts (E ints) | bad flag (1 int)].
   const size_t bytes = sizeof(double) * E + sizeof(int) * (E + 1);
-  char* buf = static_cast<char*>(ctx.scratch(bytes));
+  char* buf = static_cast<char*>(ctx_.scratch(bytes));
   double* prob_sum = reinterpret_cast<double*>(buf);
   int* counts = reinterpret_cast<int*>(buf + sizeof(double) * E);
   int* bad = counts + E;
-  MT_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int) * (E + 1), ctx.stream()));
+  MT_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int) * (E + 1), ctx_.stream()));
   const size_t choices = size_t(N) * K;
   if (choices) {
-    count_choices_kernel<<<grid_for(choices, kThreads, 4096), kThreads, 0, ctx.stream()>>>(counts, bad, routing_map,
-                                                                                         choices, E);
+    count_choices_kernel<<<grid_for(choices, kThreads, 4096), kThreads, 0, ctx_.stream()>>>(counts, bad, routing_map,
+                                                                                          choices, E);
     MT_CUDA_CHECK_LAUNCH();
   }
-  prob_sum_kernel<<<E, kThreads, 0, ctx.stream()>>>(prob_sum, probs, N, E);
+  prob_sum_kernel<<<E, kThreads, 0, ctx_.stream()>>>(prob_sum, probs, N, E);
   MT_CUDA_CHECK_LAUNCH();
-  char* host = static_cast<char*>(ctx.host_scratch(bytes));
-  MT_CUDA_CHECK(cudaMemcpyAsync(host, buf, bytes, cudaMemcpyDeviceToHost, ctx.stream()));
-  MT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+  char* host = static_cast<char*>(ctx_.host_scratch(bytes));
+  MT_CUDA_CHECK(cudaMemcpyAsync(host, buf, bytes, cudaMemcpyDeviceToHost, ctx_.stream()));
+  MT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   const int* hc = reinterpret_cast<const int*>(host + sizeof(double) * E);
   MT_CHECK(hc[E] == 0, "router_stats: an expert index is outside [0, ", E, ")");
   for (int e = 0; e < E; ++e) {
@@ -315,8 +319,10 @@ void router_stats(Context& ctx, int64_t* counts_host, double* prob_sum_host, con
   }
 }
 
-int moe_route_plan(Context& ctx, int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
-                   const int32_t* routing_map, const RouteDims& d, int capacity) {
+// Synchronises.
+template <typename T>
+int CudaOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
+                               const int32_t* routing_map, const RouteDims& d, int capacity) {
   const int N = d.N, E = d.E, K = d.K;
   MT_CHECK(E > 0 && K > 0, "routing plan with E ", E, " K ", K);
   const int64_t choices64 = int64_t(N) * K;
@@ -330,31 +336,31 @@ int moe_route_plan(Context& ctx, int32_t* slot, int32_t* row_src, int64_t* token
   carve.add(&in_rank, size_t(std::max(choices, 1)));
   carve.add(&tile_count, size_t(tiles) * E);
   carve.add(&small, 1 + 3 * size_t(E));
-  carve.allocate(ctx);
+  carve.allocate(ctx_);
   int* bad = reinterpret_cast<int*>(small);
   int64_t* kept = small + 1;
   int64_t* start = kept + E;
   int64_t* total = start + E;
-  MT_CUDA_CHECK(cudaMemsetAsync(small, 0, sizeof(int64_t), ctx.stream()));
+  MT_CUDA_CHECK(cudaMemsetAsync(small, 0, sizeof(int64_t), ctx_.stream()));
   if (choices > 0) {
     const size_t smem = sizeof(int32_t) * E;
-    plan_tile_kernel<<<tiles, kPlanTile, smem, ctx.stream()>>>(in_rank, tile_count, bad, routing_map, choices, E);
+    plan_tile_kernel<<<tiles, kPlanTile, smem, ctx_.stream()>>>(in_rank, tile_count, bad, routing_map, choices, E);
     MT_CUDA_CHECK_LAUNCH();
   } else {
-    MT_CUDA_CHECK(cudaMemsetAsync(tile_count, 0, sizeof(int32_t) * E, ctx.stream()));
+    MT_CUDA_CHECK(cudaMemsetAsync(tile_count, 0, sizeof(int32_t) * E, ctx_.stream()));
   }
-  plan_scan_kernel<<<ceil_div(E, kThreads), kThreads, 0, ctx.stream()>>>(tile_count, total, tiles, E);
+  plan_scan_kernel<<<ceil_div(E, kThreads), kThreads, 0, ctx_.stream()>>>(tile_count, total, tiles, E);
   MT_CUDA_CHECK_LAUNCH();
-  plan_offsets_kernel<<<1, 32, 0, ctx.stream()>>>(kept, start, total, E, capacity);
+  plan_offsets_kernel<<<1, 32, 0, ctx_.stream()>>>(kept, start, total, E, capacity);
   MT_CUDA_CHECK_LAUNCH();
   if (choices > 0) {
-    plan_place_kernel<<<ceil_div(choices, kThreads), kThreads, 0, ctx.stream()>>>(
+    plan_place_kernel<<<ceil_div(choices, kThreads), kThreads, 0, ctx_.stream()>>>(
         slot, row_src, routing_map, in_rank, tile_count, kept, start, choices, K, E);
     MT_CUDA_CHECK_LAUNCH();
   }
-  int64_t* host = static_cast<int64_t*>(ctx.host_scratch(sizeof(int64_t) * (1 + E)));
-  MT_CUDA_CHECK(cudaMemcpyAsync(host, small, sizeof(int64_t) * (1 + E), cudaMemcpyDeviceToHost, ctx.stream()));
-  MT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+  int64_t* host = static_cast<int64_t*>(ctx_.host_scratch(sizeof(int64_t) * (1 + E)));
+  MT_CUDA_CHECK(cudaMemcpyAsync(host, small, sizeof(int64_t) * (1 + E), cudaMemcpyDeviceToHost, ctx_.stream()));
+  MT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   MT_CHECK(reinterpret_cast<const int*>(host)[0] == 0, "routing plan: an expert index is outside [0, ", E, ")");
   int64_t R = 0;
   for (int e = 0; e < E; ++e) {
@@ -366,45 +372,55 @@ int moe_route_plan(Context& ctx, int32_t* slot, int32_t* row_src, int64_t* token
 }
 
 template <typename T>
-void moe_permute(Context& ctx, T* out, const T* inp, const int32_t* row_src, int R, int C) {
-  if (size_t(R) * C == 0) return;
-  permute_kernel<<<grid_for(size_t(R) * C, kThreads), kThreads, 0, ctx.stream()>>>(dptr(out), dptr(inp), row_src, R, C);
+void CudaOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, const PermuteDims& d) {
+  const int R = d.R, Dm = d.Dm;
+  if (size_t(R) * Dm == 0) return;
+  permute_kernel<<<grid_for(size_t(R) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(out), dptr(inp), row_src,
+                                                                                      R, Dm);
   MT_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>
-void moe_permute_backward(Context& ctx, T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) {
-  if (size_t(N) * C == 0) return;
-  permute_backward_kernel<<<grid_for(size_t(N) * C, kThreads), kThreads, 0, ctx.stream()>>>(dptr(dinp), dptr(dout),
-                                                                                             slot, N, K, C);
+void CudaOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, const DispatchDims& d) {
+  const int N = d.N, K = d.K, Dm = d.Dm;
+  if (size_t(N) * Dm == 0) return;
+  permute_backward_kernel<<<grid_for(size_t(N) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(
+      dptr(dinp), dptr(dout), slot, N, K, Dm);
   MT_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>
-void moe_combine(Context& ctx, T* out, const T* expert_out, const float* gate, const int32_t* slot, int N, int K,
-                 int C) {
-  if (size_t(N) * C == 0) return;
-  combine_kernel<<<grid_for(size_t(N) * C, kThreads), kThreads, 0, ctx.stream()>>>(dptr(out), dptr(expert_out), gate,
-                                                                                    slot, N, K, C);
+void CudaOps<T>::moe_combine(T* out, const T* expert_out, const P* gates, const int32_t* slot, const DispatchDims& d) {
+  const int N = d.N, K = d.K, Dm = d.Dm;
+  if (size_t(N) * Dm == 0) return;
+  combine_kernel<<<grid_for(size_t(N) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(out), dptr(expert_out),
+                                                                                     gates, slot, N, K, Dm);
   MT_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>
-void moe_combine_backward(Context& ctx, T* dexpert_out, float* dgate, const T* dout, const T* expert_out,
-                          const float* gate, const int32_t* slot, int N, int K, int C) {
+void CudaOps<T>::moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, const T* expert_out, const P* gates,
+                                      const int32_t* slot, const DispatchDims& d) {
+  const int N = d.N, K = d.K, Dm = d.Dm;
   const size_t choices = size_t(N) * K;
   if (choices == 0) return;
-  combine_backward_kernel<<<ceil_div(choices, kWarps), kThreads, 0, ctx.stream()>>>(
-      dptr(dexpert_out), dgate, dptr(dout), dptr(expert_out), gate, slot, N, K, C);
+  combine_backward_kernel<<<ceil_div(choices, kWarps), kThreads, 0, ctx_.stream()>>>(
+      dptr(dexpert_out), dgates, dptr(dout), dptr(expert_out), gates, slot, N, K, Dm);
   MT_CUDA_CHECK_LAUNCH();
 }
 
-#define MT_CUDA_INSTANTIATE_MOE(T)                                                                             \
-  template void moe_permute<T>(Context&, T*, const T*, const int32_t*, int, int);                             \
-  template void moe_permute_backward<T>(Context&, T*, const T*, const int32_t*, int, int, int);               \
-  template void moe_combine<T>(Context&, T*, const T*, const float*, const int32_t*, int, int, int);          \
-  template void moe_combine_backward<T>(Context&, T*, float*, const T*, const T*, const float*, const int32_t*, \
-                                        int, int, int);
+#define MT_CUDA_INSTANTIATE_MOE(T)                                                                              \
+  template void CudaOps<T>::router_forward(int32_t*, float*, float*, float*, const float*, const RouteDims&,    \
+                                           GateNorm);                                                           \
+  template void CudaOps<T>::router_backward(float*, const float*, const float*, const float*, const float*,     \
+                                            const int32_t*, const float*, float, const RouteDims&, GateNorm);   \
+  template void CudaOps<T>::router_stats(int64_t*, double*, const int32_t*, const float*, const RouteDims&);    \
+  template int CudaOps<T>::moe_route_plan(int32_t*, int32_t*, int64_t*, const int32_t*, const RouteDims&, int); \
+  template void CudaOps<T>::moe_permute(T*, const T*, const int32_t*, const PermuteDims&);                      \
+  template void CudaOps<T>::moe_permute_backward(T*, const T*, const int32_t*, const DispatchDims&);            \
+  template void CudaOps<T>::moe_combine(T*, const T*, const float*, const int32_t*, const DispatchDims&);       \
+  template void CudaOps<T>::moe_combine_backward(T*, float*, const T*, const T*, const float*, const int32_t*,  \
+                                                 const DispatchDims&);
 
 MT_CUDA_INSTANTIATE_MOE(float)
 MT_CUDA_INSTANTIATE_MOE(mt::bf16)

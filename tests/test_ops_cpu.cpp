@@ -1,11 +1,9 @@
 // Why: the CPU kernels are the reference of the whole project (the CUDA backend and the parallel layouts
-// are tested against them), so their forwards are checked against direct, naive formulas (attention as a
-// full softmax row with -inf masking, top-K ties, exactly which choices a capacity drops), float must
-// agree with double, and every op must give the same bits on every run (a resumed run must be
-// bit-identical) and, for the kernels written here, at any thread count.
+// are tested against them). Every op case of tests/op_cases.h runs here on the CPU backend (float must
+// agree with double, and give the same bits on every run and, for the kernels written here, at any
+// thread count); then the forwards are checked against direct, naive formulas (attention as a full
+// softmax row with -inf masking, top-K ties, exactly which choices a capacity drops).
 #include <catch2/catch.hpp>
-
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -13,13 +11,12 @@
 #include <cstring>
 #include <limits>
 #include <random>
-#include <string>
-#include <utility>
 #include <vector>
 
 #include "engine/core/check.h"
 #include "engine/cpu/cpu_ops.h"
 #include "engine/model/experts.h"
+#include "tests/op_harness.h"
 
 namespace {
 
@@ -63,190 +60,6 @@ std::vector<float> slopes_for(int H) {
   return s;
 }
 
-// ---- every op, forward and backward, in precision T on fixed inputs; all outputs widened to double ----
-
-using Outputs = std::vector<std::pair<std::string, Vec>>;
-
-template <typename T>
-Outputs run_embedding() {
-  mt::CpuOps<T> ops;
-  std::mt19937_64 rng(11);
-  const int N = 300, C = 200, V = 50;
-  std::vector<int32_t> tokens(N);
-  for (int t = 0; t < N; ++t) tokens[t] = int32_t(rng() % V);
-  auto wte = cast<T>(random_vec(rng, size_t(V) * C)), dout = cast<T>(random_vec(rng, size_t(N) * C));
-  std::vector<T> out(size_t(N) * C), dwte = cast<T>(random_vec(rng, size_t(V) * C));
-  ops.embedding_forward(out.data(), tokens.data(), wte.data(), N, C);
-  ops.embedding_backward(dwte.data(), dout.data(), tokens.data(), N, C, V);
-  return {{"out", widen(out)}, {"dwte", widen(dwte)}};
-}
-
-template <typename T>
-Outputs run_rmsnorm() {
-  mt::CpuOps<T> ops;
-  std::mt19937_64 rng(12);
-  const int N = 300, C = 200;
-  auto inp = cast<T>(random_vec(rng, size_t(N) * C)), w = cast<T>(random_vec(rng, C, 0.5, 1.5)),
-       dout = cast<T>(random_vec(rng, size_t(N) * C));
-  std::vector<T> out(inp.size()), rstd(N), dinp = cast<T>(random_vec(rng, inp.size())), dw(C);
-  ops.rmsnorm_forward(out.data(), rstd.data(), inp.data(), w.data(), N, C, 1e-5f);
-  ops.rmsnorm_backward(dinp.data(), dw.data(), dout.data(), inp.data(), w.data(), rstd.data(), N, C);
-  return {{"out", widen(out)}, {"rstd", widen(rstd)}, {"dinp", widen(dinp)}, {"dweight", widen(dw)}};
-}
-
-template <typename T>
-Outputs run_attention() {
-  mt::CpuOps<T> ops;
-  std::mt19937_64 rng(13);
-  const int B = 2, S = 150, H = 3, Dh = 16;
-  const auto slopes = slopes_for(H);
-  auto qkv = cast<T>(random_vec(rng, size_t(B) * S * 3 * H * Dh, -2, 2)),
-       dout = cast<T>(random_vec(rng, size_t(B) * S * H * Dh));
-  std::vector<T> out(dout.size()), lse(size_t(B) * H * S), dqkv(qkv.size());
-  ops.attention_forward(out.data(), lse.data(), qkv.data(), slopes.data(), {B, S, H, Dh});
-  ops.attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), slopes.data(), {B, S, H, Dh});
-  return {{"out", widen(out)}, {"lse", widen(lse)}, {"dqkv", widen(dqkv)}};
-}
-
-template <typename T>
-Outputs run_swiglu() {
-  mt::CpuOps<T> ops;
-  std::mt19937_64 rng(14);
-  const int N = 100, F = 300;
-  auto h13 = cast<T>(random_vec(rng, size_t(N) * 2 * F, -5, 5)), dout = cast<T>(random_vec(rng, size_t(N) * F));
-  std::vector<T> out(dout.size()), dh13(h13.size());
-  ops.swiglu_forward(out.data(), h13.data(), N, F);
-  ops.swiglu_backward(dh13.data(), dout.data(), h13.data(), N, F);
-  return {{"out", widen(out)}, {"dh13", widen(dh13)}};
-}
-
-template <typename T>
-Outputs run_router() {
-  mt::CpuOps<T> ops;
-  std::mt19937_64 rng(15);
-  const int N = 200, E = 16, K = 4;
-  auto logits = cast<T>(random_vec(rng, size_t(N) * E, -3, 3)), dgate = cast<T>(random_vec(rng, size_t(N) * K)),
-       prob_grad = cast<T>(random_vec(rng, E));
-  std::vector<int32_t> idx(size_t(N) * K);
-  std::vector<T> gate(idx.size()), probs(logits.size()), lse(N), dlogits(logits.size());
-  ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), {N, E, K},
-                     GateNorm::Renormalize);
-  ops.router_backward(dlogits.data(), dgate.data(), prob_grad.data(), probs.data(), lse.data(), idx.data(), gate.data(),
-                      0.25f, {N, E, K}, GateNorm::Renormalize);
-  std::vector<int64_t> counts(E);
-  std::vector<double> prob_sum(E);
-  ops.router_stats(counts.data(), prob_sum.data(), idx.data(), probs.data(), {N, E, K});
-  return {{"topk_idx", widen(idx)}, {"gate", widen(gate)}, {"probs", widen(probs)}, {"lse", widen(lse)},
-          {"dlogits", widen(dlogits)}, {"counts", widen(counts)}, {"prob_sum", prob_sum}};
-}
-
-template <typename T>
-Outputs run_dispatch() {
-  mt::CpuOps<T> ops;
-  std::mt19937_64 rng(16);
-  const int N = 200, K = 2, E = 5, C = 96, capacity = 70;
-  std::vector<int32_t> idx(size_t(N) * K);
-  for (int t = 0; t < N; ++t) {
-    idx[size_t(t) * K] = int32_t(rng() % 2);  // experts 0 and 1 overflow the capacity
-    idx[size_t(t) * K + 1] = int32_t(2 + rng() % 3);
-  }
-  std::vector<int32_t> slot(idx.size()), row_src(idx.size());
-  std::vector<int64_t> tpe(E);
-  const int R = ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), idx.data(), {N, E, K}, capacity);
-  auto inp = cast<T>(random_vec(rng, size_t(N) * C)), expert_out = cast<T>(random_vec(rng, size_t(R) * C)),
-       gate = cast<T>(random_vec(rng, idx.size(), 0, 1)), dy = cast<T>(random_vec(rng, size_t(N) * C)),
-       drows = cast<T>(random_vec(rng, size_t(R) * C));
-  std::vector<T> rows(size_t(R) * C), dinp(inp.size()), y(inp.size()), dexp(rows.size()), dgate(idx.size());
-  ops.moe_permute(rows.data(), inp.data(), row_src.data(), R, C);
-  ops.moe_permute_backward(dinp.data(), drows.data(), slot.data(), N, K, C);
-  ops.moe_combine(y.data(), expert_out.data(), gate.data(), slot.data(), N, K, C);
-  ops.moe_combine_backward(dexp.data(), dgate.data(), dy.data(), expert_out.data(), gate.data(), slot.data(), N, K, C);
-  return {{"slot", widen(slot)}, {"rows", widen(rows)}, {"dinp", widen(dinp)},
-          {"combined", widen(y)},  {"dexpert_out", widen(dexp)}, {"dgate", widen(dgate)}};
-}
-
-template <typename T>
-Outputs run_experts() {
-  mt::CpuOps<T> ops;
-  std::mt19937_64 rng(17);
-  const int E = 4, C = 64, F = 48;
-  const std::vector<int64_t> offsets = {0, 40, 40, 100, 130};
-  const int R = int(offsets[E]);
-  auto inp = cast<T>(random_vec(rng, size_t(R) * C)), w1 = cast<T>(random_vec(rng, size_t(E) * F * C, -0.2, 0.2)),
-       w3 = cast<T>(random_vec(rng, size_t(E) * F * C, -0.2, 0.2)),
-       w2 = cast<T>(random_vec(rng, size_t(E) * C * F, -0.2, 0.2)), dout = cast<T>(random_vec(rng, size_t(R) * C));
-  std::vector<T> out(size_t(R) * C), h13(size_t(R) * 2 * F), act(size_t(R) * F), dinp(out.size()),
-      dw1(w1.size()), dw3(w3.size()), dw2(w2.size()), dh13(h13.size()), dact(act.size());
-  experts_forward(ops, out.data(), h13.data(), act.data(), inp.data(), w1.data(), w3.data(), w2.data(),
-                      offsets.data(), E, C, F);
-  experts_backward(ops, dinp.data(), dw1.data(), dw3.data(), dw2.data(), dh13.data(), dact.data(), nullptr, dout.data(),
-                       inp.data(), h13.data(), act.data(), w1.data(), w3.data(), w2.data(), offsets.data(), E, C, F);
-  return {{"out", widen(out)}, {"dinp", widen(dinp)}, {"dw1", widen(dw1)}, {"dw3", widen(dw3)}, {"dw2", widen(dw2)}};
-}
-
-template <typename T>
-Outputs run_cross_entropy() {
-  mt::CpuOps<T> ops;
-  std::mt19937_64 rng(18);
-  const int N = 64, V = 1000;
-  auto logits = cast<T>(random_vec(rng, size_t(N) * V, -8, 8));
-  std::vector<int32_t> targets(N);
-  for (int t = 0; t < N; ++t) targets[t] = int32_t(rng() % V);
-  std::vector<T> losses(N), dlogits(logits.size());
-  ops.cross_entropy(losses.data(), dlogits.data(), logits.data(), targets.data(), 1.f / N, N, V);
-  return {{"losses", widen(losses)}, {"dlogits", widen(dlogits)}};
-}
-
-template <typename T>
-Outputs run_reductions_and_adamw() {
-  mt::CpuOps<T> ops;
-  std::mt19937_64 rng(19);
-  const size_t n = 200000;
-  auto x = cast<T>(random_vec(rng, n)), y = cast<T>(random_vec(rng, n)), grad = cast<T>(random_vec(rng, n));
-  std::vector<T> m = cast<T>(random_vec(rng, n, -0.1, 0.1)), v = cast<T>(random_vec(rng, n, 0, 0.01));
-  const Vec sums = {ops.sum(x.data(), n), ops.sum_squares(x.data(), n)};
-  ops.add_inplace(x.data(), y.data(), n);
-  mt::AdamWArgs a;
-  a.lr = 1e-2f;
-  a.weight_decay = 0.1f;
-  a.grad_scale = 0.7f;
-  a.step = 3;
-  ops.adamw(y.data(), grad.data(), m.data(), v.data(), n, a);
-  return {{"sums", sums}, {"add", widen(x)}, {"param", widen(y)}, {"m", widen(m)}, {"v", widen(v)}};
-}
-
-struct OpRun {
-  const char* name;
-  Outputs (*f32)();
-  Outputs (*f64)();
-  double tol;                   // float vs double: max |f32 - f64| / max |f64|, per output
-  bool thread_count_invariant;  // our own loops only (the GEMMs are OpenBLAS's, split by thread count)
-};
-
-const std::vector<OpRun>& all_ops() {
-  static const std::vector<OpRun> runs = {
-      {"embedding", run_embedding<float>, run_embedding<double>, 1e-6, true},
-      {"rmsnorm", run_rmsnorm<float>, run_rmsnorm<double>, 1e-5, true},
-      {"attention", run_attention<float>, run_attention<double>, 1e-5, true},
-      {"swiglu", run_swiglu<float>, run_swiglu<double>, 1e-6, true},
-      {"router", run_router<float>, run_router<double>, 1e-5, true},
-      {"dispatch", run_dispatch<float>, run_dispatch<double>, 1e-6, true},
-      {"experts", run_experts<float>, run_experts<double>, 1e-5, false},
-      {"cross_entropy", run_cross_entropy<float>, run_cross_entropy<double>, 1e-5, true},
-      {"reductions_adamw", run_reductions_and_adamw<float>, run_reductions_and_adamw<double>, 1e-5, true},
-  };
-  return runs;
-}
-
-bool bitwise_equal(const Outputs& a, const Outputs& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (a[i].second.size() != b[i].second.size()) return false;
-    if (std::memcmp(a[i].second.data(), b[i].second.data(), sizeof(double) * a[i].second.size()) != 0) return false;
-  }
-  return true;
-}
-
 // Naive attention for one (b, h): the full row of T scores with -inf above the diagonal.
 void naive_attention(Vec& out, Vec& lse, const Vec& qkv, const std::vector<float>& slopes, int B, int S, int H,
                      int Dh) {
@@ -278,39 +91,10 @@ void naive_attention(Vec& out, Vec& lse, const Vec& qkv, const std::vector<float
 
 }  // namespace
 
-// ---- agreement across precisions, runs and thread counts --------------------------------------------------
+// ---- every op case (tests/op_cases.h) on the CPU backend --------------------------------------------------
 
-TEST_CASE("cpu ops: float agrees with double on every output", "[ops]") {
-  for (const OpRun& op : all_ops()) {
-    const Outputs f = op.f32(), d = op.f64();
-    REQUIRE(f.size() == d.size());
-    for (size_t i = 0; i < f.size(); ++i) {
-      INFO(op.name << ": " << f[i].first);
-      CHECK(rel_error(f[i].second, d[i].second) < op.tol);
-    }
-  }
-}
-
-TEST_CASE("cpu ops: two runs give bit-identical outputs", "[ops]") {
-  for (const OpRun& op : all_ops()) {
-    INFO(op.name);
-    CHECK(bitwise_equal(op.f32(), op.f32()));
-    CHECK(bitwise_equal(op.f64(), op.f64()));
-  }
-}
-
-TEST_CASE("cpu ops: the kernels' own loops give the same bits on one thread and on two", "[ops]") {
-  const int threads = omp_get_max_threads();
-  for (const OpRun& op : all_ops()) {
-    if (!op.thread_count_invariant) continue;
-    INFO(op.name);
-    omp_set_num_threads(1);
-    const Outputs one = op.f32();
-    omp_set_num_threads(2);
-    const Outputs two = op.f32();
-    CHECK(bitwise_equal(one, two));
-  }
-  omp_set_num_threads(threads);
+TEST_CASE("cpu ops: every op case (float against double; the same bits on every run and on 1 or 2 threads)", "[ops]") {
+  mt::optest::check_op_cases({mt::optest::cpu_backend()});
 }
 
 // ---- forwards against naive formulas ----------------------------------------------------------------------
@@ -526,19 +310,19 @@ TEST_CASE("cpu moe_route_plan: stable by expert, capacity keeps each expert's fi
 
 TEST_CASE("cpu permute and combine move rows by the plan", "[ops]") {
   mt::CpuOps<double> ops;
-  const int N = 3, K = 2, C = 2;
+  const int N = 3, K = 2, Dm = 2;
   const std::vector<int32_t> slot = {1, -1, 0, 2, 3, -1};
   const std::vector<int32_t> row_src = {1, 0, 1, 2};
   const Vec inp = {1, 2, 3, 4, 5, 6};
   Vec rows(8);
-  ops.moe_permute(rows.data(), inp.data(), row_src.data(), 4, C);
+  ops.moe_permute(rows.data(), inp.data(), row_src.data(), {4, Dm});
   CHECK(rows == Vec{3, 4, 1, 2, 3, 4, 5, 6});
   const Vec gate = {0.5, 9, 0.25, 2, 4, 9};
   Vec out(6);
-  ops.moe_combine(out.data(), rows.data(), gate.data(), slot.data(), N, K, C);
+  ops.moe_combine(out.data(), rows.data(), gate.data(), slot.data(), {N, K, Dm});
   CHECK(out == Vec{0.5, 1, 0.25 * 3 + 2 * 3, 0.25 * 4 + 2 * 4, 20, 24});
   Vec dinp(6, 99);
-  ops.moe_permute_backward(dinp.data(), rows.data(), slot.data(), N, K, C);
+  ops.moe_permute_backward(dinp.data(), rows.data(), slot.data(), {N, K, Dm});
   CHECK(dinp == Vec{1, 2, 3 + 3, 4 + 4, 5, 6});
 }
 
@@ -641,14 +425,16 @@ TEST_CASE("alibi slopes follow Press et al. for powers of two and otherwise", "[
 TEST_CASE("cpu_device gives zeroed, 64-byte aligned memory and tracks the peak", "[ops]") {
   mt::Device& dev = mt::cpu_device();
   CHECK(dev.kind() == mt::DeviceKind::Cpu);
-  const size_t peak0 = dev.peak_bytes();
+  // b is larger than the peak so far (the op cases, run earlier in this process, allocate here too),
+  // so the peak must rise to hold a and b.
+  const size_t nb = dev.peak_bytes() + (1 << 20);
   auto* a = static_cast<unsigned char*>(dev.alloc(1000));
-  auto* b = static_cast<unsigned char*>(dev.alloc(1 << 20));
+  auto* b = static_cast<unsigned char*>(dev.alloc(nb));
   CHECK(reinterpret_cast<uintptr_t>(a) % 64 == 0);
   CHECK(reinterpret_cast<uintptr_t>(b) % 64 == 0);
   CHECK(std::all_of(a, a + 1000, [](unsigned char c) { return c == 0; }));
-  CHECK(std::all_of(b, b + (1 << 20), [](unsigned char c) { return c == 0; }));
-  CHECK(dev.peak_bytes() >= peak0 + 1000 + (1 << 20));
+  CHECK(std::all_of(b, b + nb, [](unsigned char c) { return c == 0; }));
+  CHECK(dev.peak_bytes() >= nb + 1000);
   std::memset(a, 7, 1000);
   dev.copy(b, a, 1000, mt::CopyKind::HostToDevice);
   CHECK(b[999] == 7);

@@ -218,7 +218,7 @@ TEST_CASE("cpu router_backward is the gradient of gates, probabilities and the z
 TEST_CASE("cpu permute / combine backwards are their forwards' gradients, with dropped choices", "[ops]") {
   mt::CpuOps<double> ops;
   std::mt19937_64 rng(8);
-  const int N = 6, K = 2, E = 3, C = 4, capacity = 3;
+  const int N = 6, K = 2, E = 3, Dm = 4, capacity = 3;
   // Expert 0 (chosen by tokens 0, 1, 2, 4, 5) keeps tokens 0, 1, 2; expert 1 (tokens 0, 2, 3, 5) keeps
   // 0, 2, 3; expert 2 keeps all three of its tokens. Token 5 loses both of its choices.
   const std::vector<int32_t> idx = {0, 1, 0, 2, 0, 1, 2, 1, 0, 2, 0, 1};
@@ -228,25 +228,25 @@ TEST_CASE("cpu permute / combine backwards are their forwards' gradients, with d
   REQUIRE(R == 9);
 
   SECTION("permute") {
-    Vec inp = random_vec(rng, size_t(N) * C), W = random_vec(rng, size_t(R) * C);
+    Vec inp = random_vec(rng, size_t(N) * Dm), W = random_vec(rng, size_t(R) * Dm);
     Vec dinp(inp.size(), 1e9);
-    ops.moe_permute_backward(dinp.data(), W.data(), slot.data(), N, K, C);
+    ops.moe_permute_backward(dinp.data(), W.data(), slot.data(), {N, K, Dm});
     auto loss = [&] {
-      Vec out(size_t(R) * C);
-      ops.moe_permute(out.data(), inp.data(), row_src.data(), R, C);
+      Vec out(size_t(R) * Dm);
+      ops.moe_permute(out.data(), inp.data(), row_src.data(), {R, Dm});
       return dot(out, W);
     };
     check_gradient("dinp", inp, dinp, loss);
   }
   SECTION("combine") {
-    Vec expert_out = random_vec(rng, size_t(R) * C), gate = random_vec(rng, size_t(N) * K, 0, 1),
-        W = random_vec(rng, size_t(N) * C);
+    Vec expert_out = random_vec(rng, size_t(R) * Dm), gate = random_vec(rng, size_t(N) * K, 0, 1),
+        W = random_vec(rng, size_t(N) * Dm);
     Vec dexp(expert_out.size(), 1e9), dgate(gate.size(), 1e9);
-    ops.moe_combine_backward(dexp.data(), dgate.data(), W.data(), expert_out.data(), gate.data(), slot.data(), N,
-                             K, C);
+    ops.moe_combine_backward(dexp.data(), dgate.data(), W.data(), expert_out.data(), gate.data(), slot.data(),
+                             {N, K, Dm});
     auto loss = [&] {
-      Vec out(size_t(N) * C);
-      ops.moe_combine(out.data(), expert_out.data(), gate.data(), slot.data(), N, K, C);
+      Vec out(size_t(N) * Dm);
+      ops.moe_combine(out.data(), expert_out.data(), gate.data(), slot.data(), {N, K, Dm});
       return dot(out, W);
     };
     check_gradient("dexpert_out", expert_out, dexp, loss);

@@ -144,41 +144,44 @@ int CpuOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_p
 }
 
 template <typename T>
-void CpuOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) {
-#pragma omp parallel for schedule(static) if (size_t(R) * C > cpu::kParallelMin)
-  for (int r = 0; r < R; ++r) std::memcpy(out + size_t(r) * C, inp + size_t(row_src[r]) * C, sizeof(T) * C);
+void CpuOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, const PermuteDims& dims) {
+  const int R = dims.R, Dm = dims.Dm;
+#pragma omp parallel for schedule(static) if (size_t(R) * Dm > cpu::kParallelMin)
+  for (int r = 0; r < R; ++r) std::memcpy(out + size_t(r) * Dm, inp + size_t(row_src[r]) * Dm, sizeof(T) * Dm);
 }
 
 template <typename T>
-void CpuOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) {
-#pragma omp parallel for schedule(static) if (size_t(N) * K * C > cpu::kParallelMin)
+void CpuOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, const DispatchDims& dims) {
+  const int N = dims.N, K = dims.K, Dm = dims.Dm;
+#pragma omp parallel for schedule(static) if (size_t(N) * K * Dm > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
-    T* d = dinp + size_t(t) * C;
-    std::fill(d, d + C, T(0));
+    T* d = dinp + size_t(t) * Dm;
+    std::fill(d, d + Dm, T(0));
     for (int k = 0; k < K; ++k) {
       const int32_t row = slot[size_t(t) * K + k];
       if (row < 0) continue;
-      const T* g = dout + size_t(row) * C;
+      const T* g = dout + size_t(row) * Dm;
 #pragma omp simd
-      for (int c = 0; c < C; ++c) d[c] += g[c];
+      for (int c = 0; c < Dm; ++c) d[c] += g[c];
     }
   }
 }
 
 template <typename T>
-void CpuOps<T>::moe_combine(T* out, const T* expert_out, const acc_t<T>* gates, const int32_t* slot, int N, int K,
-                            int C) {
-#pragma omp parallel for schedule(static) if (size_t(N) * K * C > cpu::kParallelMin)
+void CpuOps<T>::moe_combine(T* out, const T* expert_out, const acc_t<T>* gates, const int32_t* slot,
+                            const DispatchDims& dims) {
+  const int N = dims.N, K = dims.K, Dm = dims.Dm;
+#pragma omp parallel for schedule(static) if (size_t(N) * K * Dm > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
-    T* y = out + size_t(t) * C;
-    std::fill(y, y + C, T(0));
+    T* y = out + size_t(t) * Dm;
+    std::fill(y, y + Dm, T(0));
     for (int k = 0; k < K; ++k) {
       const int32_t row = slot[size_t(t) * K + k];
       if (row < 0) continue;
       const T g = T(gates[size_t(t) * K + k]);
-      const T* x = expert_out + size_t(row) * C;
+      const T* x = expert_out + size_t(row) * Dm;
 #pragma omp simd
-      for (int c = 0; c < C; ++c) y[c] += g * x[c];
+      for (int c = 0; c < Dm; ++c) y[c] += g * x[c];
     }
   }
 }
@@ -186,10 +189,11 @@ void CpuOps<T>::moe_combine(T* out, const T* expert_out, const acc_t<T>* gates, 
 // Each kept choice owns one row of dexpert_out, so the rows are written without races.
 template <typename T>
 void CpuOps<T>::moe_combine_backward(T* dexpert_out, acc_t<T>* dgates, const T* dout, const T* expert_out,
-                                     const acc_t<T>* gates, const int32_t* slot, int N, int K, int C) {
-#pragma omp parallel for schedule(static) if (size_t(N) * K * C > cpu::kParallelMin)
+                                     const acc_t<T>* gates, const int32_t* slot, const DispatchDims& dims) {
+  const int N = dims.N, K = dims.K, Dm = dims.Dm;
+#pragma omp parallel for schedule(static) if (size_t(N) * K * Dm > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
-    const T* g = dout + size_t(t) * C;
+    const T* g = dout + size_t(t) * Dm;
     for (int k = 0; k < K; ++k) {
       const size_t i = size_t(t) * K + k;
       const int32_t row = slot[i];
@@ -197,12 +201,12 @@ void CpuOps<T>::moe_combine_backward(T* dexpert_out, acc_t<T>* dgates, const T* 
         dgates[i] = 0;
         continue;
       }
-      const T* x = expert_out + size_t(row) * C;
-      T* dx = dexpert_out + size_t(row) * C;
+      const T* x = expert_out + size_t(row) * Dm;
+      T* dx = dexpert_out + size_t(row) * Dm;
       const T w = T(gates[i]);
       P dot = 0;
 #pragma omp simd reduction(+ : dot)
-      for (int c = 0; c < C; ++c) {
+      for (int c = 0; c < Dm; ++c) {
         dot += P(g[c]) * P(x[c]);
         dx[c] = w * g[c];
       }
@@ -219,11 +223,11 @@ void CpuOps<T>::moe_combine_backward(T* dexpert_out, acc_t<T>* dgates, const T* 
                                            GateNorm);                                                                 \
   template void CpuOps<T>::router_stats(int64_t*, double*, const int32_t*, const acc_t<T>*, const RouteDims&);        \
   template int CpuOps<T>::moe_route_plan(int32_t*, int32_t*, int64_t*, const int32_t*, const RouteDims&, int);        \
-  template void CpuOps<T>::moe_permute(T*, const T*, const int32_t*, int, int);                                       \
-  template void CpuOps<T>::moe_permute_backward(T*, const T*, const int32_t*, int, int, int);                         \
-  template void CpuOps<T>::moe_combine(T*, const T*, const acc_t<T>*, const int32_t*, int, int, int);                 \
+  template void CpuOps<T>::moe_permute(T*, const T*, const int32_t*, const PermuteDims&);                            \
+  template void CpuOps<T>::moe_permute_backward(T*, const T*, const int32_t*, const DispatchDims&);                   \
+  template void CpuOps<T>::moe_combine(T*, const T*, const acc_t<T>*, const int32_t*, const DispatchDims&);           \
   template void CpuOps<T>::moe_combine_backward(T*, acc_t<T>*, const T*, const T*, const acc_t<T>*, const int32_t*,   \
-                                                int, int, int);
+                                                const DispatchDims&);
 
 MT_INSTANTIATE_ROUTER(float)
 MT_INSTANTIATE_ROUTER(double)

@@ -1,6 +1,6 @@
 // Why: one MoE layer as Router -> Dispatcher -> Experts -> Combine (plus the shared expert), forward
 // and backward, with communication only inside dispatch and combine (the all-to-all over the ep
-// group). Names follow Megatron: routing_map (topk_idx), probs, tokens_per_expert, input_splits /
+// group). Names follow Megatron: routing_map, probs, tokens_per_expert, input_splits /
 // output_splits, capacity.
 //
 // Balance loss (DESIGN.md): E * sum_i f_i p_i with f_i = share of this micro-batch's tokens that chose
@@ -105,7 +105,7 @@ class MoeLayer {
     arena.request(&logits_, N * d.E);
     arena.request(&probs_, N * d.E);
     arena.request(&lse_, N);
-    arena.request(&topk_idx_, R);
+    arena.request(&routing_map_, R);
     arena.request(&gates_, R);
     arena.request(&slot_, R);
     arena.request(&row_src_, R);
@@ -137,8 +137,8 @@ class MoeLayer {
     {
       Profiler::Scope ps(prof_, OpFamily::Router);
       linear_forward_acc(ops_, prof_, OpFamily::Router, logits_, ln2, w.router, N, Dm, E);
-      ops_.router_forward(topk_idx_, gates_, probs_, lse_, logits_, {N, E, K}, d_.norm);
-      ops_.router_stats(counts_.data(), prob_sum_.data(), topk_idx_, probs_, {N, E, K});
+      ops_.router_forward(routing_map_, gates_, probs_, lse_, logits_, {N, E, K}, d_.norm);
+      ops_.router_stats(counts_.data(), prob_sum_.data(), routing_map_, probs_, {N, E, K});
       double bal = 0;
       for (int i = 0; i < E; ++i) bal += (double(counts_[i]) / N) * (prob_sum_[i] / N);
       stats->balance_loss = double(E) * bal;
@@ -147,9 +147,9 @@ class MoeLayer {
     }
     {
       Profiler::Scope ps(prof_, OpFamily::Dispatch);
-      R_ = ops_.moe_route_plan(slot_, row_src_, tokens_per_expert_.data(), topk_idx_, {N, E, K}, d_.capacity);
+      R_ = ops_.moe_route_plan(slot_, row_src_, tokens_per_expert_.data(), routing_map_, {N, E, K}, d_.capacity);
       stats->dropped = int64_t(N) * K - R_;
-      ops_.moe_permute(send_, ln2, row_src_, R_, Dm);
+      ops_.moe_permute(send_, ln2, row_src_, {R_, Dm});
       if (d_.ep > 1)
         exchange_counts_and_dispatch();
       else
@@ -167,10 +167,10 @@ class MoeLayer {
       Profiler::Scope ps(prof_, OpFamily::Dispatch);
       if (d_.ep > 1) {
         // Back to (source, expert) order, then home to the source ranks.
-        ops_.moe_permute(s_.rows_a, s_.rows_b, unsort_idx_, int(Rr_), Dm);
+        ops_.moe_permute(s_.rows_a, s_.rows_b, unsort_idx_, {int(Rr_), Dm});
         alltoallv_rows(s_.rows_a, output_splits_, y_back_, input_splits_);
       }
-      ops_.moe_combine(out, y_back_, gates_, slot_, N, K, Dm);
+      ops_.moe_combine(out, y_back_, gates_, slot_, {N, K, Dm});
     }
     if (d_.Dsl > 0) {
       Profiler::Scope ps(prof_, OpFamily::Linear);
@@ -195,7 +195,7 @@ class MoeLayer {
     T* d_send = s_.rows_c;
     {
       Profiler::Scope ps(prof_, OpFamily::Dispatch);
-      ops_.moe_combine_backward(s_.rows_c, s_.dgate, dy, y_back_, gates_, slot_, N, K, Dm);
+      ops_.moe_combine_backward(s_.rows_c, s_.dgate, dy, y_back_, gates_, slot_, {N, K, Dm});
       if (grid_.tp_size > 1) {
         Profiler::Scope pc(prof_, OpFamily::TpComm);
         grid_.tp().allreduce_sum(s_.dgate, size_t(N) * K, dtype_of<P>(), space());
@@ -203,7 +203,7 @@ class MoeLayer {
       if (d_.ep > 1) {
         // d(y_back) travels like the dispatched tokens, then into expert order.
         alltoallv_rows(s_.rows_c, input_splits_, s_.rows_a, output_splits_);
-        ops_.moe_permute(s_.rows_b, s_.rows_a, sort_idx_, int(Rr_), Dm);
+        ops_.moe_permute(s_.rows_b, s_.rows_a, sort_idx_, {int(Rr_), Dm});
       }
     }
     {
@@ -219,15 +219,15 @@ class MoeLayer {
     {
       Profiler::Scope ps(prof_, OpFamily::Dispatch);
       if (d_.ep > 1) {
-        ops_.moe_permute(s_.rows_b, s_.rows_a, unsort_idx_, int(Rr_), Dm);
+        ops_.moe_permute(s_.rows_b, s_.rows_a, unsort_idx_, {int(Rr_), Dm});
         alltoallv_rows(s_.rows_b, output_splits_, s_.rows_c, input_splits_);
         d_send = s_.rows_c;
       }
       if (d_.Dsl > 0) {
-        ops_.moe_permute_backward(s_.tokens, d_send, slot_, N, K, Dm);
+        ops_.moe_permute_backward(s_.tokens, d_send, slot_, {N, K, Dm});
         ops_.add_inplace(d_ln2, s_.tokens, size_t(N) * Dm);
       } else {
-        ops_.moe_permute_backward(d_ln2, d_send, slot_, N, K, Dm);
+        ops_.moe_permute_backward(d_ln2, d_send, slot_, {N, K, Dm});
       }
     }
     if (grid_.tp_size > 1) {
@@ -243,7 +243,7 @@ class MoeLayer {
         pg[j] = P(double(d_.balance_coef) * loss_scale * E * (double(counts_[j]) / N) / N);
       ops_.device().copy(s_.prob_grad, pg.data(), sizeof(P) * E, CopyKind::HostToDevice);
       const float z_scale = d_.z_coef * loss_scale / float(N);
-      ops_.router_backward(s_.dlogits, s_.dgate, s_.prob_grad, probs_, lse_, topk_idx_, gates_, z_scale, {N, E, K},
+      ops_.router_backward(s_.dlogits, s_.dgate, s_.prob_grad, probs_, lse_, routing_map_, gates_, z_scale, {N, E, K},
                            d_.norm);
       ops_.to_compute(s_.dlogits_t, s_.dlogits, size_t(N) * E);
       linear_backward(ops_, prof_, OpFamily::Router, d_ln2, g.router, s_.dlogits_t, ln2, w.router, N, Dm, E, 1.f);
@@ -309,7 +309,7 @@ class MoeLayer {
     auto& dev = ops_.device();
     dev.copy(sort_idx_, sort_idx.data(), sizeof(int32_t) * Rr_, CopyKind::HostToDevice);
     dev.copy(unsort_idx_, unsort_idx.data(), sizeof(int32_t) * Rr_, CopyKind::HostToDevice);
-    ops_.moe_permute(recv_sorted_, s_.rows_a, sort_idx_, int(Rr_), d_.Dm);
+    ops_.moe_permute(recv_sorted_, s_.rows_a, sort_idx_, {int(Rr_), d_.Dm});
   }
 
   // Without expert parallelism the permuted rows are the experts' input as they are.
@@ -328,7 +328,7 @@ class MoeLayer {
   P* logits_ = nullptr;      // (N, E)
   P* probs_ = nullptr;       // (N, E)
   P* lse_ = nullptr;         // (N)
-  int32_t* topk_idx_ = nullptr;  // (N, K) routing_map
+  int32_t* routing_map_ = nullptr;  // (N, K)
   P* gates_ = nullptr;       // (N, K)
   int32_t* slot_ = nullptr;  // (N, K)
   int32_t* row_src_ = nullptr;  // (R)

@@ -1,7 +1,8 @@
 // Why: the kernel interface. The model (engine/model: model_impl.h, moe.h, linear.h, experts.h) is
 // written once against Ops<T>; the CPU backend (engine/cpu, T = float or double) and the CUDA backend
 // (cuda/, T = float or bf16) implement it with the same signatures (ops_overrides.inc declares them
-// once for both), and every CUDA op is tested against its CPU twin.
+// once for both), and every op is tested on every backend against CpuOps<double> (one case each in
+// tests/op_cases.h).
 //
 // Conventions (every op):
 // - Each layer is a forward / backward pair; arguments are outputs first, then inputs, then saved
@@ -12,9 +13,12 @@
 // - Parameter gradients ACCUMULATE (+=) into P buffers. Activation gradients are WRITTEN (=), except
 //   the gradient of the residual stream, which accumulates: rmsnorm_backward adds into dinp.
 // - Matrices are row-major; weights have PyTorch's [out, in] layout, so a linear layer is y = x W^T.
-// - Sizes: N tokens (rows), C / Dm model width, V vocabulary, E experts, K experts per token, F hidden
-//   width of a SwiGLU, B sequences of S tokens, H heads of Dh; the sizes of attention and of routing
-//   travel as one struct each (AttnDims, RouteDims), so that their order cannot be mixed up.
+// - Sizes: N tokens (rows), Dm model width (the length of a token's row), V vocabulary, E experts, K
+//   experts per token, R permuted rows (the kept choices), F hidden width of a SwiGLU, B sequences of S
+//   tokens, H heads of Dh; the sizes of attention, routing, dispatch / combine and permute travel as one
+//   struct each (AttnDims, RouteDims, DispatchDims, PermuteDims), so that their order cannot be mixed up.
+// - Names follow DESIGN.md and Megatron: routing_map (the chosen experts), probs, gates (the chosen
+//   probabilities), tokens_per_expert, capacity.
 #pragma once
 
 #include <cstddef>
@@ -56,6 +60,16 @@ struct RouteDims {
   int N = 0, E = 0, K = 0;
 };
 
+// Dispatch / combine of N tokens of width Dm, each with K choices (slot and gates are (N, K)).
+struct DispatchDims {
+  int N = 0, K = 0, Dm = 0;
+};
+
+// A gather of R rows of width Dm.
+struct PermuteDims {
+  int R = 0, Dm = 0;
+};
+
 // Renormalisation of the K chosen router probabilities.
 enum class GateNorm { None, Renormalize };
 
@@ -81,17 +95,17 @@ class Ops {
   virtual void gemm_acc(P* c, const T* a, const T* b, const GemmShape& s, float alpha, float beta) = 0;
 
   // ---- embedding -----------------------------------------------------------------------------------
-  // out (N, C) = wte[tokens]
-  virtual void embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C) = 0;
-  // dwte (V, C) += scatter of dout (N, C) by token; deterministic (same result on every run).
-  virtual void embedding_backward(P* dwte, const T* dout, const int32_t* tokens, int N, int C, int V) = 0;
+  // out (N, Dm) = wte[tokens]
+  virtual void embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int Dm) = 0;
+  // dwte (V, Dm) += scatter of dout (N, Dm) by token; deterministic (same result on every run).
+  virtual void embedding_backward(P* dwte, const T* dout, const int32_t* tokens, int N, int Dm, int V) = 0;
 
   // ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w ---------------------------------------------------
-  // out (N, C), rstd (N) saved for the backward.
-  virtual void rmsnorm_forward(T* out, P* rstd, const T* inp, const T* weight, int N, int C, float eps) = 0;
-  // dinp (N, C) += (the residual stream), dweight (C) +=.
+  // out (N, Dm), rstd (N) saved for the backward.
+  virtual void rmsnorm_forward(T* out, P* rstd, const T* inp, const T* weight, int N, int Dm, float eps) = 0;
+  // dinp (N, Dm) += (the residual stream), dweight (Dm) +=.
   virtual void rmsnorm_backward(T* dinp, P* dweight, const T* dout, const T* inp, const T* weight,
-                                const P* rstd, int N, int C) = 0;
+                                const P* rstd, int N, int Dm) = 0;
 
   // ---- causal ALiBi attention ----------------------------------------------------------------------
   // qkv (B, S, 3, H, Dh): per token the H query heads, then H key heads, then H value heads.
@@ -132,15 +146,15 @@ class Ops {
   // Synchronises (the sizes are needed on the host).
   virtual int moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
                              const int32_t* routing_map, const RouteDims& d, int capacity) = 0;
-  // out (R, C) = inp[row_src] (gather the token rows in expert order).
-  virtual void moe_permute(T* out, const T* inp, const int32_t* row_src, int R, int C) = 0;
-  // dinp (N, C) = sum over the token's kept choices of dout[slot] (a gather; dropped choices add 0).
-  virtual void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, int N, int K, int C) = 0;
-  // out (N, C) = sum_k gates[t, k] * expert_out[slot[t, k]] over kept choices.
-  virtual void moe_combine(T* out, const T* expert_out, const P* gates, const int32_t* slot, int N, int K, int C) = 0;
-  // dexpert_out (R, C) = gates * dout[token]; dgates (N, K) = dout[t] . expert_out[slot] (0 if dropped).
+  // out (R, Dm) = inp[row_src] (gather the token rows in expert order).
+  virtual void moe_permute(T* out, const T* inp, const int32_t* row_src, const PermuteDims& d) = 0;
+  // dinp (N, Dm) = sum over the token's kept choices of dout[slot] (a gather; dropped choices add 0).
+  virtual void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, const DispatchDims& d) = 0;
+  // out (N, Dm) = sum_k gates[t, k] * expert_out[slot[t, k]] over kept choices.
+  virtual void moe_combine(T* out, const T* expert_out, const P* gates, const int32_t* slot, const DispatchDims& d) = 0;
+  // dexpert_out (R, Dm) = gates * dout[token]; dgates (N, K) = dout[t] . expert_out[slot] (0 if dropped).
   virtual void moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, const T* expert_out, const P* gates,
-                                    const int32_t* slot, int N, int K, int C) = 0;
+                                    const int32_t* slot, const DispatchDims& d) = 0;
 
   // ---- loss --------------------------------------------------------------------------------------------
   // losses (N) = -log softmax(logits)[target] in P. If dlogits is not null, dlogits (N, V) =

@@ -4,6 +4,8 @@
 // a test of its own); then three optimizer steps
 // (clipping, AdamW) in fp32 against the CPU float model, parameters to 1e-4, as DESIGN.md's layout
 // contract asks of any backend.
+#include <catch2/catch.hpp>
+
 #include <cmath>
 #include <random>
 
@@ -13,9 +15,12 @@
 #include "engine/model/model.h"
 #include "engine/model/optim.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/op_cases.h"
 
 using namespace mt;
 using namespace mt::gputest;
+using mt::optest::rel_l2;
+using mt::optest::Vec;
 
 namespace {
 
