@@ -1,7 +1,8 @@
 # Why: two independent `moetrain` processes on one machine divide its cores (engine/cpu/threads.h)
 # instead of running twice as many OpenMP threads as cores (~100x slower). A long tiny training run
 # starts alone with every core; a `moetrain bench` started beside it starts with half; the run drops to
-# half within its next re-check, logs it, and takes the cores back once the bench has ended. The
+# half within its next re-check, logs it, and takes the cores back once the bench has ended (the run
+# is long enough for any machine, 100 epochs of 1M tokens, and is stopped by SIGTERM). The
 # registry is a private folder (MOETRAIN_CORE_REGISTRY), so other tests' processes do not count.
 # Usage: shared_cores.sh MOETRAIN SCRATCH_DIR. Needs two cores (exit 77, skipped, on one).
 set -euo pipefail
@@ -19,15 +20,15 @@ HALF=$((CORES / 2))
 export MOETRAIN_CORE_REGISTRY="$TMP/registry"
 plural() { [ "$1" = 1 ] && echo "$1 $2" || echo "$1 $2s"; }
 
-{ zcat /usr/share/dictd/gcide.dict.dz || true; } | head -c 2000000 > "$TMP/text.txt"
+{ zcat /usr/share/dictd/gcide.dict.dz || true; } | head -c 1200000 > "$TMP/text.txt"
 "$BIN" data build --input "$TMP/text.txt" --out "$TMP/ds" --tokenizer byte --val-tokens 8192 > /dev/null
 cat > "$TMP/m.json" << 'JSON'
 {
   "name": "shared",
   "model": {"vocab_size": 256, "d_model": 48, "n_layers": 3, "n_heads": 3, "head_dim": 16, "d_ffn": 128, "seq_len": 32,
             "moe": {"layout": "1dense", "n_experts": 8, "top_k": 2, "d_expert": 48, "d_shared": 96}},
-  "train": {"tokens": 1900000, "batch_size": 8, "micro_batch_size": 8, "lr": 3e-3, "warmup_iters": 2, "seed": 1},
-  "data": {"train": "ds", "val": "ds"},
+  "train": {"tokens": 100000000, "batch_size": 8, "micro_batch_size": 8, "lr": 3e-3, "warmup_iters": 2, "seed": 1},
+  "data": {"train": "ds", "val": "ds", "reuse": "strict", "unique_tokens": 1000000},
   "eval": {"every": 0, "tokens": 1024},
   "checkpoint": {"every": 0, "keep": 1},
   "log": {"every": 1000}
