@@ -1,12 +1,7 @@
 # Why: `moetrain data build` and `moetrain data inspect` are what a user runs first; they must work on
 # plain and gzip text, report what a dataset holds, and turn every corrupt file into one line on
 # stderr and exit 2 (never a crash or a wrong sample). Usage: data_cli.sh MOETRAIN SCRATCH_DIR
-set -euo pipefail
-BIN=$1
-TMP=$2
-rm -rf "$TMP" && mkdir -p "$TMP"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+source "$(dirname "$0")/../script_common.sh" "$@"
 
 # expect_input_error WHAT ARGS...: exit 2 and exactly one line of output that contains WHAT.
 expect_input_error() {

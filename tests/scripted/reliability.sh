@@ -1,12 +1,7 @@
 # Why: issue 16's failures, each replayed through the CLI as a hostile user did, must now end in one
 # line naming the file and key (exit 2), a refusal, or a checked recovery; never a crash, a silent
 # change or exit 0 with lost output. Usage: reliability.sh MOETRAIN SCRATCH_DIR
-set -euo pipefail
-BIN=$1
-TMP=$2
-rm -rf "$TMP" && mkdir -p "$TMP"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+source "$(dirname "$0")/../script_common.sh" "$@"
 M=manifests/examples/tiny_moe.json
 
 # expect_exit CODE PATTERN CMD...: the command exits CODE with exactly one stderr line matching PATTERN.

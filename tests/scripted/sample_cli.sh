@@ -2,12 +2,7 @@
 # memorise a short text continues a prompt with that text under greedy decoding, from its checkpoint;
 # the trainer prints a sample at each eval when eval.sample_tokens > 0; bad options are one line and
 # exit 2. Usage: sample_cli.sh MOETRAIN SCRATCH_DIR
-set -euo pipefail
-BIN=$1
-TMP=$2
-rm -rf "$TMP" && mkdir -p "$TMP"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+source "$(dirname "$0")/../script_common.sh" "$@"
 
 # One short paragraph, repeated: the model sees it many times over.
 para='The quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. '

@@ -5,13 +5,7 @@
 # is long enough for any machine, 100 epochs of 1M tokens, and is stopped by SIGTERM). The
 # registry is a private folder (MOETRAIN_CORE_REGISTRY), so other tests' processes do not count.
 # Usage: shared_cores.sh MOETRAIN SCRATCH_DIR. Needs two cores (exit 77, skipped, on one).
-set -euo pipefail
-BIN=$(realpath "$1")
-TMP=$2
-rm -rf "$TMP" && mkdir -p "$TMP"
-TMP=$(realpath "$TMP")
-fail() { echo "FAIL: $*" >&2; exit 1; }
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+source "$(dirname "$0")/../script_common.sh" "$@"
 
 unset OMP_NUM_THREADS   # the default thread count is what is tested
 CORES=$(nproc)

@@ -4,13 +4,7 @@
 # reported while the others finish; scripts/plot_sweep.py draws its four figures. `sweep --slurm` and
 # scripts/slurm/train.sbatch are tested on a real Slurm: tests/scripted/slurm_*.sh.
 # Usage: sweep_cli.sh MOETRAIN SCRATCH_DIR
-set -euo pipefail
-BIN=$(realpath "$1")
-TMP=$2
-rm -rf "$TMP" && mkdir -p "$TMP"
-TMP=$(realpath "$TMP")
-fail() { echo "FAIL: $*" >&2; exit 1; }
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+source "$(dirname "$0")/../script_common.sh" "$@"
 # Two runs at a time on a small machine: one thread each.
 export OMP_NUM_THREADS=1
 

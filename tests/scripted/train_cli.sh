@@ -2,12 +2,7 @@
 # MoE on real text learns; --stop-after + --resume auto and SIGTERM + --resume auto end bit-identical
 # to a run that never stopped; a corrupt checkpoint is refused; a NaN loss stops with a clear error;
 # eval, export, init and grad work on what train wrote. Usage: train_cli.sh MOETRAIN SCRATCH_DIR
-set -euo pipefail
-BIN=$1
-TMP=$2
-rm -rf "$TMP" && mkdir -p "$TMP"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+source "$(dirname "$0")/../script_common.sh" "$@"
 
 # Real text: the first 1.5 MB of the GNU dictionary (dict-gcide, installed by scripts/setup.sh).
 { zcat /usr/share/dictd/gcide.dict.dz || true; } | head -c 1500000 > "$TMP/text.txt"
