@@ -146,20 +146,9 @@ CpuThreads::CpuThreads(const std::string& registry_dir)
   }
   const char* env = std::getenv("OMP_NUM_THREADS");
   fixed_ = env && *env;
-  if (fixed_) {
-    sharing_ = std::max(job_sharing_, registry_.sharing());
-    threads_ = omp_get_max_threads();
-    openblas_set_num_threads(threads_);
-    return;
-  }
-  apply(std::max(job_sharing_, registry_.sharing()));
-  next_check_ = std::chrono::steady_clock::now();
-}
-
-void CpuThreads::apply(int sharing) {
-  sharing_ = sharing;
-  threads_ = std::max(1, cores_ / sharing_);
-  omp_set_num_threads(threads_);
+  sharing_ = std::max(job_sharing_, registry_.sharing());
+  threads_ = fixed_ ? omp_get_max_threads() : std::max(1, cores_ / sharing_);
+  if (!fixed_) omp_set_num_threads(threads_);
   openblas_set_num_threads(threads_);
 }
 
@@ -169,8 +158,12 @@ bool CpuThreads::rebalance(std::chrono::milliseconds every) {
   if (now < next_check_) return false;
   next_check_ = now + every;
   const int before = threads_;
-  apply(std::max(job_sharing_, registry_.sharing()));
-  return threads_ != before;
+  sharing_ = std::max(job_sharing_, registry_.sharing());
+  threads_ = std::max(1, cores_ / sharing_);
+  if (threads_ == before) return false;
+  omp_set_num_threads(threads_);
+  openblas_set_num_threads(threads_);
+  return true;
 }
 
 std::string CpuThreads::describe() const {

@@ -71,8 +71,6 @@ class CpuThreads {
   bool rebalance(std::chrono::milliseconds every = std::chrono::milliseconds(1000));
 
  private:
-  void apply(int sharing);
-
   cpu_set_t mask_;         // this process's affinity mask (all online CPUs when it cannot be read)
   int cores_ = 1;          // CPUs in mask_
   CoreRegistry registry_;  // after mask_: registered with it
@@ -80,7 +78,7 @@ class CpuThreads {
   int sharing_ = 1;      // processes counted as sharing the cores (this one included)
   int threads_ = 1;
   bool fixed_ = false;   // OMP_NUM_THREADS
-  std::chrono::steady_clock::time_point next_check_{};
+  std::chrono::steady_clock::time_point next_check_{};  // the first rebalance() re-reads
 };
 
 }  // namespace mt::cpu
