@@ -7,11 +7,10 @@
 #    uninterrupted run of the same ranks (4,000 steps of about a millisecond; the ranks are frozen while
 #    the signal travels, see usr1_at_step).
 # Usage: slurm_preempt.sh MOETRAIN SCRATCH_DIR
-set -euo pipefail
+source "$(dirname "$0")/../script_common.sh" "$@"
 . tests/slurm/slurm_env.sh
 . tests/slurm/common.sh
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-slurm_test_begin "$@"
+slurm_test_begin
 export MOETRAIN=$BIN
 TS=$SRC/scripts/slurm/train.sbatch
 

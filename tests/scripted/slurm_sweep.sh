@@ -5,11 +5,10 @@
 # a run that cannot train is failed; and the collect job's results (restarts, wall time over segments).
 # What one node without GPUs cannot show, the GPU lines of the scripts, is checked as text only.
 # Usage: slurm_sweep.sh MOETRAIN SCRATCH_DIR
-set -euo pipefail
+source "$(dirname "$0")/../script_common.sh" "$@"
 . tests/slurm/slurm_env.sh
 . tests/slurm/common.sh
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-slurm_test_begin "$@"
+slurm_test_begin
 cat > sweep.json << EOF
 {
   "name": "slurm_sweep",

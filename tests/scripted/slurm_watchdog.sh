@@ -3,11 +3,10 @@
 # its rank and last step and exits, and the launcher ends the stopped rank; the time to abort is
 # printed. And srun with several tasks but no PMI (--mpi=none) gives one line naming the fix.
 # Usage: slurm_watchdog.sh MOETRAIN SCRATCH_DIR
-set -euo pipefail
+source "$(dirname "$0")/../script_common.sh" "$@"
 . tests/slurm/slurm_env.sh
 . tests/slurm/common.sh
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
-slurm_test_begin "$@"
+slurm_test_begin
 LIMIT=3
 
 # The pid of the rank (environment VAR=1) of the run writing to folder OUT.

@@ -1,18 +1,13 @@
-# Why: what the Slurm tests (tests/scripted/slurm_*.sh) share besides the cluster: their start, a tiny
-# dataset and run manifest, and waiting for a run's progress or a job's restart. Sourced after
-# slurm_env.sh. Usage: . tests/slurm/common.sh; slurm_test_begin MOETRAIN SCRATCH_DIR
+# Why: what the Slurm tests (tests/scripted/slurm_*.sh) share besides the cluster and the start of every
+# scripted test (tests/script_common.sh: BIN, TMP, fail): the Slurm start, a tiny dataset and run
+# manifest, and waiting for a run's progress or a job's restart. Sourced after script_common.sh and
+# slurm_env.sh. Usage: . tests/slurm/common.sh; slurm_test_begin
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-# BIN and TMP (emptied) from the test's arguments, SRC (the source tree) and T_ALL (the start time), one
-# OpenMP thread per rank, the local Slurm started, TMP/ds and TMP/run.json written; then the test runs in TMP.
+# SRC (the source tree) and T_ALL (the start time), one OpenMP thread per rank, the local Slurm started,
+# TMP/ds and TMP/run.json written; then the test runs in TMP.
 slurm_test_begin() {
   SRC=$PWD
   T_ALL=$(date +%s)
-  BIN=$(realpath "$1")
-  TMP=$2
-  rm -rf "$TMP" && mkdir -p "$TMP"
-  TMP=$(realpath "$TMP")
   export OMP_NUM_THREADS=1
   slurm_start "$TMP/slurm" || fail "the local Slurm did not start"
   slurm_test_data "$TMP"
