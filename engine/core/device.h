@@ -3,12 +3,24 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace mt {
 
 enum class DeviceKind { Cpu, Cuda };
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
+// What a step costs in structure rather than time (`moetrain bench` prints them per step), counted the
+// same way on every backend so that a CPU run predicts the GPU's figures:
+// - launches: one per kernel launch or library call that queues device work (a GEMM, a cuDNN graph
+//   run, a collective, a memset or device-to-device copy); on the CPU, one per op call and per copy.
+// - host_syncs: one per point where the host waits for the device: synchronize(), a device-to-host
+//   copy, and every op documented "synchronises" (it returns a value or fills host memory).
+struct DeviceCounters {
+  int64_t launches = 0;
+  int64_t host_syncs = 0;
+};
+
 // Where a buffer handed to a collective lives: host memory, or the memory of the device it was made for.
 enum class MemSpace { Host, Device };
 
@@ -28,6 +40,12 @@ class Device {
   virtual void synchronize() = 0;
   // Peak bytes allocated through this device so far.
   virtual size_t peak_bytes() const = 0;
+  // The counters since the device was made (readers take differences); backends and comms add to them.
+  DeviceCounters& counters() { return counters_; }
+  const DeviceCounters& counters() const { return counters_; }
+
+ private:
+  DeviceCounters counters_;
 };
 
 // The host: plain aligned memory; every copy is a memcpy.
