@@ -384,9 +384,10 @@ struct ExpertsCase : CaseBase {
     Buf<P> dw1(dev, in.dw1), dw3(dev, in.dw3), dw2(dev, in.dw2), dinp_acc(dev, R * Dm);
     out.poison();
     dinp.poison();
-    experts_forward<T>(ops, out, h13, act, inp, w1, w3, w2, offsets.data(), E, Dm, F);
-    experts_backward<T>(ops, dinp, dw1, dw3, dw2, dh13, dact, dinp_acc, dout, inp, h13, act, w1, w3, w2,
-                        offsets.data(), E, Dm, F);
+    const ExpertWeights<const T> w{w1.get(), w3.get(), w2.get()};
+    experts_forward<T>(ops, out, {h13.get(), act.get()}, inp, w, offsets.data(), {E, Dm, F});
+    experts_backward<T>(ops, dinp, {dw1.get(), dw3.get(), dw2.get()}, {dh13.get(), dact.get(), dinp_acc.get()}, dout,
+                        inp, {h13.get(), act.get()}, w, offsets.data(), {E, Dm, F});
     return {{"out", out.download()},
             {"h13", h13.download()},
             {"act", act.download()},

@@ -335,8 +335,8 @@ TEST_CASE("cpu experts_forward matches a per-row SwiGLU with each row's expert",
   const Vec inp = random_vec(rng, size_t(R) * C), w1 = random_vec(rng, size_t(E) * F * C),
             w3 = random_vec(rng, size_t(E) * F * C), w2 = random_vec(rng, size_t(E) * C * F);
   Vec out(size_t(R) * C), h13(size_t(R) * 2 * F), act(size_t(R) * F);
-  experts_forward(ops, out.data(), h13.data(), act.data(), inp.data(), w1.data(), w3.data(), w2.data(),
-                      offsets.data(), E, C, F);
+  mt::experts_forward<double>(ops, out.data(), {h13.data(), act.data()}, inp.data(), {w1.data(), w3.data(), w2.data()},
+                          offsets.data(), {E, C, F});
   for (int r = 0; r < R; ++r) {
     const int e = r < 3 ? 1 : 2;
     Vec a(F);

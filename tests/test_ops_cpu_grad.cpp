@@ -266,16 +266,17 @@ TEST_CASE("cpu experts_backward is the gradient of experts_forward, with an expe
       w3 = random_vec(rng, size_t(E) * F * C), w2 = random_vec(rng, size_t(E) * C * F),
       W = random_vec(rng, size_t(R) * C);
   Vec out(size_t(R) * C), h13(size_t(R) * 2 * F), act(size_t(R) * F);
-  experts_forward(ops, out.data(), h13.data(), act.data(), inp.data(), w1.data(), w3.data(), w2.data(),
-                      offsets.data(), E, C, F);
+  mt::experts_forward<double>(ops, out.data(), {h13.data(), act.data()}, inp.data(), {w1.data(), w3.data(), w2.data()},
+                          offsets.data(), {E, C, F});
   const Vec dw10 = random_vec(rng, w1.size()), dw30 = random_vec(rng, w3.size()), dw20 = random_vec(rng, w2.size());
   Vec dw1 = dw10, dw3 = dw30, dw2 = dw20, dinp(inp.size(), 1e9), dh13(h13.size()), dact(act.size());
-  experts_backward(ops, dinp.data(), dw1.data(), dw3.data(), dw2.data(), dh13.data(), dact.data(), nullptr, W.data(),
-                       inp.data(), h13.data(), act.data(), w1.data(), w3.data(), w2.data(), offsets.data(), E, C, F);
+  mt::experts_backward<double>(ops, dinp.data(), {dw1.data(), dw3.data(), dw2.data()}, {dh13.data(), dact.data(), nullptr},
+                           W.data(), inp.data(), {h13.data(), act.data()}, {w1.data(), w3.data(), w2.data()},
+                           offsets.data(), {E, C, F});
   auto loss = [&] {
     Vec o(out.size()), h(h13.size()), a(act.size());
-    experts_forward(ops, o.data(), h.data(), a.data(), inp.data(), w1.data(), w3.data(), w2.data(), offsets.data(),
-                        E, C, F);
+    mt::experts_forward<double>(ops, o.data(), {h.data(), a.data()}, inp.data(), {w1.data(), w3.data(), w2.data()},
+                            offsets.data(), {E, C, F});
     return dot(o, W);
   };
   check_gradient("dinp", inp, dinp, loss);

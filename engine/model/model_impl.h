@@ -188,10 +188,14 @@ struct Model<T>::Impl {
 
   MemSpace space() const { return dev.space(); }
 
-  void tp_allreduce(T* buf, size_t n) {
+  // Every tp reduction of a block is one of these calls in forward() and backward() (the rule is at
+  // the top of moe.h): the attention's and the FFN's or MoE's outputs, the gradients of their inputs,
+  // and an MoE layer's gate gradients.
+  template <typename X>
+  void tp_allreduce(X* buf, size_t n) {
     if (grid.tp_size == 1) return;
     Profiler::Scope ps(prof, OpFamily::TpComm);
-    grid.tp().allreduce_sum(buf, n, dtype_of<T>(), space());
+    grid.tp().allreduce_sum(buf, n, dtype_of<X>(), space());
   }
 
   double attention_flops_forward() const {
@@ -325,7 +329,12 @@ struct Model<T>::Impl {
         }
         tp_allreduce(dln, nd);
       } else {
-        moe[l]->backward(dln, dx, ln2[l], lw, lg, loss_scale);
+        // The tp rule of moe.h: the MoE's partial input gradient and gate gradients are reduced here,
+        // then the replicated router adds its input gradient.
+        moe[l]->backward(dln, dx, ln2[l], lw, lg);
+        tp_allreduce(dln, nd);
+        tp_allreduce(moe[l]->dgates(), size_t(N) * cfg.moe.top_k);
+        moe[l]->router_backward(dln, ln2[l], lw, lg, loss_scale);
         if (hook) hook->ready(ParamGroup::Expert, layout.expert.at("layers." + std::to_string(l) + ".moe.experts.w1").offset);
       }
       {

@@ -1,0 +1,334 @@
+// Why: the token dispatcher of an MoE layer (Megatron-Core's token_dispatcher in shape): it takes each
+// token's chosen experts (routing_map) to the rows of those experts and back, and it owns ALL of the
+// MoE layer's communication (the all-to-all over the ep group) and the buffers the rows travel in.
+// Two implementations: LocalDispatcher (ep = 1: the experts are all here, the permuted rows are their
+// input as they are) and AllToAllDispatcher (ep > 1: rows go to the rank of their expert and come back).
+//
+// Forward:  dispatch(tokens, routing_map) -> ExpertRows (the experts' input in expert order and the
+//           buffer for their output); the experts run; combine(out, gates) gathers their output home
+//           and sums it per token, weighted by the gates.
+// Backward: combine_backward(dgates, dout, gates) -> ExpertGrads (the gradient of the experts' output
+//           and the buffer for the gradient of their input); the experts' backward runs;
+//           dispatch_backward(d_tokens) takes those rows home and sums them per token.
+//
+// The routing plan (moe_route_plan: a stable counting sort of the N K choices by expert, the capacity
+// keeping each expert's first tokens) gives slot (N, K), the row of each choice in this rank's expert
+// order, and row_src (R), the token of each row. With ep > 1, the R rows go to their ranks as
+// input_splits (rows to each rank, host) and arrive as output_splits, in (source rank, expert) order;
+// sort_idx puts them into (expert, source rank) order for the experts, unsort_idx back.
+#pragma once
+
+#include <algorithm>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "comm/grid.h"
+#include "engine/core/check.h"
+#include "engine/model/arena.h"
+#include "engine/model/ops.h"
+#include "engine/model/profile.h"
+
+namespace mt {
+
+// The sizes of one MoE layer on this rank.
+struct MoeDims {
+  int N = 0;        // tokens of the micro-batch on this rank
+  int Dm = 0;
+  int E = 0;        // experts (global)
+  int El = 0;       // experts on this rank (E / ep)
+  int K = 0;
+  int Del = 0;      // expert hidden on this rank (d_expert / tp)
+  int Dsl = 0;      // shared hidden on this rank (d_shared / tp)
+  int ep = 1;
+  int capacity = -1;  // per expert per micro-batch; -1 dropless
+  GateNorm norm = GateNorm::None;
+  float balance_coef = 0;
+  float z_coef = 0;
+
+  // Rows this rank sends: the kept choices, at most N K.
+  size_t send_rows() const { return size_t(N) * K; }
+  // Rows this rank's experts can receive in one micro-batch, what the receiving buffers are sized for:
+  // a token's K choices are distinct experts, so each of the ep senders' N tokens sends at most
+  // min(K, El) rows to one rank; with a capacity, each sender keeps at most `capacity` rows per expert.
+  // (Never less than the N K rows a rank sends, which ep = 1 keeps in the same buffers.)
+  size_t recv_rows() const {
+    size_t r = size_t(N) * ep * size_t(std::min(K, El));
+    if (capacity >= 0) r = std::min(r, size_t(ep) * El * size_t(capacity));
+    return r;
+  }
+};
+
+// The dispatcher's side of one direction, shared by every MoE layer (used within one layer's forward
+// or backward only). Rr = recv_rows(), R = send_rows().
+template <typename T>
+struct DispatchScratch {
+  T* d_expert_in = nullptr;  // (Rr, Dm) the gradient of the experts' input, in expert order
+  T* d_home = nullptr;       // (R, Dm) gradient rows in this rank's dispatch order: of the combined rows
+                             //   (combine_backward), then of the dispatched tokens (on their way home)
+  T* send = nullptr;         // (R, Dm) [ep > 1] tokens in this rank's expert order, to be sent
+  T* arrival = nullptr;      // (Rr, Dm) [ep > 1] rows in arrival order (source rank, expert): received,
+                             //   or about to be sent back
+  T* expert_rows = nullptr;  // (Rr, Dm) [ep > 1] rows in expert order on their way out: the experts'
+                             //   output (forward), the gradient of their output (backward)
+
+  void request(Arena& a, const MoeDims& d) {
+    const size_t R = d.send_rows(), Rr = d.recv_rows();
+    a.request(&d_expert_in, Rr * d.Dm);
+    a.request(&d_home, R * d.Dm);
+    if (d.ep > 1) {
+      a.request(&send, R * d.Dm);
+      a.request(&arrival, Rr * d.Dm);
+      a.request(&expert_rows, Rr * d.Dm);
+    }
+  }
+};
+
+// The experts' side of a dispatch: rows sorted by local expert.
+template <typename T>
+struct ExpertRows {
+  const T* input = nullptr;        // (rows, Dm) the dispatched tokens (saved for the backward)
+  T* output = nullptr;             // (rows, Dm) where the experts write their output, read by combine
+  const int64_t* offsets = nullptr;  // (El + 1, host) local expert e owns rows [offsets[e], offsets[e+1])
+  int64_t rows = 0;
+};
+
+// The experts' side of a combine_backward.
+template <typename T>
+struct ExpertGrads {
+  const T* d_output = nullptr;  // (rows, Dm) the gradient of the experts' output
+  T* d_input = nullptr;         // (rows, Dm) where the experts write the gradient of their input
+};
+
+template <typename T>
+class Dispatcher {
+ public:
+  using P = acc_t<T>;
+  virtual ~Dispatcher() = default;
+
+  // tokens (N, Dm), routing_map (N, K) -> the experts' input (saved until the backward).
+  virtual ExpertRows<T> dispatch(const T* tokens, const int32_t* routing_map) = 0;
+  // out (N, Dm) = sum over each token's kept choices of gates (N, K) times the experts' output.
+  virtual void combine(T* out, const P* gates) = 0;
+  // dgates (N, K) = dout (N, Dm) . the expert output of each choice (0 if dropped); the gradient of
+  // the experts' output.
+  virtual ExpertGrads<T> combine_backward(P* dgates, const T* dout, const P* gates) = 0;
+  // d_tokens (N, Dm) = the sum over each token's kept choices of ExpertGrads::d_input (written).
+  virtual void dispatch_backward(T* d_tokens) = 0;
+
+  // Choices dropped by the capacity in the last dispatch.
+  int64_t dropped() const { return int64_t(d_.N) * d_.K - R_; }
+  // Rows kept per expert in the last dispatch (E, host, global expert order).
+  const std::vector<int64_t>& tokens_per_expert() const { return tokens_per_expert_; }
+
+ protected:
+  Dispatcher(const MoeDims& d, Ops<T>& ops, Profiler& prof, Arena& arena, DispatchScratch<T>& scratch)
+      : d_(d), ops_(ops), prof_(prof), s_(scratch), tokens_per_expert_(d.E), offsets_(d.El + 1) {
+    const size_t R = d.send_rows();
+    arena.request(&slot_, R);
+    arena.request(&row_src_, R);
+    arena.request(&returned_, R * d.Dm);
+  }
+
+  // The routing plan of routing_map; sets R_ and tokens_per_expert_.
+  void plan(const int32_t* routing_map) {
+    R_ = ops_.moe_route_plan(slot_, row_src_, tokens_per_expert_.data(), routing_map, {d_.N, d_.E, d_.K},
+                             d_.capacity);
+  }
+  DispatchDims dims() const { return {d_.N, d_.K, d_.Dm}; }
+
+  MoeDims d_;
+  Ops<T>& ops_;
+  Profiler& prof_;
+  DispatchScratch<T>& s_;
+  // Saved for the backward (arena).
+  int32_t* slot_ = nullptr;     // (N, K) row of each choice in this rank's expert order, -1 if dropped
+  int32_t* row_src_ = nullptr;  // (R) token of each row
+  T* returned_ = nullptr;       // (R, Dm) the experts' output of this rank's rows, in its expert order
+  // Host state of the current micro-batch.
+  int R_ = 0;                               // rows kept on this rank
+  std::vector<int64_t> tokens_per_expert_;  // (E) rows kept per expert
+  std::vector<int64_t> offsets_;            // (El + 1) rows per local expert, in the experts' order
+};
+
+// ep = 1: the permuted rows are the experts' input, their output is the rows combine reads.
+template <typename T>
+class LocalDispatcher final : public Dispatcher<T> {
+  using B = Dispatcher<T>;
+  using P = acc_t<T>;
+
+ public:
+  LocalDispatcher(const MoeDims& d, Ops<T>& ops, Profiler& prof, Arena& arena, DispatchScratch<T>& scratch)
+      : B(d, ops, prof, arena, scratch) {
+    arena.request(&expert_in_, d.send_rows() * d.Dm);
+  }
+
+  ExpertRows<T> dispatch(const T* tokens, const int32_t* routing_map) override {
+    Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
+    this->plan(routing_map);
+    this->ops_.moe_permute(expert_in_, tokens, this->row_src_, {this->R_, this->d_.Dm});
+    auto& off = this->offsets_;
+    off[0] = 0;
+    for (int e = 0; e < this->d_.El; ++e) off[e + 1] = off[e] + this->tokens_per_expert_[e];
+    return {expert_in_, this->returned_, off.data(), this->R_};
+  }
+
+  void combine(T* out, const P* gates) override {
+    Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
+    this->ops_.moe_combine(out, this->returned_, gates, this->slot_, this->dims());
+  }
+
+  ExpertGrads<T> combine_backward(P* dgates, const T* dout, const P* gates) override {
+    Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
+    this->ops_.moe_combine_backward(this->s_.d_home, dgates, dout, this->returned_, gates, this->slot_,
+                                    this->dims());
+    return {this->s_.d_home, this->s_.d_expert_in};
+  }
+
+  void dispatch_backward(T* d_tokens) override {
+    Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
+    this->ops_.moe_permute_backward(d_tokens, this->s_.d_expert_in, this->slot_, this->dims());
+  }
+
+ private:
+  T* expert_in_ = nullptr;  // (R, Dm) the tokens in expert order (saved)
+};
+
+// ep > 1: rows travel to the rank of their expert by an all-to-all over the ep group and come back.
+template <typename T>
+class AllToAllDispatcher final : public Dispatcher<T> {
+  using B = Dispatcher<T>;
+  using P = acc_t<T>;
+
+ public:
+  AllToAllDispatcher(const MoeDims& d, Ops<T>& ops, const ProcessGrid& grid, Profiler& prof, Arena& arena,
+                     DispatchScratch<T>& scratch)
+      : B(d, ops, prof, arena, scratch),
+        grid_(grid),
+        recv_counts_(size_t(d.ep) * d.El),
+        input_splits_(d.ep),
+        output_splits_(d.ep) {
+    const size_t Rr = d.recv_rows();
+    arena.request(&expert_in_, Rr * d.Dm);
+    arena.request(&sort_idx_, Rr);
+    arena.request(&unsort_idx_, Rr);
+  }
+
+  ExpertRows<T> dispatch(const T* tokens, const int32_t* routing_map) override {
+    Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
+    auto& s = this->s_;
+    this->plan(routing_map);
+    this->ops_.moe_permute(s.send, tokens, this->row_src_, {this->R_, this->d_.Dm});
+    exchange_counts();
+    alltoallv_rows(s.send, input_splits_, s.arrival, output_splits_);
+    this->ops_.moe_permute(expert_in_, s.arrival, sort_idx_, {int(Rr_), this->d_.Dm});
+    return {expert_in_, s.expert_rows, this->offsets_.data(), Rr_};
+  }
+
+  void combine(T* out, const P* gates) override {
+    Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
+    auto& s = this->s_;
+    // Back to arrival order, then home to the source ranks.
+    this->ops_.moe_permute(s.arrival, s.expert_rows, unsort_idx_, {int(Rr_), this->d_.Dm});
+    alltoallv_rows(s.arrival, output_splits_, this->returned_, input_splits_);
+    this->ops_.moe_combine(out, this->returned_, gates, this->slot_, this->dims());
+  }
+
+  ExpertGrads<T> combine_backward(P* dgates, const T* dout, const P* gates) override {
+    Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
+    auto& s = this->s_;
+    this->ops_.moe_combine_backward(s.d_home, dgates, dout, this->returned_, gates, this->slot_, this->dims());
+    // The gradient of the returned rows travels like the dispatched tokens, then into expert order.
+    alltoallv_rows(s.d_home, input_splits_, s.arrival, output_splits_);
+    this->ops_.moe_permute(s.expert_rows, s.arrival, sort_idx_, {int(Rr_), this->d_.Dm});
+    return {s.expert_rows, s.d_expert_in};
+  }
+
+  void dispatch_backward(T* d_tokens) override {
+    Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
+    auto& s = this->s_;
+    this->ops_.moe_permute(s.arrival, s.d_expert_in, unsort_idx_, {int(Rr_), this->d_.Dm});
+    alltoallv_rows(s.arrival, output_splits_, s.d_home, input_splits_);
+    this->ops_.moe_permute_backward(d_tokens, s.d_home, this->slot_, this->dims());
+  }
+
+ private:
+  // Rows to ep peers: send_splits[j] rows from `send` (in rank order) to rank j; recv likewise.
+  void alltoallv_rows(const T* send, const std::vector<int64_t>& send_splits, T* recv,
+                      const std::vector<int64_t>& recv_splits) {
+    const int ep = this->d_.ep, Dm = this->d_.Dm;
+    std::vector<size_t> sc(ep), sd(ep), rc(ep), rd(ep);
+    size_t so = 0, ro = 0;
+    for (int j = 0; j < ep; ++j) {
+      sc[j] = size_t(send_splits[j]) * Dm;
+      sd[j] = so;
+      so += sc[j];
+      rc[j] = size_t(recv_splits[j]) * Dm;
+      rd[j] = ro;
+      ro += rc[j];
+    }
+    grid_.ep().alltoallv(send, sc.data(), sd.data(), recv, rc.data(), rd.data(), dtype_of<T>(),
+                         this->ops_.device().space());
+  }
+
+  // Exchanges tokens_per_expert over the ep group; sets the splits, the rows received (Rr_), the
+  // local experts' offsets and the (source, expert) -> (expert, source) order of the received rows.
+  void exchange_counts() {
+    const int ep = this->d_.ep, El = this->d_.El;
+    // tokens_per_expert_ is in global expert order: block j is rank j's experts.
+    grid_.ep().alltoall_host(this->tokens_per_expert_.data(), recv_counts_.data(), size_t(El), DType::I64);
+    for (int j = 0; j < ep; ++j) {
+      input_splits_[j] = 0;
+      output_splits_[j] = 0;
+      for (int e = 0; e < El; ++e) {
+        input_splits_[j] += this->tokens_per_expert_[size_t(j) * El + e];
+        output_splits_[j] += recv_counts_[size_t(j) * El + e];
+      }
+    }
+    Rr_ = std::accumulate(output_splits_.begin(), output_splits_.end(), int64_t(0));
+    MT_CHECK(size_t(Rr_) <= this->d_.recv_rows(), "MoE: ", Rr_, " rows received, buffers hold ",
+             this->d_.recv_rows());
+    // Received row of (source j, expert e, i-th) -> sorted position.
+    std::vector<int32_t> sort_idx(Rr_), unsort_idx(Rr_);
+    std::vector<int64_t> src_base(ep + 1, 0);
+    for (int j = 0; j < ep; ++j) src_base[j + 1] = src_base[j] + output_splits_[j];
+    auto& off = this->offsets_;
+    int64_t pos = 0;
+    off[0] = 0;
+    for (int e = 0; e < El; ++e) {
+      for (int j = 0; j < ep; ++j) {
+        int64_t start = src_base[j];
+        for (int e2 = 0; e2 < e; ++e2) start += recv_counts_[size_t(j) * El + e2];
+        for (int64_t i = 0; i < recv_counts_[size_t(j) * El + e]; ++i) {
+          sort_idx[pos] = int32_t(start + i);
+          unsort_idx[start + i] = int32_t(pos);
+          ++pos;
+        }
+      }
+      off[e + 1] = pos;
+    }
+    auto& dev = this->ops_.device();
+    dev.copy(sort_idx_, sort_idx.data(), sizeof(int32_t) * Rr_, CopyKind::HostToDevice);
+    dev.copy(unsort_idx_, unsort_idx.data(), sizeof(int32_t) * Rr_, CopyKind::HostToDevice);
+  }
+
+  const ProcessGrid& grid_;
+  // Saved for the backward (arena).
+  T* expert_in_ = nullptr;         // (Rr, Dm) received tokens in (local expert, source) order
+  int32_t* sort_idx_ = nullptr;    // (Rr) arrival row of each expert-order row
+  int32_t* unsort_idx_ = nullptr;  // (Rr) expert-order row of each arrival row
+  // Host state of the current micro-batch.
+  int64_t Rr_ = 0;                     // rows received for this rank's experts
+  std::vector<int64_t> recv_counts_;   // (ep, El) rows received from each source per local expert
+  std::vector<int64_t> input_splits_;  // (ep) rows sent to each ep rank
+  std::vector<int64_t> output_splits_; // (ep) rows received from each ep rank
+};
+
+template <typename T>
+std::unique_ptr<Dispatcher<T>> make_dispatcher(const MoeDims& d, Ops<T>& ops, const ProcessGrid& grid,
+                                               Profiler& prof, Arena& arena, DispatchScratch<T>& scratch) {
+  if (d.ep == 1) return std::make_unique<LocalDispatcher<T>>(d, ops, prof, arena, scratch);
+  return std::make_unique<AllToAllDispatcher<T>>(d, ops, grid, prof, arena, scratch);
+}
+
+}  // namespace mt
