@@ -2,7 +2,8 @@
 # Why: a restructuring must change no number. This trains the tiny MoE on the CPU with two moetrain
 # binaries (before and after a change) as 1 process, as dp2 and as ep2 under mpirun, and compares
 # every logged number but the timings (loss, balance loss, grad norm, lr, tokens, val loss, val BPC,
-# expert load) bit for bit.
+# expert load) bit for bit. Only the keys that the OLD binary's lines hold are compared (line by
+# line), so that a NEW binary may add keys (e.g. the per-expert moe_* metrics) and still be identical.
 #   scripts/same_numbers.sh OLD_MOETRAIN NEW_MOETRAIN [SCRATCH_DIR]
 # Prints one line per layout, "identical" or the first differing line; exits 1 on any difference.
 set -euo pipefail
@@ -21,14 +22,18 @@ SET=(--set data.train="$DS" --set data.val="$DS" --set model.seq_len=32 --set tr
      --set train.batch_size=16 --set train.micro_batch_size=4 --set train.warmup_iters=2
      --set eval.every=10 --set eval.tokens=4096 --set checkpoint.every=0 --set log.every=1)
 MPI=(mpiexec --allow-run-as-root --oversubscribe)
-# The numbers of a metrics.jsonl without the timing fields.
+# The numbers of a metrics.jsonl without the timing fields; with a second file (the old binary's),
+# only the keys that its line of the same number holds.
 numbers() { python3 -c '
 import json, sys
-for line in open(sys.argv[1]):
+old = [json.loads(l) for l in open(sys.argv[2])] if len(sys.argv) > 2 else None
+for i, line in enumerate(open(sys.argv[1])):
     o = json.loads(line)
     for k in ("tok_per_s", "mfu", "time_s", "wall_s", "elapsed_s", "ms_per_step", "step_ms"):
         o.pop(k, None)
-    print(json.dumps(o, sort_keys=True))' "$1"; }
+    if old is not None and i < len(old):
+        o = {k: v for k, v in o.items() if k in old[i]}
+    print(json.dumps(o, sort_keys=True))' "$@"; }
 bad=0
 for layout in single dp2 ep2; do
   case $layout in
@@ -41,8 +46,9 @@ for layout in single dp2 ep2; do
     rm -rf "$TMP/$layout-$which"
     "${pre[@]}" "$bin" train manifests/examples/tiny_moe.json "${SET[@]}" "${extra[@]}" \
       --out "$TMP/$layout-$which" > "$TMP/$layout-$which.log" 2>&1 || { cat "$TMP/$layout-$which.log"; exit 1; }
-    numbers "$TMP/$layout-$which/metrics.jsonl" > "$TMP/$layout-$which.numbers"
   done
+  numbers "$TMP/$layout-old/metrics.jsonl" > "$TMP/$layout-old.numbers"
+  numbers "$TMP/$layout-new/metrics.jsonl" "$TMP/$layout-old/metrics.jsonl" > "$TMP/$layout-new.numbers"
   n=$(wc -l < "$TMP/$layout-new.numbers")
   bpc=$(grep -o '"val_bpc": [0-9.]*' "$TMP/$layout-new.numbers" | tail -1)
   if cmp -s "$TMP/$layout-old.numbers" "$TMP/$layout-new.numbers"; then

@@ -27,6 +27,7 @@ struct MicroBatchStats {
   double z_loss = 0;            // sum over MoE layers of mean_t logsumexp_t^2 (before the coefficient)
   std::vector<std::vector<int64_t>> tokens_per_expert;  // [MoE layer][E]: choices before any drop
   int64_t dropped = 0;          // choices dropped by the capacity factor
+  std::vector<int64_t> layer_dropped;  // [MoE layer]: choices dropped by the capacity factor
 };
 
 // The trainer's hook into the backward: once the backward has passed a layer, the gradients of a

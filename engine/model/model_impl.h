@@ -267,6 +267,7 @@ struct Model<T>::Impl {
         stats->balance_loss += ms.balance_loss;
         stats->z_loss += ms.z_loss;
         stats->dropped += ms.dropped;
+        stats->layer_dropped.push_back(ms.dropped);
         stats->tokens_per_expert.push_back(std::move(ms.tokens_per_expert));
       }
       tp_allreduce(tmp, nd);

@@ -62,6 +62,8 @@ void StepStats::add(const MicroBatchStats& mb, int n_micro) {
     for (int64_t c : layer) expert_load[k++] += double(c);
   }
   dropped += double(mb.dropped);
+  if (layer_dropped.size() < mb.layer_dropped.size()) layer_dropped.resize(mb.layer_dropped.size(), 0.0);
+  for (size_t l = 0; l < mb.layer_dropped.size(); ++l) layer_dropped[l] += double(mb.layer_dropped[l]);
 }
 
 void StepStats::reduce_over_dp(const ProcessGrid& grid) {
@@ -69,13 +71,49 @@ void StepStats::reduce_over_dp(const ProcessGrid& grid) {
   std::vector<double> sums{loss_sum, tokens, balance_loss, z_loss};
   sums.insert(sums.end(), expert_load.begin(), expert_load.end());
   sums.push_back(dropped);
+  sums.insert(sums.end(), layer_dropped.begin(), layer_dropped.end());
   grid.dp().allreduce_sum(sums.data(), sums.size(), DType::F64, MemSpace::Host);
   loss_sum = sums[0];
   tokens = sums[1];
   balance_loss = sums[2] / grid.dp_size;
   z_loss = sums[3] / grid.dp_size;
-  std::copy(sums.begin() + 4, sums.end() - 1, expert_load.begin());
-  dropped = sums.back();
+  size_t i = 4;
+  for (double& c : expert_load) c = sums[i++];
+  dropped = sums[i++];
+  for (double& c : layer_dropped) c = sums[i++];
+}
+
+void MoeWindow::add(const StepStats& s) {
+  if (load.size() < s.expert_load.size()) load.resize(s.expert_load.size(), 0.0);
+  if (dropped.size() < s.layer_dropped.size()) dropped.resize(s.layer_dropped.size(), 0.0);
+  for (size_t i = 0; i < s.expert_load.size(); ++i) load[i] += s.expert_load[i];
+  for (size_t l = 0; l < s.layer_dropped.size(); ++l) dropped[l] += s.layer_dropped[l];
+  tokens += s.tokens;
+  ++steps;
+}
+
+json MoeWindow::to_json(int top_k) const {
+  const auto round_to = [](double x, double scale) { return std::round(x * scale) / scale; };
+  const double choices = tokens * top_k;
+  json share = json::array(), max_load = json::array(), drop = json::array(), dead = json::array();
+  for (size_t l = 0; l * size_t(n_experts) < load.size(); ++l) {
+    const double* c = load.data() + l * size_t(n_experts);
+    json row = json::array();
+    double mx = 0, sum = 0;
+    int zero = 0;
+    for (int e = 0; e < n_experts; ++e) {
+      row.push_back(round_to(c[e] / choices, 1e5));
+      mx = std::max(mx, c[e]);
+      sum += c[e];
+      zero += c[e] == 0 ? 1 : 0;
+    }
+    share.push_back(std::move(row));
+    max_load.push_back(sum > 0 ? round_to(mx / (sum / n_experts), 1e4) : 0.0);
+    drop.push_back(round_to((l < dropped.size() ? dropped[l] : 0.0) / choices, 1e5));
+    dead.push_back(zero);
+  }
+  return {{"moe_tokens", tokens}, {"moe_steps", steps},     {"moe_load", share},
+          {"moe_max_load", max_load}, {"moe_dropped", drop}, {"moe_dead", dead}};
 }
 
 json StepStats::expert_load_json(int n_experts) const {

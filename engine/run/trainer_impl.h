@@ -57,6 +57,7 @@ struct StepStats {
   double z_loss = 0;                // likewise
   std::vector<double> expert_load;  // [MoE layer * E + expert]: choices before any drop
   double dropped = 0;               // choices dropped by the capacity factor
+  std::vector<double> layer_dropped;  // [MoE layer]: choices dropped by the capacity factor
   double lr = 0;                    // the schedule's lr at this step
   double grad_norm = 0;             // global, before clipping
   double seconds = 0;               // wall time of the step on this rank
@@ -65,6 +66,27 @@ struct StepStats {
   void reduce_over_dp(const ProcessGrid& grid);  // sums; balance and z losses become means over dp
   double loss() const { return loss_sum / tokens; }
   json expert_load_json(int n_experts) const;  // [{layer, min, max, mean}] over the experts of each layer
+};
+
+// The MoE load numbers of one log interval (the steps since the previous metrics line): every token of
+// the global batch of every step, each counted once (summed over dp, whose ranks route their own
+// tokens also under ep; tp ranks route the same tokens and are not summed), every micro-batch, every
+// MoE layer. Counts are choices before any capacity drop.
+struct MoeWindow {
+  explicit MoeWindow(int experts) : n_experts(experts) {}
+  int n_experts = 0;
+  int64_t steps = 0;                  // steps in the interval
+  double tokens = 0;                  // tokens routed by each MoE layer
+  std::vector<double> load;           // [MoE layer * E + expert]: choices
+  std::vector<double> dropped;        // [MoE layer]: choices dropped by the capacity factor
+
+  void add(const StepStats& s);       // a step's numbers, already summed over dp
+  bool empty() const { return steps == 0 || load.empty(); }
+  // moe_tokens, moe_steps, and per MoE layer: moe_load (each expert's share of the N*K choices),
+  // moe_max_load (max over mean of the experts' choices), moe_dropped (share of the choices dropped),
+  // moe_dead (experts that no token chose). Fractions rounded to 1e-5, ratios to 1e-4.
+  json to_json(int top_k) const;
+  void clear() { *this = MoeWindow(n_experts); }
 };
 
 // B / dp sequences per rank in micro-batches of m: the layout must divide the batch.
@@ -234,6 +256,10 @@ class Trainer {
   int64_t window_steps_ = 0;
   double run_seconds_ = 0;
   int64_t run_steps_ = 0;
+  // MoE load over the log window (root's copy of the dp sums), and the last window's metrics for
+  // summary.json.
+  MoeWindow moe_window_{MoeWindow(cfg_.model.moe.n_experts)};
+  json moe_last_;
 };
 
 template <typename T>
@@ -275,6 +301,7 @@ TrainResult Trainer<T>::run() {
   TrainResult result;
   while (step_ < plan_.iters) {
     const StepStats s = optimizer_step();
+    moe_window_.add(s);
     const bool signalled = stop_agreed();
     watchdog_->progress(step_);
     if (opts_.between_steps) {
@@ -418,6 +445,8 @@ bool Trainer<T>::stop_agreed() const {
 // A metrics.jsonl line and the progress line (root only).
 template <typename T>
 void Trainer<T>::log(const StepStats& s) {
+  if (!moe_window_.empty()) moe_last_ = moe_window_.to_json(cfg_.model.moe.top_k);
+  moe_window_.clear();
   if (!grid_.is_root()) return;
   const double tok_s = tokens_per_step_ * double(window_steps_) / window_seconds_;
   const double flops = model_.profiler().total_flops() * grid_.world_size;  // this step, executed
@@ -431,6 +460,7 @@ void Trainer<T>::log(const StepStats& s) {
     line["expert_load"] = s.expert_load_json(cfg_.model.moe.n_experts);
     line["dropped"] = s.dropped;
   }
+  if (!s.expert_load.empty()) line.update(moe_last_);
   append_metrics(line);
   const double eta = double(plan_.iters - step_) * (window_seconds_ / double(window_steps_));
   char buf[256];
@@ -506,6 +536,13 @@ void Trainer<T>::finish(TrainResult& result) {
   sum["device"] = opts_.device_name;
   sum["world_size"] = grid_.world_size;
   sum["layout"] = {{"tp", grid_.tp_size}, {"dp", grid_.dp_size}, {"ep", grid_.ep_size}};
+  if (!moe_last_.empty()) {
+    json layers = json::array();
+    for (int l = 0; l < cfg_.model.n_layers; ++l)
+      if (cfg_.model.is_moe_layer(l)) layers.push_back(l);
+    sum["moe_layers"] = layers;  // the blocks of moe_load's rows
+    sum.update(moe_last_);       // the last log interval's
+  }
   write_text_atomic((out_ / "summary.json").string(), sum.dump(2) + "\n");
   std::printf("finished %s: %lld steps, val loss %.4f, val bpc %.4f, %.1f s\n", cfg_.name.c_str(), (long long)step_,
               r.loss(), r.bpc(), sum["wall_seconds"].get<double>());
