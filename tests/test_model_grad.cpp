@@ -2,7 +2,7 @@
 // tensor's gradient is compared with central finite differences of the total loss (cross-entropy +
 // balance + z-loss) on sampled elements, for a dense model and MoE models in every layout and option
 // (K = 1 and K > 1, shared expert on / off, renormalised gates on / off, capacity dropping, z-loss,
-// tied embeddings).
+// balance groups of 1 sequence (two per micro-batch) and of 2 (one), tied embeddings).
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <random>
@@ -111,6 +111,8 @@ TEST_CASE("MoE gradients in every layout and option", "[model][grad]") {
       {"1dense, capacity dropping, z-loss", {{"layout", "1dense"}, {"n_experts", 4}, {"top_k", 2}, {"d_expert", 5},
                                              {"d_shared", 6}, {"capacity_factor", 0.5}, {"z_loss_coef", 0.01},
                                              {"balance_coef", 0.1}}},
+      {"full, balance groups of 2 sequences", {{"layout", "full"}, {"n_experts", 4}, {"top_k", 2}, {"d_expert", 5},
+                                               {"balance_coef", 0.1}, {"balance_group", 2}}},
   };
   for (auto& c : cases) {
     SECTION(c.name) { check_gradients(tiny_config(c.moe), 2, 3); }

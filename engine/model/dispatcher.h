@@ -44,6 +44,7 @@ struct MoeDims {
   int capacity = -1;  // per expert per micro-batch; -1 dropless
   GateNorm norm = GateNorm::None;
   float balance_coef = 0;
+  int group = 0;    // tokens per balance group (balance_group sequences); divides N
   float z_coef = 0;
 
   // Rows this rank sends: the kept choices, at most N K.

@@ -161,6 +161,9 @@ struct Model<T>::Impl {
       md.capacity = mc.capacity_factor > 0 ? int(std::ceil(mc.capacity_factor * double(N) * mc.top_k / mc.n_experts)) : -1;
       md.norm = mc.normalize_gates ? GateNorm::Renormalize : GateNorm::None;
       md.balance_coef = float(mc.balance_coef);
+      // Balance groups of balance_group sequences (split_batch checks that they divide a training
+      // micro-batch); a model for forward passes of fewer sequences (init, sample) counts over all.
+      md.group = micro_batch % mc.balance_group == 0 ? mc.balance_group * S : N;
       md.z_coef = float(mc.z_loss_coef);
       moe_scratch.request(arena, md);
       for (int l = 0; l < L; ++l)

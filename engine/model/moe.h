@@ -3,10 +3,12 @@
 // all-to-all over the ep group); names follow Megatron: routing_map, probs, tokens_per_expert,
 // capacity.
 //
-// Balance loss (DESIGN.md): E * sum_i f_i p_i with f_i = share of this micro-batch's tokens that chose
-// expert i (sum_i f_i = K) and p_i = mean router probability of i; the gradient flows through p_i
-// only. Its statistics are LOCAL: the micro-batch of this rank, before any capacity drop. A micro-batch
-// is the same set of sequences under every (tp, ep, dp) layout, so the loss is layout-independent.
+// Balance loss (DESIGN.md): the mean over balance groups (model.moe.balance_group consecutive sequences,
+// default 1) of E * sum_i f_i p_i, with f_i = share of the group's tokens that chose expert i (sum_i f_i
+// = K) and p_i = the group's mean router probability of i; the gradient flows through p_i only. Its
+// statistics are LOCAL: the group's tokens on this rank, before any capacity drop. A group is the same
+// set of sequences whole on one rank under every micro-batch split and (tp, ep, dp) layout, so the
+// loss and its gradient do not depend on them (tests/mpi/test_mpi_balance.cpp).
 //
 // Tensor parallelism (the rule for every block, model_impl.h): a layer NEVER reduces over tp itself;
 // the block does, in one place. The router is replicated over tp (every tp rank routes identically);
@@ -43,7 +45,7 @@ struct MoeScratch {
   P* dgates = nullptr;          // (N, K)
   P* dlogits = nullptr;         // (N, E)
   T* dlogits_t = nullptr;       // (N, E)
-  P* prob_grad = nullptr;       // (E)
+  P* prob_grad = nullptr;       // (N / group, E) per balance group
 
   void request(Arena& a, const MoeDims& d) {
     const size_t Rr = d.recv_rows(), rows = std::max<size_t>(Rr, d.N);
@@ -56,12 +58,12 @@ struct MoeScratch {
     a.request(&dgates, size_t(d.N) * d.K);
     a.request(&dlogits, size_t(d.N) * d.E);
     a.request(&dlogits_t, size_t(d.N) * d.E);
-    a.request(&prob_grad, size_t(d.E));
+    a.request(&prob_grad, size_t(d.N / d.group) * d.E);
   }
 };
 
 struct MoeLayerStats {
-  double balance_loss = 0;  // E * sum_i f_i p_i
+  double balance_loss = 0;  // mean over balance groups of E * sum_i f_i p_i
   double z_loss = 0;        // mean_t lse_t^2
   std::vector<int64_t> tokens_per_expert;  // (E) choices before any drop
   int64_t dropped = 0;
@@ -89,6 +91,7 @@ class MoeLayer {
       arena.request(&shact_, N * d.Dsl);
     }
     counts_.resize(d.E);
+    group_counts_.resize(size_t(d.N / d.group) * d.E);
     prob_sum_.resize(d.E);
   }
 
@@ -138,16 +141,20 @@ class MoeLayer {
   // scaled like the loss (loss_scale).
   void router_backward(T* d_ln2, const T* ln2, const LayerTensors<T>& w, const LayerTensors<P>& g,
                        float loss_scale) {
-    const int N = d_.N, Dm = d_.Dm, E = d_.E, K = d_.K;
+    const int N = d_.N, Dm = d_.Dm, E = d_.E, K = d_.K, G = d_.group, groups = N / G;
     Profiler::Scope ps(prof_, OpFamily::Router);
-    // d loss / d probs[t, j] from the balance loss = coef * E * f_j / N (scaled like the loss).
-    std::vector<P> pg(E);
-    for (int j = 0; j < E; ++j)
-      pg[j] = P(double(d_.balance_coef) * loss_scale * E * (double(counts_[j]) / N) / N);
-    ops_.device().copy(s_.prob_grad, pg.data(), sizeof(P) * E, CopyKind::HostToDevice);
+    // d loss / d probs[t, j] from the balance loss = coef * E * f_j / G / groups for the tokens t of a
+    // group with f_j its share (scaled like the loss).
+    std::vector<P> pg(size_t(groups) * E);
+    for (size_t i = 0; i < pg.size(); ++i)
+      pg[i] = P(double(d_.balance_coef) * loss_scale * E * (double(group_counts_[i]) / G) / G / groups);
+    ops_.device().copy(s_.prob_grad, pg.data(), sizeof(P) * pg.size(), CopyKind::HostToDevice);
     const float z_scale = d_.z_coef * loss_scale / float(N);
-    ops_.router_backward(s_.dlogits, s_.dgates, s_.prob_grad, probs_, lse_, routing_map_, gates_, z_scale, {N, E, K},
-                         d_.norm);
+    for (int grp = 0; grp < groups; ++grp) {
+      const size_t t = size_t(grp) * G;
+      ops_.router_backward(s_.dlogits + t * E, s_.dgates + t * K, s_.prob_grad + size_t(grp) * E, probs_ + t * E,
+                           lse_ + t, routing_map_ + t * K, gates_ + t * K, z_scale, {G, E, K}, d_.norm);
+    }
     ops_.to_compute(s_.dlogits_t, s_.dlogits, size_t(N) * E);
     linear_backward(ops_, prof_, OpFamily::Router, d_ln2, g.router, s_.dlogits_t, ln2, w.router, N, Dm, E, 1.f);
   }
@@ -155,14 +162,22 @@ class MoeLayer {
  private:
   // Router logits, probs, the top-K routing_map and gates, and the balance / z-loss statistics.
   void route(const T* ln2, const LayerTensors<T>& w, MoeLayerStats* stats) {
-    const int N = d_.N, E = d_.E, K = d_.K;
+    const int N = d_.N, E = d_.E, K = d_.K, G = d_.group, groups = N / G;
     Profiler::Scope ps(prof_, OpFamily::Router);
     linear_forward_acc(ops_, prof_, OpFamily::Router, logits_, ln2, w.router, N, d_.Dm, E);
     ops_.router_forward(routing_map_, gates_, probs_, lse_, logits_, {N, E, K}, d_.norm);
-    ops_.router_stats(counts_.data(), prob_sum_.data(), routing_map_, probs_, {N, E, K});
-    double bal = 0;
-    for (int i = 0; i < E; ++i) bal += (double(counts_[i]) / N) * (prob_sum_[i] / N);
-    stats->balance_loss = double(E) * bal;
+    std::fill(counts_.begin(), counts_.end(), int64_t(0));
+    double bal = 0;  // sum over groups of sum_i f_i p_i
+    for (int g = 0; g < groups; ++g) {
+      const size_t t = size_t(g) * G;
+      int64_t* c = group_counts_.data() + size_t(g) * E;
+      ops_.router_stats(c, prob_sum_.data(), routing_map_ + t * K, probs_ + t * E, {G, E, K});
+      for (int i = 0; i < E; ++i) {
+        bal += (double(c[i]) / G) * (prob_sum_[i] / G);
+        counts_[i] += c[i];
+      }
+    }
+    stats->balance_loss = double(E) * bal / groups;
     stats->z_loss = d_.z_coef > 0 ? ops_.sum_squares(lse_, size_t(N)) / N : 0.0;
     stats->tokens_per_expert = counts_;
   }
@@ -205,6 +220,7 @@ class MoeLayer {
   // Host state of the current micro-batch.
   ExpertRows<T> expert_rows_;       // the dispatch of the forward
   std::vector<int64_t> counts_;     // (E) chosen per expert (before drops)
+  std::vector<int64_t> group_counts_;  // (N / group, E) likewise per balance group
   std::vector<double> prob_sum_;    // (E)
 };
 

@@ -5,7 +5,7 @@
 # (E 8, K 2, shared expert) for 5 steps under each layout and judges it with compare_runs against the
 # single-process reference. It also resumes checkpoints at other layouts (tp 2 x dp 2 with ZeRO-1 at
 # dp 2 x ep 2, dp 4 x ep 4 in one process), checks that compare_runs rejects runs that differ (another
-# seed, another micro-batch partition), and that a rank killed mid-run ends the job; "buckets" checks
+# seed, another balance group) and accepts another micro-batch split, and that a rank killed mid-run ends the job; "buckets" checks
 # the bucketed gradient reduction on a model too wide for one bucket.
 #
 # Usage: layouts.sh MOETRAIN COMPARE_RUNS SCRATCH_DIR CASE
@@ -22,8 +22,8 @@ MPI=(${MT_MPIEXEC:-mpiexec} --allow-run-as-root --oversubscribe)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# CASE -> "ranks|--set overrides": every layout keeps micro_batch_size 4, so that the micro-batches
-# partition the global batch (16 sequences) the same way (the balance loss is per micro-batch).
+# CASE -> "ranks|--set overrides": every layout keeps micro_batch_size 4 (the balance loss, counted per
+# sequence, would not need it; "negative" shows that micro-batches of 2 train the same model).
 layout() {
   case $1 in
     dp2) echo "2|" ;;
@@ -77,7 +77,7 @@ if [[ $CASE == setup ]]; then
 fi
 [ -d "$TMP/reference/checkpoints/step_00000005" ] || fail "no reference run in $TMP (run the setup case first)"
 out=$TMP/$CASE
-rm -rf "$out" "$out.log" "$out-mb2" "$out-mb2.log"
+rm -rf "$out" "$out.log" "$out-mb2" "$out-mb2.log" "$out-group4" "$out-group4.log"
 
 if spec=$(layout "$CASE"); then
   np=${spec%%|*}
@@ -125,18 +125,22 @@ case $CASE in
     rc=0
     "$CMP" "$TMP/reference" "$out" || rc=$?
     [ $rc -eq 1 ] || fail "compare_runs exited $rc on a run of another seed (expected 1)"
-    # A subtler difference: micro-batches of 2 partition the global batch otherwise, which changes
-    # only the balance loss (a per-micro-batch statistic), by a few 1e-5 of the loss.
-    train "$out-mb2" 0 train.micro_batch_size=2 -- --stop-after 5
+    # A subtler difference: the balance loss counted over groups of 4 sequences instead of 1 changes
+    # only that small term, by a few 1e-5 of the loss.
+    train "$out-group4" 0 model.moe.balance_group=4 -- --stop-after 5
     rc=0
-    "$CMP" "$TMP/reference" "$out-mb2" || rc=$?
-    [ $rc -eq 1 ] || fail "compare_runs exited $rc on a run with micro-batches of 2 (expected 1)"
+    "$CMP" "$TMP/reference" "$out-group4" || rc=$?
+    [ $rc -eq 1 ] || fail "compare_runs exited $rc on a run with balance groups of 4 sequences (expected 1)"
+    # Micro-batches of 2 partition the global batch otherwise, which the balance loss, counted per
+    # sequence, does not see: the same run.
+    train "$out-mb2" 0 train.micro_batch_size=2 -- --stop-after 5
+    "$CMP" "$TMP/reference" "$out-mb2" || fail "compare_runs rejects a run with micro-batches of 2"
     # And a run must not match itself with fewer than the required steps.
     rc=0
     "$CMP" --min-steps 6 "$TMP/reference" "$TMP/reference" > /dev/null || rc=$?
     [ $rc -eq 1 ] || fail "compare_runs exited $rc with 5 common steps and --min-steps 6 (expected 1)"
     "$CMP" "$TMP/reference" "$TMP/reference" > /dev/null || fail "compare_runs rejects a run compared with itself"
-    echo "PASS: compare_runs rejects another seed, another micro-batch partition and too few steps"
+    echo "PASS: compare_runs rejects another seed, other balance groups and too few steps, and accepts another micro-batch split"
     ;;
   kill)
     # A long run at dp 4 x ep 2; once it has logged two steps, rank 1 is killed with SIGKILL. The job
