@@ -184,7 +184,8 @@ TEST_CASE("cpu swiglu_backward is the gradient of swiglu_forward", "[ops]") {
 }
 
 TEST_CASE("cpu router_backward is the gradient of gates, probabilities and the z-loss", "[ops]") {
-  // loss = sum(gate * Rg) + sum_t,e probs[t, e] prob_grad[e] + z_scale sum_t lse_t^2.
+  // loss = sum(gate * Rg) + sum_t,e probs[t, e] pg[e] + z_scale sum_t lse_t^2, with the balance
+  // gradient pg[e] = balance_scale (counts[e] / N) / N.
   mt::CpuOps<double> ops;
   const int N = 5, E = 6;
   const float z_scale = 0.3f;
@@ -192,14 +193,15 @@ TEST_CASE("cpu router_backward is the gradient of gates, probabilities and the z
     for (mt::GateNorm norm : {mt::GateNorm::None, mt::GateNorm::Renormalize}) {
       INFO("K " << K << (norm == mt::GateNorm::Renormalize ? " renormalised" : " not renormalised"));
       std::mt19937_64 rng(6 + K);
-      Vec logits = random_vec(rng, size_t(N) * E, -2, 2), Rg = random_vec(rng, size_t(N) * K),
-          prob_grad = random_vec(rng, E);
+      Vec logits = random_vec(rng, size_t(N) * E, -2, 2), Rg = random_vec(rng, size_t(N) * K);
+      const std::vector<int64_t> counts = {3, 0, 7, 1, 2, 5};
+      const double balance_scale = 0.7;
       std::vector<int32_t> idx(size_t(N) * K);
       Vec gate(idx.size()), probs(logits.size()), lse(N);
       ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), {N, E, K}, norm);
       Vec dlogits(logits.size(), 1e9);
-      ops.router_backward(dlogits.data(), Rg.data(), prob_grad.data(), probs.data(), lse.data(), idx.data(),
-                          gate.data(), z_scale, {N, E, K}, norm);
+      ops.router_backward(dlogits.data(), Rg.data(), counts.data(), balance_scale, probs.data(), lse.data(),
+                          idx.data(), gate.data(), z_scale, {N, E, K}, norm);
       auto loss = [&] {
         std::vector<int32_t> i2(idx.size());
         Vec g2(gate.size()), p2(probs.size()), l2(N);
@@ -207,7 +209,7 @@ TEST_CASE("cpu router_backward is the gradient of gates, probabilities and the z
         REQUIRE(i2 == idx);  // the step never crosses a tie of the top-K
         double s = dot(g2, Rg) + z_scale * dot(l2, l2);
         for (int t = 0; t < N; ++t)
-          for (int e = 0; e < E; ++e) s += p2[size_t(t) * E + e] * prob_grad[e];
+          for (int e = 0; e < E; ++e) s += p2[size_t(t) * E + e] * balance_scale * counts[e] / N / N;
         return s;
       };
       check_gradient("dlogits", logits, dlogits, loss);
@@ -223,8 +225,10 @@ TEST_CASE("cpu permute / combine backwards are their forwards' gradients, with d
   // 0, 2, 3; expert 2 keeps all three of its tokens. Token 5 loses both of its choices.
   const std::vector<int32_t> idx = {0, 1, 0, 2, 0, 1, 2, 1, 0, 2, 0, 1};
   std::vector<int32_t> slot(size_t(N) * K), row_src(size_t(N) * K);
-  std::vector<int64_t> tpe(E);
-  const int R = ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), idx.data(), {N, E, K}, capacity);
+  std::vector<int64_t> offsets(E + 1);
+  int64_t bad = 0;
+  ops.moe_route_plan(slot.data(), row_src.data(), offsets.data(), &bad, idx.data(), {N, E, K}, capacity);
+  const int R = int(offsets[E]);
   REQUIRE(R == 9);
 
   SECTION("permute") {
@@ -267,16 +271,16 @@ TEST_CASE("cpu experts_backward is the gradient of experts_forward, with an expe
       W = random_vec(rng, size_t(R) * C);
   Vec out(size_t(R) * C), h13(size_t(R) * 2 * F), act(size_t(R) * F);
   mt::experts_forward<double>(ops, out.data(), {h13.data(), act.data()}, inp.data(), {w1.data(), w3.data(), w2.data()},
-                          offsets.data(), {E, C, F});
+                          offsets.data(), {E, C, F, R});
   const Vec dw10 = random_vec(rng, w1.size()), dw30 = random_vec(rng, w3.size()), dw20 = random_vec(rng, w2.size());
   Vec dw1 = dw10, dw3 = dw30, dw2 = dw20, dinp(inp.size(), 1e9), dh13(h13.size()), dact(act.size());
-  mt::experts_backward<double>(ops, dinp.data(), {dw1.data(), dw3.data(), dw2.data()}, {dh13.data(), dact.data(), nullptr},
+  mt::experts_backward<double>(ops, dinp.data(), {dw1.data(), dw3.data(), dw2.data()}, {dh13.data(), dact.data()},
                            W.data(), inp.data(), {h13.data(), act.data()}, {w1.data(), w3.data(), w2.data()},
-                           offsets.data(), {E, C, F});
+                           offsets.data(), {E, C, F, R});
   auto loss = [&] {
     Vec o(out.size()), h(h13.size()), a(act.size());
     mt::experts_forward<double>(ops, o.data(), {h.data(), a.data()}, inp.data(), {w1.data(), w3.data(), w2.data()},
-                            offsets.data(), {E, C, F});
+                            offsets.data(), {E, C, F, R});
     return dot(o, W);
   };
   check_gradient("dinp", inp, dinp, loss);

@@ -15,8 +15,11 @@
 // - Matrices are row-major; weights have PyTorch's [out, in] layout, so a linear layer is y = x W^T.
 // - Sizes: N tokens (rows), Dm model width (the length of a token's row), V vocabulary, E experts, K
 //   experts per token, R permuted rows (the kept choices), F hidden width of a SwiGLU, B sequences of S
-//   tokens, H heads of Dh; the sizes of attention, routing, dispatch / combine and permute travel as one
-//   struct each (AttnDims, RouteDims, DispatchDims, PermuteDims), so that their order cannot be mixed up.
+//   tokens, H heads of Dh; the sizes of attention, routing, dispatch / combine, permute and the grouped
+//   linear layers travel as one struct each (AttnDims, RouteDims, DispatchDims, PermuteDims,
+//   GroupedLinearDims), so that their order cannot be mixed up.
+// - Ops that return a value or fill host memory synchronise (say so); the MoE ops do not: their sizes
+//   and statistics stay on the device (rows past the kept ones are marked, buffers sized for the most).
 // - Names follow DESIGN.md and Megatron: routing_map (the chosen experts), probs, gates (the chosen
 //   probabilities), tokens_per_expert, capacity.
 #pragma once
@@ -73,6 +76,22 @@ struct PermuteDims {
 // Renormalisation of the K chosen router probabilities.
 enum class GateNorm { None, Renormalize };
 
+// The per-group linear layers of the routed experts: G groups (experts) of rows, each with its own
+// weight W_g (Out, In). `rows` is what the row buffers hold (an upper bound of the rows in use, known
+// on the host without reading the device); W_g's rows [0, split) come from one tensor and rows
+// [split, Out) from a second (two tensors stacked along Out), or all from one (split = Out).
+struct GroupedLinearDims {
+  int G = 0, In = 0, Out = 0, split = 0, rows = 0;
+};
+
+// The weights (or weight gradients) of G groups: W_g's first `split` rows at top + g split In, the
+// others at bottom + g (Out - split) In (bottom unused when split = Out).
+template <typename X>
+struct StackedWeight {
+  X* top = nullptr;
+  X* bottom = nullptr;
+};
+
 struct AdamWArgs {
   float lr = 0;
   float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
@@ -127,26 +146,31 @@ class Ops {
   // their probabilities, renormalised to sum to 1 when norm = Renormalize.
   virtual void router_forward(int32_t* routing_map, P* gates, P* probs, P* lse, const P* logits, const RouteDims& d,
                               GateNorm norm) = 0;
-  // dlogits (N, E) =, from: dgates (N, K) the gradient of the loss w.r.t. gates; prob_grad (E) a
-  // gradient added to every dprobs[t, e] (the balance loss: coef * E * f_e / N * loss scale); z_scale
-  // times d(lse_t^2)/dlogits (the z-loss, 0 for none).
-  virtual void router_backward(P* dlogits, const P* dgates, const P* prob_grad, const P* probs, const P* lse,
-                               const int32_t* routing_map, const P* gates, float z_scale, const RouteDims& d,
-                               GateNorm norm) = 0;
-  // Balance statistics: counts (E) = tokens that chose each expert (host), prob_sum (E) = sum over
-  // tokens of probs (host). Synchronises.
-  virtual void router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map, const P* probs,
-                            const RouteDims& d) = 0;
+  // dlogits (N, E) =, from: dgates (N, K) the gradient of the loss w.r.t. gates; the balance loss's
+  // gradient added to every dprobs[t, e], P(balance_scale * (counts[e] / N) / N) in double with
+  // counts (E) from router_stats (balance_scale = coef * loss scale * E: d(E sum_i f_i p_i)/d probs);
+  // z_scale times d(lse_t^2)/dlogits (the z-loss, 0 for none).
+  virtual void router_backward(P* dlogits, const P* dgates, const int64_t* counts, double balance_scale,
+                               const P* probs, const P* lse, const int32_t* routing_map, const P* gates,
+                               float z_scale, const RouteDims& d, GateNorm norm) = 0;
+  // Balance statistics, on the device: counts (E) = tokens that chose each expert; losses[0] = the
+  // balance loss E sum_e (counts[e] / N) (prob_sum[e] / N), prob_sum[e] the sum over tokens of probs
+  // in double; losses[1] = the z-loss sum_t lse_t^2 / N (0 when lse is null); *bad |= 1 if a routing_map
+  // entry is outside [0, E) (read with the step's statistics).
+  virtual void router_stats(double* losses, int64_t* counts, int64_t* bad, const int32_t* routing_map,
+                            const P* probs, const P* lse, const RouteDims& d) = 0;
 
-  // ---- dispatch / combine (local part; the all-to-all lives in moe.h) -------------------------
+  // ---- dispatch / combine (local part; the all-to-all lives in dispatcher.h) -------------------
   // Routing plan by a stable counting sort of the N*K choices by expert (token order within an expert).
   // capacity < 0: dropless. Else an expert keeps its first `capacity` tokens and drops the rest.
-  // slot (N, K) = row of each choice in the permuted order, -1 if dropped; row_src (R) = token of each
-  // permuted row; tokens_per_expert (E, host) = rows kept per expert; returns R = their sum.
-  // Synchronises (the sizes are needed on the host).
-  virtual int moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
-                             const int32_t* routing_map, const RouteDims& d, int capacity) = 0;
-  // out (R, Dm) = inp[row_src] (gather the token rows in expert order).
+  // slot (N, K) = row of each choice in the permuted order, -1 if dropped; row_src (N K) = token of each
+  // permuted row, -1 for rows [R, N K) past the kept ones; expert_offsets (E + 1) = the first row of each
+  // expert, expert_offsets[E] = R (tokens_per_expert[e] = expert_offsets[e + 1] - expert_offsets[e]);
+  // *bad |= 1 if a routing_map entry is outside [0, E). All on the device: nothing waits.
+  virtual void moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* expert_offsets, int64_t* bad,
+                              const int32_t* routing_map, const RouteDims& d, int capacity) = 0;
+  // out (R, Dm) = inp[row_src] (gather the token rows in expert order); a row whose row_src is
+  // negative is not written.
   virtual void moe_permute(T* out, const T* inp, const int32_t* row_src, const PermuteDims& d) = 0;
   // dinp (N, Dm) = sum over the token's kept choices of dout[slot] (a gather; dropped choices add 0).
   virtual void moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, const DispatchDims& d) = 0;
@@ -155,6 +179,18 @@ class Ops {
   // dexpert_out (R, Dm) = gates * dout[token]; dgates (N, K) = dout[t] . expert_out[slot] (0 if dropped).
   virtual void moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, const T* expert_out, const P* gates,
                                     const int32_t* slot, const DispatchDims& d) = 0;
+
+  // ---- grouped linear layers (the routed experts) ------------------------------------------------------
+  // Group g owns rows [offsets[g], offsets[g+1]) of the row buffers; offsets (G + 1, device) start at 0,
+  // do not decrease and end at most at d.rows; rows past offsets[G] are not written. y (rows, Out) =
+  // x (rows, In) W_g^T for each group's rows.
+  virtual void grouped_linear_forward(T* y, const T* x, const StackedWeight<const T>& w, const int64_t* offsets,
+                                      const GroupedLinearDims& d) = 0;
+  // dx (rows, In) = dy (rows, Out) W_g (written, summed over all Out in P); dW_g (the stacked halves in
+  // dw.top, dw.bottom) += dy^T x over the group's rows.
+  virtual void grouped_linear_backward(T* dx, const StackedWeight<P>& dw, const T* dy, const T* x,
+                                       const StackedWeight<const T>& w, const int64_t* offsets,
+                                       const GroupedLinearDims& d) = 0;
 
   // ---- loss --------------------------------------------------------------------------------------------
   // losses (N) = -log softmax(logits)[target] in P. If dlogits is not null, dlogits (N, V) =
