@@ -512,11 +512,6 @@ void CudaOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const 
   else backward_d<dev_t<T>, 256>(ctx_, dq, go, q, lse, dvec, slopes, B, g);
 }
 
-template void CudaOps<float>::attention_forward(float*, float*, const float*, const float*, const AttnDims&);
-template void CudaOps<mt::bf16>::attention_forward(mt::bf16*, float*, const mt::bf16*, const float*, const AttnDims&);
-template void CudaOps<float>::attention_backward(float*, const float*, const float*, const float*, const float*,
-                                                 const float*, const AttnDims&);
-template void CudaOps<mt::bf16>::attention_backward(mt::bf16*, const mt::bf16*, const mt::bf16*, const mt::bf16*,
-                                                    const float*, const float*, const AttnDims&);
+MT_CUDA_INSTANTIATE(MT_OPS_ATTENTION)
 
 }  // namespace mt::cuda

@@ -19,8 +19,7 @@
 
 #include "cuda/device.h"
 #include "engine/core/check.h"
-#include "engine/model/model_config.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt::cuda {
 

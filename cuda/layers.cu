@@ -274,16 +274,6 @@ void CudaOps<T>::cross_entropy(P* losses, T* dlogits, const T* logits, const int
   MT_CUDA_CHECK_LAUNCH();
 }
 
-#define MT_CUDA_INSTANTIATE_LAYERS(T)                                                                           \
-  template void CudaOps<T>::embedding_forward(T*, const int32_t*, const T*, int, int);                          \
-  template void CudaOps<T>::embedding_backward(float*, const T*, const int32_t*, int, int, int);                \
-  template void CudaOps<T>::rmsnorm_forward(T*, float*, const T*, const T*, int, int, float);                   \
-  template void CudaOps<T>::rmsnorm_backward(T*, float*, const T*, const T*, const T*, const float*, int, int); \
-  template void CudaOps<T>::swiglu_forward(T*, const T*, int, int);                                             \
-  template void CudaOps<T>::swiglu_backward(T*, const T*, const T*, int, int);                                  \
-  template void CudaOps<T>::cross_entropy(float*, T*, const T*, const int32_t*, float, int, int);
-
-MT_CUDA_INSTANTIATE_LAYERS(float)
-MT_CUDA_INSTANTIATE_LAYERS(mt::bf16)
+MT_CUDA_INSTANTIATE(MT_OPS_LAYERS)
 
 }  // namespace mt::cuda

@@ -409,20 +409,6 @@ void CudaOps<T>::moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, 
   MT_CUDA_CHECK_LAUNCH();
 }
 
-#define MT_CUDA_INSTANTIATE_MOE(T)                                                                              \
-  template void CudaOps<T>::router_forward(int32_t*, float*, float*, float*, const float*, const RouteDims&,    \
-                                           GateNorm);                                                           \
-  template void CudaOps<T>::router_backward(float*, const float*, const float*, const float*, const float*,     \
-                                            const int32_t*, const float*, float, const RouteDims&, GateNorm);   \
-  template void CudaOps<T>::router_stats(int64_t*, double*, const int32_t*, const float*, const RouteDims&);    \
-  template int CudaOps<T>::moe_route_plan(int32_t*, int32_t*, int64_t*, const int32_t*, const RouteDims&, int); \
-  template void CudaOps<T>::moe_permute(T*, const T*, const int32_t*, const PermuteDims&);                      \
-  template void CudaOps<T>::moe_permute_backward(T*, const T*, const int32_t*, const DispatchDims&);            \
-  template void CudaOps<T>::moe_combine(T*, const T*, const float*, const int32_t*, const DispatchDims&);       \
-  template void CudaOps<T>::moe_combine_backward(T*, float*, const T*, const T*, const float*, const int32_t*,  \
-                                                 const DispatchDims&);
-
-MT_CUDA_INSTANTIATE_MOE(float)
-MT_CUDA_INSTANTIATE_MOE(mt::bf16)
+MT_CUDA_INSTANTIATE(MT_OPS_MOE)
 
 }  // namespace mt::cuda

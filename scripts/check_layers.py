@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Why: the layers of DESIGN.md hold only while someone checks them. This reads every #include "..." of
-ours and fails, naming file, line and rule, when one points up: engine/core <- data, comm <-
-engine/model <- engine/cpu, cuda <- engine/run <- app. Run by ctest (test "layers") and by hand:
+ours and fails, naming file, line and rule, when one points up: engine/core <- data, comm, engine/ops
+(the op interface) <- engine/model, engine/cpu, cuda (the model and the backends, which see only the
+interface of each other) <- engine/run <- app. Run by ctest (test "layers") and by hand:
     scripts/check_layers.py [REPO_ROOT]
 """
 import pathlib
@@ -15,11 +16,12 @@ ALLOWED = {
     "engine/core": [],
     "data": ["engine/core"],
     "comm": ["engine/core"],
-    "engine/model": ["engine/core", "comm"],
-    "engine/cpu": ["engine/core", "comm", "engine/model"],
-    "cuda": ["engine/core", "comm", "engine/model"],
-    "engine/run": ["engine/core", "comm", "data", "engine/model", "engine/cpu", "cuda"],
-    "app": ["engine/core", "comm", "data", "engine/model", "engine/cpu", "cuda", "engine/run"],
+    "engine/ops": ["engine/core"],
+    "engine/model": ["engine/core", "comm", "engine/ops"],
+    "engine/cpu": ["engine/core", "comm", "engine/ops"],
+    "cuda": ["engine/core", "comm", "engine/ops"],
+    "engine/run": ["engine/core", "comm", "data", "engine/ops", "engine/model", "engine/cpu", "cuda"],
+    "app": ["engine/core", "comm", "data", "engine/ops", "engine/model", "engine/cpu", "cuda", "engine/run"],
 }
 OURS = sorted(ALLOWED, key=len, reverse=True)
 SOURCES = (".h", ".cpp", ".cu", ".cuh")
@@ -36,7 +38,7 @@ def folder_of(rel):
 errors = []
 for path in sorted((root / "engine").iterdir()):
     if path.is_file() and path.suffix in SOURCES:
-        errors.append(f"{path.relative_to(root)}: a source file directly in engine/ (use core, model, cpu or run)")
+        errors.append(f"{path.relative_to(root)}: a source file directly in engine/ (use core, ops, model, cpu or run)")
 checked = 0
 for top in ("engine", "data", "comm", "cuda", "app"):
     for path in sorted((root / top).rglob("*")):

@@ -168,11 +168,6 @@ void CpuOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T
   }
 }
 
-template void CpuOps<float>::attention_forward(float*, float*, const float*, const float*, const AttnDims&);
-template void CpuOps<double>::attention_forward(double*, double*, const double*, const float*, const AttnDims&);
-template void CpuOps<float>::attention_backward(float*, const float*, const float*, const float*, const float*,
-                                                const float*, const AttnDims&);
-template void CpuOps<double>::attention_backward(double*, const double*, const double*, const double*, const double*,
-                                                 const float*, const AttnDims&);
+MT_CPU_INSTANTIATE(MT_OPS_ATTENTION)
 
 }  // namespace mt

@@ -29,9 +29,6 @@ void CpuOps<T>::gemm_acc(acc_t<T>* c, const T* a, const T* b, const GemmShape& s
   gemm(c, a, b, s, alpha, beta);
 }
 
-template void CpuOps<float>::gemm(float*, const float*, const float*, const GemmShape&, float, float);
-template void CpuOps<double>::gemm(double*, const double*, const double*, const GemmShape&, float, float);
-template void CpuOps<float>::gemm_acc(float*, const float*, const float*, const GemmShape&, float, float);
-template void CpuOps<double>::gemm_acc(double*, const double*, const double*, const GemmShape&, float, float);
+MT_CPU_INSTANTIATE(MT_OPS_GEMM)
 
 }  // namespace mt

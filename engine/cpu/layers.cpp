@@ -166,16 +166,6 @@ void CpuOps<T>::cross_entropy(acc_t<T>* losses, T* dlogits, const T* logits, con
   }
 }
 
-#define MT_INSTANTIATE_LAYERS(T)                                                                                     \
-  template void CpuOps<T>::embedding_forward(T*, const int32_t*, const T*, int, int);                                \
-  template void CpuOps<T>::embedding_backward(acc_t<T>*, const T*, const int32_t*, int, int, int);                   \
-  template void CpuOps<T>::rmsnorm_forward(T*, acc_t<T>*, const T*, const T*, int, int, float);                      \
-  template void CpuOps<T>::rmsnorm_backward(T*, acc_t<T>*, const T*, const T*, const T*, const acc_t<T>*, int, int); \
-  template void CpuOps<T>::swiglu_forward(T*, const T*, int, int);                                                   \
-  template void CpuOps<T>::swiglu_backward(T*, const T*, const T*, int, int);                                        \
-  template void CpuOps<T>::cross_entropy(acc_t<T>*, T*, const T*, const int32_t*, float, int, int);
-
-MT_INSTANTIATE_LAYERS(float)
-MT_INSTANTIATE_LAYERS(double)
+MT_CPU_INSTANTIATE(MT_OPS_LAYERS)
 
 }  // namespace mt

@@ -17,7 +17,7 @@
 #include <type_traits>
 
 #include "engine/core/check.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt {
 

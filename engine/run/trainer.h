@@ -15,7 +15,7 @@
 #include "comm/grid.h"
 #include "engine/core/stop.h"  // install_stop_signals(): SIGTERM / SIGINT checkpoint and stop the loop
 #include "engine/run/config.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt {
 

@@ -1,6 +1,6 @@
 // Why: what every backend shares on the host: the ALiBi slopes (part of the numerics contract,
 // DESIGN.md "The model") and the GEMM shape check.
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,0 +1,50 @@
+// Why: the sizes that travel together through the op interface (engine/ops/ops.h), one struct each, so
+// that their order cannot be mixed up: a GEMM's shape, attention's B, S, H, Dh, routing's N, E, K,
+// dispatch / combine's N, K, Dm and a permute's R, Dm. Backends and the model include this without
+// each other.
+#pragma once
+
+namespace mt {
+
+enum class Trans { No, Yes };
+
+// Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C. op(A) is A (m x k, leading
+// dimension lda) or A^T (A stored k x m); likewise B. ldc is C's leading dimension.
+struct GemmShape {
+  Trans trans_a = Trans::No;
+  Trans trans_b = Trans::No;
+  int m = 0, n = 0, k = 0;
+  int lda = 0, ldb = 0, ldc = 0;
+
+  // Dense operands (each leading dimension the stored row length): A B, A B^T (y = x W^T) and A^T B.
+  static GemmShape nn(int m, int n, int k) { return {Trans::No, Trans::No, m, n, k, k, n, n}; }
+  static GemmShape nt(int m, int n, int k) { return {Trans::No, Trans::Yes, m, n, k, k, k, n}; }
+  static GemmShape tn(int m, int n, int k) { return {Trans::Yes, Trans::No, m, n, k, m, n, n}; }
+  // The same shape on strided operands (a column block of a wider matrix).
+  GemmShape with_ld(int a, int b, int c) const { return {trans_a, trans_b, m, n, k, a, b, c}; }
+  // Every backend calls this first: sizes >= 0 and leading dimensions that hold the rows (a wrong one
+  // would read out of bounds silently).
+  void check() const;
+};
+
+// Causal attention over B sequences of S tokens with H heads of Dh.
+struct AttnDims {
+  int B = 0, S = 0, H = 0, Dh = 0;
+};
+
+// Routing of N tokens to K of E experts.
+struct RouteDims {
+  int N = 0, E = 0, K = 0;
+};
+
+// Dispatch / combine of N tokens of width Dm, each with K choices (slot and gates are (N, K)).
+struct DispatchDims {
+  int N = 0, K = 0, Dm = 0;
+};
+
+// A gather of R rows of width Dm.
+struct PermuteDims {
+  int R = 0, Dm = 0;
+};
+
+}  // namespace mt
