@@ -8,7 +8,7 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/cpu_ops.h"
-#include "engine/cpu/threads.h"
+#include "engine/cpu/parallel.h"
 
 namespace mt {
 

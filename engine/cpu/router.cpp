@@ -10,8 +10,8 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/cpu_ops.h"
+#include "engine/cpu/parallel.h"
 #include "engine/cpu/vec_math.h"
-#include "engine/cpu/threads.h"
 
 namespace mt {
 using namespace cpu;

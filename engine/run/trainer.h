@@ -49,7 +49,4 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
 template <typename T>
 json evaluate_checkpoint(const RunConfig& cfg, const std::string& ckpt_dir, Ops<T>& ops, const ProcessGrid& grid);
 
-// A quick measurement of this host's fp32 GEMM rate (FLOP/s per process), the CPU's MFU reference.
-double measure_cpu_gemm_flops();
-
 }  // namespace mt
