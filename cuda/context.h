@@ -49,7 +49,7 @@ class Context {
   // The cuDNN attention of this context (handle and plans), made on first use.
   CudnnAttention& cudnn();
 
-  // Row-major C[m, n] = alpha op(A) op(B) + beta C (engine/ops.h GemmShape) with fp32 accumulation.
+  // Row-major C[m, n] = alpha op(A) op(B) + beta C (GemmShape of engine/ops/dims.h) with fp32 accumulation.
   // ab_type: CUDA_R_32F or CUDA_R_16BF; c_type: CUDA_R_32F or CUDA_R_16BF.
   void gemm(void* c, cudaDataType_t c_type, const void* a, const void* b, cudaDataType_t ab_type,
             const GemmShape& s, float alpha, float beta);
