@@ -2,7 +2,7 @@
 // with its workspace and a bounded cache of GEMM plans (the heuristic query costs more than a small GEMM,
 // so it runs once per shape while the shape stays in the cache), and scratch memory (device and pinned
 // host) for the ops' temporaries, reserved once at construction for what a step's ops ask (the largest
-// is rmsnorm's 512 x C partial sums: 16 MiB at C = 8192), so that the step loop does not allocate.
+// is rmsnorm's 512 x Dm partial sums: 16 MiB at Dm = 8192), so that the step loop does not allocate.
 #pragma once
 
 #include <cublasLt.h>

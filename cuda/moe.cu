@@ -200,23 +200,23 @@ __global__ void plan_place_kernel(int32_t* slot, int32_t* row_src, const int32_t
 
 // ---- permute / combine ----------------------------------------------------------------------------------------
 template <typename D>
-__global__ void permute_kernel(D* out, const D* inp, const int32_t* row_src, int R, int C) {
-  const size_t total = size_t(R) * C;
+__global__ void permute_kernel(D* out, const D* inp, const int32_t* row_src, int R, int Dm) {
+  const size_t total = size_t(R) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t r = i / C, c = i % C;
-    out[i] = inp[size_t(row_src[r]) * C + c];
+    const size_t r = i / Dm, c = i % Dm;
+    out[i] = inp[size_t(row_src[r]) * Dm + c];
   }
 }
 
 template <typename D>
-__global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* slot, int N, int K, int C) {
-  const size_t total = size_t(N) * C;
+__global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* slot, int N, int K, int Dm) {
+  const size_t total = size_t(N) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t t = i / C, c = i % C;
+    const size_t t = i / Dm, c = i % Dm;
     float acc = 0.f;
     for (int k = 0; k < K; ++k) {
       const int32_t row = slot[t * K + k];
-      if (row >= 0) acc += to_f(dout[size_t(row) * C + c]);
+      if (row >= 0) acc += to_f(dout[size_t(row) * Dm + c]);
     }
     dinp[i] = from_f<D>(acc);
   }
@@ -224,14 +224,14 @@ __global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* s
 
 template <typename D>
 __global__ void combine_kernel(D* out, const D* expert_out, const float* gate, const int32_t* slot, int N, int K,
-                               int C) {
-  const size_t total = size_t(N) * C;
+                               int Dm) {
+  const size_t total = size_t(N) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t t = i / C, c = i % C;
+    const size_t t = i / Dm, c = i % Dm;
     float acc = 0.f;
     for (int k = 0; k < K; ++k) {
       const int32_t row = slot[t * K + k];
-      if (row >= 0) acc += gate[t * K + k] * to_f(expert_out[size_t(row) * C + c]);
+      if (row >= 0) acc += gate[t * K + k] * to_f(expert_out[size_t(row) * Dm + c]);
     }
     out[i] = from_f<D>(acc);
   }
@@ -240,7 +240,7 @@ __global__ void combine_kernel(D* out, const D* expert_out, const float* gate, c
 // One warp per choice (t, k): dexpert_out[slot] = gate * dout[t]; dgate = dout[t] . expert_out[slot].
 template <typename D>
 __global__ void combine_backward_kernel(D* dexpert_out, float* dgate, const D* dout, const D* expert_out,
-                                        const float* gate, const int32_t* slot, int N, int K, int C) {
+                                        const float* gate, const int32_t* slot, int N, int K, int Dm) {
   const size_t i = blockIdx.x * size_t(kWarps) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (i >= size_t(N) * K) return;
@@ -249,12 +249,12 @@ __global__ void combine_backward_kernel(D* dexpert_out, float* dgate, const D* d
     if (lane == 0) dgate[i] = 0.f;
     return;
   }
-  const D* g = dout + (i / K) * C;
-  const D* x = expert_out + size_t(row) * C;
-  D* dx = dexpert_out + size_t(row) * C;
+  const D* g = dout + (i / K) * Dm;
+  const D* x = expert_out + size_t(row) * Dm;
+  D* dx = dexpert_out + size_t(row) * Dm;
   const float w = gate[i];
   float dot = 0.f;
-  for (int c = lane; c < C; c += 32) {
+  for (int c = lane; c < Dm; c += 32) {
     const float gc = to_f(g[c]);
     dot += gc * to_f(x[c]);
     dx[c] = from_f<D>(w * gc);

@@ -4,6 +4,15 @@
 // each other.
 #pragma once
 
+#include <cstddef>
+
+// Small methods that the CUDA kernels call too.
+#ifdef __CUDACC__
+#define MT_HOST_DEVICE __host__ __device__
+#else
+#define MT_HOST_DEVICE
+#endif
+
 namespace mt {
 
 enum class Trans { No, Yes };
@@ -27,9 +36,27 @@ struct GemmShape {
   void check() const;
 };
 
-// Causal attention over B sequences of S tokens with H heads of Dh.
+// Causal attention over B sequences of S tokens with H heads of Dh, and the layouts of its tensors, the
+// same on every backend (host and device code): qkv and dqkv (B, S, 3, H, Dh), out and dout (B, S, H,
+// Dh), lse (B, H, S).
 struct AttnDims {
   int B = 0, S = 0, H = 0, Dh = 0;
+
+  // Elements between consecutive tokens of qkv / dqkv, and of out / dout.
+  MT_HOST_DEVICE int ld_qkv() const { return 3 * H * Dh; }
+  MT_HOST_DEVICE int ld_out() const { return H * Dh; }
+  // Offset of token t of sequence b, head h, part 0 (q), 1 (k) or 2 (v) in qkv / dqkv.
+  MT_HOST_DEVICE size_t qkv_at(int b, int t, int part, int h) const {
+    return (size_t(b) * S + t) * (3 * size_t(H) * Dh) + (size_t(part) * H + h) * Dh;
+  }
+  // Offset of token t of sequence b, head h in out / dout.
+  MT_HOST_DEVICE size_t out_at(int b, int t, int h) const {
+    return (size_t(b) * S + t) * (size_t(H) * Dh) + size_t(h) * Dh;
+  }
+  // Offset of token t of sequence b, head h in lse.
+  MT_HOST_DEVICE size_t lse_at(int b, int h, int t) const { return (size_t(b) * H + h) * S + t; }
+  // Every backend calls this first: B, S >= 0 and H, Dh > 0.
+  void check() const;
 };
 
 // Routing of N tokens to K of E experts.
