@@ -342,14 +342,6 @@ void CudaOps<T>::grouped_linear_backward(T* dx, const StackedWeight<P>& dw, cons
   count_launches(ctx_.device(), 2);
 }
 
-#define MT_CUDA_INSTANTIATE_EXPERTS(T)                                                                           \
-  template void CudaOps<T>::grouped_linear_forward(T*, const T*, const StackedWeight<const T>&, const int64_t*, \
-                                                   const GroupedLinearDims&);                                   \
-  template void CudaOps<T>::grouped_linear_backward(T*, const StackedWeight<float>&, const T*, const T*,        \
-                                                    const StackedWeight<const T>&, const int64_t*,              \
-                                                    const GroupedLinearDims&);
-
-MT_CUDA_INSTANTIATE_EXPERTS(float)
-MT_CUDA_INSTANTIATE_EXPERTS(mt::bf16)
+MT_CUDA_INSTANTIATE(MT_OPS_EXPERTS)
 
 }  // namespace mt::cuda

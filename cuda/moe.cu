@@ -234,24 +234,24 @@ __global__ void plan_place_kernel(int32_t* slot, int32_t* row_src, const int32_t
 
 // ---- permute / combine ----------------------------------------------------------------------------------------
 template <typename D>
-__global__ void permute_kernel(D* out, const D* inp, const int32_t* row_src, int R, int C) {
-  const size_t total = size_t(R) * C;
+__global__ void permute_kernel(D* out, const D* inp, const int32_t* row_src, int R, int Dm) {
+  const size_t total = size_t(R) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t r = i / C, c = i % C;
+    const size_t r = i / Dm, c = i % Dm;
     const int32_t src = row_src[r];
-    if (src >= 0) out[i] = inp[size_t(src) * C + c];
+    if (src >= 0) out[i] = inp[size_t(src) * Dm + c];
   }
 }
 
 template <typename D>
-__global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* slot, int N, int K, int C) {
-  const size_t total = size_t(N) * C;
+__global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* slot, int N, int K, int Dm) {
+  const size_t total = size_t(N) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t t = i / C, c = i % C;
+    const size_t t = i / Dm, c = i % Dm;
     float acc = 0.f;
     for (int k = 0; k < K; ++k) {
       const int32_t row = slot[t * K + k];
-      if (row >= 0) acc += to_f(dout[size_t(row) * C + c]);
+      if (row >= 0) acc += to_f(dout[size_t(row) * Dm + c]);
     }
     dinp[i] = from_f<D>(acc);
   }
@@ -259,14 +259,14 @@ __global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* s
 
 template <typename D>
 __global__ void combine_kernel(D* out, const D* expert_out, const float* gate, const int32_t* slot, int N, int K,
-                               int C) {
-  const size_t total = size_t(N) * C;
+                               int Dm) {
+  const size_t total = size_t(N) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t t = i / C, c = i % C;
+    const size_t t = i / Dm, c = i % Dm;
     float acc = 0.f;
     for (int k = 0; k < K; ++k) {
       const int32_t row = slot[t * K + k];
-      if (row >= 0) acc += gate[t * K + k] * to_f(expert_out[size_t(row) * C + c]);
+      if (row >= 0) acc += gate[t * K + k] * to_f(expert_out[size_t(row) * Dm + c]);
     }
     out[i] = from_f<D>(acc);
   }
@@ -275,7 +275,7 @@ __global__ void combine_kernel(D* out, const D* expert_out, const float* gate, c
 // One warp per choice (t, k): dexpert_out[slot] = gate * dout[t]; dgate = dout[t] . expert_out[slot].
 template <typename D>
 __global__ void combine_backward_kernel(D* dexpert_out, float* dgate, const D* dout, const D* expert_out,
-                                        const float* gate, const int32_t* slot, int N, int K, int C) {
+                                        const float* gate, const int32_t* slot, int N, int K, int Dm) {
   const size_t i = blockIdx.x * size_t(kWarps) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (i >= size_t(N) * K) return;
@@ -284,12 +284,12 @@ __global__ void combine_backward_kernel(D* dexpert_out, float* dgate, const D* d
     if (lane == 0) dgate[i] = 0.f;
     return;
   }
-  const D* g = dout + (i / K) * C;
-  const D* x = expert_out + size_t(row) * C;
-  D* dx = dexpert_out + size_t(row) * C;
+  const D* g = dout + (i / K) * Dm;
+  const D* x = expert_out + size_t(row) * Dm;
+  D* dx = dexpert_out + size_t(row) * Dm;
   const float w = gate[i];
   float dot = 0.f;
-  for (int c = lane; c < C; c += 32) {
+  for (int c = lane; c < Dm; c += 32) {
     const float gc = to_f(g[c]);
     dot += gc * to_f(x[c]);
     dx[c] = from_f<D>(w * gc);
@@ -432,23 +432,6 @@ void CudaOps<T>::moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, 
   count_launches(ctx_.device());
 }
 
-#define MT_CUDA_INSTANTIATE_MOE(T)                                                                                \
-  template void CudaOps<T>::router_forward(int32_t*, float*, float*, float*, const float*, const RouteDims&,      \
-                                           GateNorm);                                                             \
-  template void CudaOps<T>::router_backward(float*, const float*, const int64_t*, double, const float*,           \
-                                            const float*, const int32_t*, const float*, float, const RouteDims&,  \
-                                            GateNorm);                                                            \
-  template void CudaOps<T>::router_stats(double*, int64_t*, int64_t*, const int32_t*, const float*, const float*, \
-                                         const RouteDims&);                                                       \
-  template void CudaOps<T>::moe_route_plan(int32_t*, int32_t*, int64_t*, int64_t*, const int32_t*,                \
-                                           const RouteDims&, int);                                                \
-  template void CudaOps<T>::moe_permute(T*, const T*, const int32_t*, const PermuteDims&);                        \
-  template void CudaOps<T>::moe_permute_backward(T*, const T*, const int32_t*, const DispatchDims&);              \
-  template void CudaOps<T>::moe_combine(T*, const T*, const float*, const int32_t*, const DispatchDims&);         \
-  template void CudaOps<T>::moe_combine_backward(T*, float*, const T*, const T*, const float*, const int32_t*,    \
-                                                 const DispatchDims&);
-
-MT_CUDA_INSTANTIATE_MOE(float)
-MT_CUDA_INSTANTIATE_MOE(mt::bf16)
+MT_CUDA_INSTANTIATE(MT_OPS_MOE)
 
 }  // namespace mt::cuda

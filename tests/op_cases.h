@@ -24,7 +24,7 @@
 #include "engine/core/dtype.h"
 #include "engine/cpu/cpu_ops.h"
 #include "engine/model/experts.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt::optest {
 

@@ -1,6 +1,6 @@
 // Why: the whole model's hand-written backward must be the gradient of its loss. In float64 every
 // tensor's gradient is compared with central finite differences of the total loss (cross-entropy +
-// balance + z-loss) on sampled elements, for a dense model and MoE models in every layout and option
+// balance + z-loss) on sampled elements (the rule of tests/grad_check.h), for a dense model and MoE models in every layout and option
 // (K = 1 and K > 1, shared expert on / off, renormalised gates on / off, capacity dropping, z-loss,
 // tied embeddings).
 #include <catch2/catch.hpp>
@@ -11,6 +11,7 @@
 #include "engine/cpu/cpu_ops.h"
 #include "engine/model/model.h"
 #include "engine/run/config.h"
+#include "tests/grad_check.h"
 
 using mt::json;
 
@@ -61,29 +62,20 @@ void check_gradients(const mt::ModelConfig& cfg, int micro_batch, uint64_t seed,
   std::vector<double> gd(model.grads(mt::ParamGroup::Dense), model.grads(mt::ParamGroup::Dense) + model.numel(mt::ParamGroup::Dense));
   std::vector<double> ge(model.grads(mt::ParamGroup::Expert),
                          model.grads(mt::ParamGroup::Expert) + model.numel(mt::ParamGroup::Expert));
-  int checked = 0;
+  int tensors = 0;
   for (auto group : {mt::ParamGroup::Dense, mt::ParamGroup::Expert}) {
     const auto& table = group == mt::ParamGroup::Dense ? model.layout().dense : model.layout().expert;
     const auto& analytic = group == mt::ParamGroup::Dense ? gd : ge;
     double* p = model.params(group);
     for (const auto& t : table.tensors) {
       std::uniform_int_distribution<size_t> pick(0, t.numel - 1);
-      for (int k = 0; k < samples; ++k) {
-        const size_t i = t.offset + pick(rng);
-        const double h = 1e-5, keep = p[i];
-        p[i] = keep + h;
-        const double up = loss_at();
-        p[i] = keep - h;
-        const double down = loss_at();
-        p[i] = keep;
-        const double fd = (up - down) / (2 * h);
-        INFO(t.name << "[" << i - t.offset << "]: analytic " << analytic[i] << " finite difference " << fd);
-        CHECK(std::fabs(analytic[i] - fd) <= 1e-6 * std::max(1.0, std::fabs(fd)) + 1e-8);
-        ++checked;
-      }
+      std::vector<size_t> elements(samples);
+      for (size_t& i : elements) i = pick(rng);
+      mt::test::check_gradient(t.name, p + t.offset, analytic.data() + t.offset, t.numel, loss_at, elements);
+      ++tensors;
     }
   }
-  CHECK(checked > 20);
+  CHECK(tensors * samples > 20);
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Why: every hand-written backward of the CPU backend must be the exact derivative of its forward. Each
 // test takes a scalar loss = sum(output * random weights) (plus the op's own extra terms), runs the
 // backward in double, and compares EVERY input element's gradient with a central difference of the
-// forward. The CUDA backend is then tested against these kernels, so they are the ground truth.
+// forward (the rule of tests/grad_check.h). The CUDA backend is then tested against these kernels, so they are the ground truth.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -13,6 +13,7 @@
 
 #include "engine/cpu/cpu_ops.h"
 #include "engine/model/experts.h"
+#include "tests/grad_check.h"
 
 namespace {
 
@@ -37,41 +38,7 @@ Vec minus(const Vec& a, const Vec& b) {
   return d;
 }
 
-// Relative error of the analytic gradient of `loss` w.r.t. every element of x against central
-// differences. An element whose gradient is tiny next to the tensor's largest one is compared relative to
-// 1e-3 of that largest (its difference quotient is mostly rounding noise). The step balances truncation
-// (~h^2) against rounding (~1e-16 |loss| / h): at h = 1e-5 the worst errors seen are ~1e-7.
-constexpr double kStep = 1e-5;
-constexpr double kRelTol = 1e-6;
-
-void check_gradient(const std::string& what, Vec& x, const Vec& analytic, const std::function<double()>& loss) {
-  REQUIRE(x.size() == analytic.size());
-  double gmax = 0;
-  for (double a : analytic) gmax = std::max(gmax, std::fabs(a));
-  double worst = 0, worst_num = 0, worst_ana = 0;
-  size_t worst_i = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double saved = x[i];
-    x[i] = saved + kStep;
-    const double up = loss();
-    x[i] = saved - kStep;
-    const double down = loss();
-    x[i] = saved;
-    const double num = (up - down) / (2 * kStep);
-    const double err = std::fabs(num - analytic[i]) /
-                       std::max({std::fabs(num), std::fabs(analytic[i]), 1e-3 * gmax, 1e-300});
-    if (err > worst) {
-      worst = err;
-      worst_i = i;
-      worst_num = num;
-      worst_ana = analytic[i];
-    }
-  }
-  INFO(what << ": worst element " << worst_i << " of " << x.size() << ": analytic " << worst_ana << ", numeric "
-            << worst_num << ", relative error " << worst);
-  CHECK(gmax > 0);  // a gradient that is zero everywhere would test nothing
-  CHECK(worst < kRelTol);
-}
+using mt::test::check_gradient;
 
 }  // namespace
 

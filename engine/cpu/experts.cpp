@@ -65,14 +65,6 @@ void CpuOps<T>::grouped_linear_backward(T* dx, const StackedWeight<P>& dw, const
   }
 }
 
-#define MT_INSTANTIATE_EXPERTS(T)                                                                               \
-  template void CpuOps<T>::grouped_linear_forward(T*, const T*, const StackedWeight<const T>&, const int64_t*, \
-                                                  const GroupedLinearDims&);                                   \
-  template void CpuOps<T>::grouped_linear_backward(T*, const StackedWeight<acc_t<T>>&, const T*, const T*,     \
-                                                   const StackedWeight<const T>&, const int64_t*,              \
-                                                   const GroupedLinearDims&);
-
-MT_INSTANTIATE_EXPERTS(float)
-MT_INSTANTIATE_EXPERTS(double)
+MT_CPU_INSTANTIATE(MT_OPS_EXPERTS)
 
 }  // namespace mt

@@ -10,8 +10,8 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/cpu_ops.h"
+#include "engine/cpu/parallel.h"
 #include "engine/cpu/vec_math.h"
-#include "engine/cpu/threads.h"
 
 namespace mt {
 using namespace cpu;
@@ -227,23 +227,6 @@ void CpuOps<T>::moe_combine_backward(T* dexpert_out, acc_t<T>* dgates, const T* 
   }
 }
 
-#define MT_INSTANTIATE_ROUTER(T)                                                                                      \
-  template void CpuOps<T>::router_forward(int32_t*, acc_t<T>*, acc_t<T>*, acc_t<T>*, const acc_t<T>*,                 \
-                                          const RouteDims&, GateNorm);                                                \
-  template void CpuOps<T>::router_backward(acc_t<T>*, const acc_t<T>*, const int64_t*, double, const acc_t<T>*,      \
-                                           const acc_t<T>*, const int32_t*, const acc_t<T>*, float, const RouteDims&, \
-                                           GateNorm);                                                                 \
-  template void CpuOps<T>::router_stats(double*, int64_t*, int64_t*, const int32_t*, const acc_t<T>*,                 \
-                                        const acc_t<T>*, const RouteDims&);                                           \
-  template void CpuOps<T>::moe_route_plan(int32_t*, int32_t*, int64_t*, int64_t*, const int32_t*, const RouteDims&,   \
-                                          int);                                                                       \
-  template void CpuOps<T>::moe_permute(T*, const T*, const int32_t*, const PermuteDims&);                            \
-  template void CpuOps<T>::moe_permute_backward(T*, const T*, const int32_t*, const DispatchDims&);                   \
-  template void CpuOps<T>::moe_combine(T*, const T*, const acc_t<T>*, const int32_t*, const DispatchDims&);           \
-  template void CpuOps<T>::moe_combine_backward(T*, acc_t<T>*, const T*, const T*, const acc_t<T>*, const int32_t*,   \
-                                                const DispatchDims&);
-
-MT_INSTANTIATE_ROUTER(float)
-MT_INSTANTIATE_ROUTER(double)
+MT_CPU_INSTANTIATE(MT_OPS_MOE)
 
 }  // namespace mt

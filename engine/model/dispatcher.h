@@ -28,7 +28,7 @@
 #include "comm/grid.h"
 #include "engine/core/check.h"
 #include "engine/model/arena.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 #include "engine/model/profile.h"
 
 namespace mt {

@@ -1,5 +1,5 @@
 // Why: the routed experts as a grouped SwiGLU, written once over the op interface for every backend: per
-// projection ONE grouped linear op over all local experts (ops.h grouped_linear_*), with the experts'
+// projection ONE grouped linear op over all local experts (engine/ops/ops.h grouped_linear_*), with the experts'
 // row offsets on the device, so nothing here needs the rows per expert on the host. w1 and w3 run as one
 // projection, a weight stacked from the two tensors (the checkpoint keeps them apart).
 //
@@ -11,7 +11,7 @@
 // dh13 = swiglu'(dact), dinp = dh13 [w1_e ; w3_e] (written), [dw1_e ; dw3_e] += dh13^T x.
 #pragma once
 
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt {
 

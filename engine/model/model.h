@@ -12,7 +12,7 @@
 
 #include "comm/grid.h"
 #include "engine/model/model_config.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 #include "engine/model/params.h"
 #include "engine/model/profile.h"
 

@@ -1,5 +1,5 @@
-// Why: the body of Model<T> (engine/model.h), in a header so that the CPU build instantiates it for
-// float and double (engine/model.cpp) and the CUDA build for bf16 (cuda/). The forward saves what the
+// Why: the body of Model<T> (engine/model/model.h), in a header so that the CPU build instantiates it for
+// float and double (engine/model/model.cpp) and the CUDA build for bf16 (cuda/). The forward saves what the
 // backward needs in the arena; the backward walks the layers in reverse with the residual-stream
 // gradient dx accumulating (rmsnorm_backward adds into it) and every other activation gradient
 // written.

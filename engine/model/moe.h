@@ -29,7 +29,7 @@
 #include "engine/model/dispatcher.h"
 #include "engine/model/experts.h"
 #include "engine/model/linear.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 #include "engine/model/profile.h"
 #include "engine/model/tensors.h"
 
