@@ -119,8 +119,10 @@ json bench(const RunConfig& cfg, const BenchArgs& a, Ops<T>& ops, const ProcessG
 
   auto step = [&](int s) {
     model.zero_grads();
+    std::vector<MicroBatchStats> mbs(n_micro);
     for (int mb = 0; mb < n_micro; ++mb)
-      model.forward_backward(tokens.data() + size_t(mb) * micro * (S + 1), micro, 1.0f / float(n_micro), nullptr);
+      mbs[mb] = model.forward_backward(tokens.data() + size_t(mb) * micro * (S + 1), micro, 1.0f / float(n_micro), nullptr);
+    model.read_moe_stats(mbs.data(), n_micro);  // as the trainer does, once per step
     {
       Profiler::Scope ps(prof, OpFamily::Optimizer);
       opt.update(s, 1e-4, opt.grad_norm());

@@ -45,6 +45,7 @@ void compute(const RunConfig& cfg, const GradArgs& a, int micro) {
   }
   model.zero_grads();
   MicroBatchStats s = model.forward_backward(windows.data(), micro, 1.0f, nullptr);
+  model.read_moe_stats(&s, 1);
   const double ce = s.loss_sum / double(s.tokens);
   const double loss = ce + cfg.model.moe.balance_coef * s.balance_loss + cfg.model.moe.z_loss_coef * s.z_loss;
 

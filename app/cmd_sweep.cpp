@@ -21,8 +21,9 @@
 #include "engine/core/check.h"
 #include "engine/core/io.h"
 #include "engine/core/stop.h"
-#include "engine/run/sweep.h"
-#include "engine/run/sweep_results.h"
+#include "sweep/results.h"
+#include "sweep/slurm.h"
+#include "sweep/sweep.h"
 
 namespace fs = std::filesystem;
 

@@ -1,8 +1,6 @@
 // Why: the entry point. It builds the CLI from the registered subcommands, runs the chosen one, and
 // maps failures to one line on stderr and an exit code: 2 for bad input, 1 for runtime failures. In a
 // multi-rank job a failing rank aborts the whole job so that no peer waits forever.
-#include <mpi.h>
-
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -10,6 +8,7 @@
 #include <string>
 
 #include "app/command.h"
+#include "comm/job.h"
 #include "engine/core/check.h"
 
 namespace mt::app {
@@ -23,24 +22,15 @@ namespace {
 
 // Prints the error and ends the process; in an MPI job of several ranks it aborts all of them.
 [[noreturn]] void fail(const std::string& what, int code) {
-  int initialized = 0, finalized = 0, size = 1, rank = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  const bool in_job = initialized && !finalized;
-  if (in_job) {
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  }
+  const mt::JobPlace job = mt::job_place();
   std::string line = what;
   std::replace(line.begin(), line.end(), '\n', ' ');
-  if (size > 1)
-    std::fprintf(stderr, "moetrain: error (rank %d): %s\n", rank, line.c_str());
+  if (job.size > 1)
+    std::fprintf(stderr, "moetrain: error (rank %d): %s\n", job.rank, line.c_str());
   else
     std::fprintf(stderr, "moetrain: error: %s\n", line.c_str());
   std::fflush(stderr);
-  if (in_job && size > 1) MPI_Abort(MPI_COMM_WORLD, code);
-  if (in_job) MPI_Finalize();
-  std::exit(code);
+  mt::exit_job(code);
 }
 
 }  // namespace
@@ -73,9 +63,6 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     fail(e.what(), 1);
   }
-  int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (initialized && !finalized) MPI_Finalize();
+  mt::finalize_job();
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "comm/grid.h"
 #include "engine/core/backend.h"
 #include "engine/cpu/cpu_ops.h"
+#include "engine/cpu/gemm_rate.h"
 #include "engine/cpu/threads.h"
 #include "engine/run/trainer.h"
 #ifdef MOETRAIN_HAVE_CUDA
@@ -49,7 +50,7 @@ auto with_backend(const RunArgs& args, const ParallelConfig& par, Fn&& fn,
   cpu::CpuThreads threads;
   CpuOps<float> ops;
   auto grid = make_grid(par.tp, par.ep, ops.device());
-  BackendInfo info{"cpu, " + threads.describe(), measure_cpu_gemm_flops()};
+  BackendInfo info{"cpu, " + threads.describe(), cpu::measure_gemm_flops()};
   info.between_steps = [&threads] { return threads.rebalance() ? "cpu: now " + threads.describe() : std::string(); };
   return fn(ops, *grid, info);
 }

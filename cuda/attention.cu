@@ -1,8 +1,8 @@
-// Why: causal ALiBi attention of CudaOps<T> in the flash style: the T x T scores never reach global
+// Why: causal ALiBi attention of CudaOps<T> in the flash style: the S x S scores never reach global
 // memory (bf16 runs cuDNN's fused attention instead when the context says so: cudnn_attention.h). The
 // forward walks the key tiles of one query tile with an online softmax (running max m and sum l per
 // query row) and saves only out and lse = m + log l; the backward recomputes each tile's probabilities
-// from lse. Extra memory is O(T) per head (lse, and D_i = dout_i . out_i).
+// from lse. Extra memory is O(S) per head (lse, and D_i = dout_i . out_i).
 //
 // Score(i, j) = q_i . k_j / sqrt(Dh) - slope_h (i - j) for keys j <= i; P = softmax over j.
 // Backward: dV = P^T dO, dP = dO V^T, dS = P * (dP - D_i), dQ = dS K / sqrt(Dh), dK = dS^T Q / sqrt(Dh).
@@ -34,26 +34,15 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 
-struct Geometry {
-  int T_, H, Dh;
-  // Offset of token t of sequence b, head h, part 0 (q), 1 (k) or 2 (v) in qkv / dqkv.
-  __device__ size_t qkv_at(int b, int t, int part, int h) const {
-    return (size_t(b) * T_ + t) * (3 * size_t(H) * Dh) + (size_t(part) * H + h) * Dh;
-  }
-  // Offset of token t of sequence b, head h in out / dout.
-  __device__ size_t out_at(int b, int t, int h) const { return (size_t(b) * T_ + t) * (size_t(H) * Dh) + size_t(h) * Dh; }
-  __device__ size_t lse_at(int b, int h, int t) const { return (size_t(b) * H + h) * T_ + t; }
-};
-
 // Loads rows [r0, r0 + rows) of one head's part into a padded fp32 tile (rows x (D + 1)), times `mul`;
-// rows past T_ and columns past Dh are zero.
+// rows past S and columns past Dh are zero.
 template <int D, typename Dt>
-__device__ void load_tile(float* tile, int rows, const Dt* base, size_t row_stride, int r0, int T_, int Dh,
+__device__ void load_tile(float* tile, int rows, const Dt* base, size_t row_stride, int r0, int S, int Dh,
                           float mul) {
   for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
     const int r = idx / D, d = idx % D, t = r0 + r;
     float v = 0.f;
-    if (t < T_ && d < Dh) v = to_f(base[size_t(t) * row_stride + d]) * mul;
+    if (t < S && d < Dh) v = to_f(base[size_t(t) * row_stride + d]) * mul;
     tile[r * (D + 1) + d] = v;
   }
 }
@@ -61,7 +50,7 @@ __device__ void load_tile(float* tile, int rows, const Dt* base, size_t row_stri
 // ---- forward ------------------------------------------------------------------------------------------------
 template <typename Dt, int D, int RPW, int CPL>
 __global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dt* out, float* lse, const Dt* qkv,
-                                                                      const float* slopes, Geometry g, int B,
+                                                                      const float* slopes, AttnDims g,
                                                                       float scale) {
   constexpr int BR = kWarps * RPW, BC = 32 * CPL, LD = D + 1, DL = D / 32;
   extern __shared__ float smem[];
@@ -70,14 +59,14 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dt* out, fl
   float* Vs = Ks + BC * LD;     // (BC, LD)
   float* Ps = Vs + BC * LD;     // (BR, BC) probabilities of the current tile
 
-  const int BH = B * g.H, n_tiles = (g.T_ + BR - 1) / BR;
+  const int BH = g.B * g.H, n_tiles = (g.S + BR - 1) / BR;
   const int qt = n_tiles - 1 - int(blockIdx.x / BH);  // the longest (last) query tiles first
   const int bh = int(blockIdx.x % BH), b = bh / g.H, h = bh % g.H;
   const int i0 = qt * BR, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const float slope = slopes[h];
-  const size_t ld_qkv = 3 * size_t(g.H) * g.Dh;
+  const size_t ld_qkv = g.ld_qkv();
 
-  load_tile<D>(Qs, BR, qkv + g.qkv_at(b, 0, 0, h), ld_qkv, i0, g.T_, g.Dh, scale);
+  load_tile<D>(Qs, BR, qkv + g.qkv_at(b, 0, 0, h), ld_qkv, i0, g.S, g.Dh, scale);
 
   float o[RPW][DL], m[RPW], l[RPW];
 #pragma unroll
@@ -88,11 +77,11 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dt* out, fl
     for (int dd = 0; dd < DL; ++dd) o[rr][dd] = 0.f;
   }
 
-  const int i_last = min(i0 + BR, g.T_) - 1;  // keys beyond the tile's last query are all masked
+  const int i_last = min(i0 + BR, g.S) - 1;  // keys beyond the tile's last query are all masked
   for (int j0 = 0; j0 <= i_last; j0 += BC) {
     __syncthreads();  // the previous tile's K, V are no longer read
-    load_tile<D>(Ks, BC, qkv + g.qkv_at(b, 0, 1, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
-    load_tile<D>(Vs, BC, qkv + g.qkv_at(b, 0, 2, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
+    load_tile<D>(Ks, BC, qkv + g.qkv_at(b, 0, 1, h), ld_qkv, j0, g.S, g.Dh, 1.f);
+    load_tile<D>(Vs, BC, qkv + g.qkv_at(b, 0, 2, h), ld_qkv, j0, g.S, g.Dh, 1.f);
     __syncthreads();
 
     float s[RPW][CPL];
@@ -157,7 +146,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dt* out, fl
 #pragma unroll
   for (int rr = 0; rr < RPW; ++rr) {
     const int i = i0 + warp * RPW + rr;
-    if (i >= g.T_) continue;
+    if (i >= g.S) continue;
     const float inv = 1.f / l[rr];
     Dt* dst = out + g.out_at(b, i, h);
 #pragma unroll
@@ -171,11 +160,11 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dt* out, fl
 
 // ---- backward: D_i = dout_i . out_i, one warp per (token, head) -------------------------------------------
 template <typename Dt>
-__global__ void attention_dvec_kernel(float* dvec, const Dt* dout, const Dt* out, Geometry g, int B) {
+__global__ void attention_dvec_kernel(float* dvec, const Dt* dout, const Dt* out, AttnDims g) {
   const size_t row = blockIdx.x * size_t(kWarps) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
-  if (row >= size_t(B) * g.T_ * g.H) return;
-  const int h = int(row % g.H), t = int((row / g.H) % g.T_), b = int(row / (size_t(g.H) * g.T_));
+  if (row >= size_t(g.B) * g.S * g.H) return;
+  const int h = int(row % g.H), t = int((row / g.H) % g.S), b = int(row / (size_t(g.H) * g.S));
   const size_t at = g.out_at(b, t, h);
   float s = 0.f;
   for (int d = lane; d < g.Dh; d += 32) s += to_f(dout[at + d]) * to_f(out[at + d]);
@@ -187,7 +176,7 @@ __global__ void attention_dvec_kernel(float* dvec, const Dt* dout, const Dt* out
 template <typename Dt, int D, int RPW, int CPL>
 __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dt* dqkv, const Dt* dout, const Dt* qkv,
                                                                  const float* lse, const float* dvec,
-                                                                 const float* slopes, Geometry g, int B,
+                                                                 const float* slopes, AttnDims g,
                                                                  float scale) {
   constexpr int BR = kWarps * RPW, BC = 32 * CPL, LD = D + 1, DL = D / 32;
   extern __shared__ float smem[];
@@ -197,31 +186,31 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dt* dqkv, const 
   float* Vs = Ks + BC * LD;    // (BC, LD)
   float* Ss = Vs + BC * LD;    // (BR, BC) dS of the current tile
 
-  const int BH = B * g.H, n_tiles = (g.T_ + BR - 1) / BR;
+  const int BH = g.B * g.H, n_tiles = (g.S + BR - 1) / BR;
   const int qt = n_tiles - 1 - int(blockIdx.x / BH);
   const int bh = int(blockIdx.x % BH), b = bh / g.H, h = bh % g.H;
   const int i0 = qt * BR, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const float slope = slopes[h];
-  const size_t ld_qkv = 3 * size_t(g.H) * g.Dh, ld_out = size_t(g.H) * g.Dh;
+  const size_t ld_qkv = g.ld_qkv(), ld_out = g.ld_out();
 
-  load_tile<D>(Qs, BR, qkv + g.qkv_at(b, 0, 0, h), ld_qkv, i0, g.T_, g.Dh, scale);
-  load_tile<D>(Gs, BR, dout + g.out_at(b, 0, h), ld_out, i0, g.T_, g.Dh, 1.f);
+  load_tile<D>(Qs, BR, qkv + g.qkv_at(b, 0, 0, h), ld_qkv, i0, g.S, g.Dh, scale);
+  load_tile<D>(Gs, BR, dout + g.out_at(b, 0, h), ld_out, i0, g.S, g.Dh, 1.f);
 
   float dq[RPW][DL], row_lse[RPW], row_d[RPW];
 #pragma unroll
   for (int rr = 0; rr < RPW; ++rr) {
     const int i = i0 + warp * RPW + rr;
-    row_lse[rr] = i < g.T_ ? lse[g.lse_at(b, h, i)] : 0.f;
-    row_d[rr] = i < g.T_ ? dvec[g.lse_at(b, h, i)] : 0.f;
+    row_lse[rr] = i < g.S ? lse[g.lse_at(b, h, i)] : 0.f;
+    row_d[rr] = i < g.S ? dvec[g.lse_at(b, h, i)] : 0.f;
 #pragma unroll
     for (int dd = 0; dd < DL; ++dd) dq[rr][dd] = 0.f;
   }
 
-  const int i_last = min(i0 + BR, g.T_) - 1;
+  const int i_last = min(i0 + BR, g.S) - 1;
   for (int j0 = 0; j0 <= i_last; j0 += BC) {
     __syncthreads();
-    load_tile<D>(Ks, BC, qkv + g.qkv_at(b, 0, 1, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
-    load_tile<D>(Vs, BC, qkv + g.qkv_at(b, 0, 2, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
+    load_tile<D>(Ks, BC, qkv + g.qkv_at(b, 0, 1, h), ld_qkv, j0, g.S, g.Dh, 1.f);
+    load_tile<D>(Vs, BC, qkv + g.qkv_at(b, 0, 2, h), ld_qkv, j0, g.S, g.Dh, 1.f);
     __syncthreads();
 
     float s[RPW][CPL], dp[RPW][CPL];
@@ -253,7 +242,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dt* dqkv, const 
 #pragma unroll
       for (int cc = 0; cc < CPL; ++cc) {
         const int j = j0 + lane + 32 * cc;
-        const float p = (j <= i && i < g.T_) ? expf(s[rr][cc] - slope * float(i - j) - row_lse[rr]) : 0.f;
+        const float p = (j <= i && i < g.S) ? expf(s[rr][cc] - slope * float(i - j) - row_lse[rr]) : 0.f;
         Ss[(warp * RPW + rr) * BC + lane + 32 * cc] = p * (dp[rr][cc] - row_d[rr]);
       }
     }
@@ -274,7 +263,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dt* dqkv, const 
 #pragma unroll
   for (int rr = 0; rr < RPW; ++rr) {
     const int i = i0 + warp * RPW + rr;
-    if (i >= g.T_) continue;
+    if (i >= g.S) continue;
     Dt* dst = dqkv + g.qkv_at(b, i, 0, h);
 #pragma unroll
     for (int dd = 0; dd < DL; ++dd) {
@@ -288,7 +277,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dt* dqkv, const 
 template <typename Dt, int D, int RPW, int CPL>
 __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dt* dqkv, const Dt* dout, const Dt* qkv,
                                                                   const float* lse, const float* dvec,
-                                                                  const float* slopes, Geometry g, int B,
+                                                                  const float* slopes, AttnDims g,
                                                                   float scale) {
   constexpr int BR = kWarps * RPW, BC = 32 * CPL, LD = D + 1, DL = D / 32;
   extern __shared__ float smem[];
@@ -301,16 +290,16 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dt* dqkv, const
   float* Ls = Ss + BR * BC;    // (BC) lse of the tile's queries
   float* Ds = Ls + BC;         // (BC) D of the tile's queries
 
-  const int BH = B * g.H;
+  const int BH = g.B * g.H;
   // Key tile kt sees the queries from j0 on: the first key tiles have the most work.
   const int kt = int(blockIdx.x / BH);
   const int bh = int(blockIdx.x % BH), b = bh / g.H, h = bh % g.H;
   const int j0 = kt * BR, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const float slope = slopes[h];
-  const size_t ld_qkv = 3 * size_t(g.H) * g.Dh, ld_out = size_t(g.H) * g.Dh;
+  const size_t ld_qkv = g.ld_qkv(), ld_out = g.ld_out();
 
-  load_tile<D>(Ks, BR, qkv + g.qkv_at(b, 0, 1, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
-  load_tile<D>(Vs, BR, qkv + g.qkv_at(b, 0, 2, h), ld_qkv, j0, g.T_, g.Dh, 1.f);
+  load_tile<D>(Ks, BR, qkv + g.qkv_at(b, 0, 1, h), ld_qkv, j0, g.S, g.Dh, 1.f);
+  load_tile<D>(Vs, BR, qkv + g.qkv_at(b, 0, 2, h), ld_qkv, j0, g.S, g.Dh, 1.f);
 
   float dk[RPW][DL], dv[RPW][DL];
 #pragma unroll
@@ -319,14 +308,14 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dt* dqkv, const
     for (int dd = 0; dd < DL; ++dd) dk[rr][dd] = dv[rr][dd] = 0.f;
 
   // Query tiles of width BC starting at the one that holds query j0.
-  for (int i0 = (j0 / BC) * BC; i0 < g.T_; i0 += BC) {
+  for (int i0 = (j0 / BC) * BC; i0 < g.S; i0 += BC) {
     __syncthreads();
-    load_tile<D>(Qs, BC, qkv + g.qkv_at(b, 0, 0, h), ld_qkv, i0, g.T_, g.Dh, scale);
-    load_tile<D>(Gs, BC, dout + g.out_at(b, 0, h), ld_out, i0, g.T_, g.Dh, 1.f);
+    load_tile<D>(Qs, BC, qkv + g.qkv_at(b, 0, 0, h), ld_qkv, i0, g.S, g.Dh, scale);
+    load_tile<D>(Gs, BC, dout + g.out_at(b, 0, h), ld_out, i0, g.S, g.Dh, 1.f);
     for (int c = threadIdx.x; c < BC; c += blockDim.x) {
       const int i = i0 + c;
-      Ls[c] = i < g.T_ ? lse[g.lse_at(b, h, i)] : 0.f;
-      Ds[c] = i < g.T_ ? dvec[g.lse_at(b, h, i)] : 0.f;
+      Ls[c] = i < g.S ? lse[g.lse_at(b, h, i)] : 0.f;
+      Ds[c] = i < g.S ? dvec[g.lse_at(b, h, i)] : 0.f;
     }
     __syncthreads();
 
@@ -359,7 +348,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dt* dqkv, const
 #pragma unroll
       for (int cc = 0; cc < CPL; ++cc) {
         const int c = lane + 32 * cc, i = i0 + c;
-        const bool visible = j <= i && i < g.T_;
+        const bool visible = j <= i && i < g.S;
         const float p = visible ? expf(s[rr][cc] - slope * float(i - j) - Ls[c]) : 0.f;
         Ps[(warp * RPW + rr) * BC + c] = p;
         Ss[(warp * RPW + rr) * BC + c] = p * (dp[rr][cc] - Ds[c]);
@@ -388,7 +377,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dt* dqkv, const
 #pragma unroll
   for (int rr = 0; rr < RPW; ++rr) {
     const int j = j0 + warp * RPW + rr;
-    if (j >= g.T_) continue;
+    if (j >= g.S) continue;
     Dt* dstk = dqkv + g.qkv_at(b, j, 1, h);
     Dt* dstv = dqkv + g.qkv_at(b, j, 2, h);
 #pragma unroll
@@ -431,42 +420,42 @@ void allow_smem(Kernel kernel, size_t bytes) {
 }
 
 template <typename Dt, int D>
-void forward_d(Context& ctx, Dt* out, float* lse, const Dt* qkv, const float* slopes, int B, Geometry g) {
+void forward_d(Context& ctx, Dt* out, float* lse, const Dt* qkv, const float* slopes, AttnDims g) {
   using C = TileConfig<D>;
   constexpr int BR = kWarps * C::RPW, BC = 32 * C::CPL;
   const size_t smem = sizeof(float) * (size_t(BR) * (D + 1) + 2 * size_t(BC) * (D + 1) + size_t(BR) * BC);
   auto kernel = attention_forward_kernel<Dt, D, C::RPW, C::CPL>;
   allow_smem(kernel, smem);
-  const unsigned blocks = unsigned(ceil_div(g.T_, BR)) * unsigned(B * g.H);
-  kernel<<<blocks, kThreads, smem, ctx.stream()>>>(out, lse, qkv, slopes, g, B, 1.f / std::sqrt(float(g.Dh)));
+  const unsigned blocks = unsigned(ceil_div(g.S, BR)) * unsigned(g.B * g.H);
+  kernel<<<blocks, kThreads, smem, ctx.stream()>>>(out, lse, qkv, slopes, g, 1.f / std::sqrt(float(g.Dh)));
   MT_CUDA_CHECK_LAUNCH();
 }
 
 template <typename Dt, int D>
 void backward_d(Context& ctx, Dt* dqkv, const Dt* dout, const Dt* qkv, const float* lse, const float* dvec,
-                const float* slopes, int B, Geometry g) {
+                const float* slopes, AttnDims g) {
   using C = TileConfig<D>;
   constexpr int BR = kWarps * C::RPW, BC = 32 * C::CPL;
   const float scale = 1.f / std::sqrt(float(g.Dh));
   const size_t smem_dq = sizeof(float) * (2 * size_t(BR) * (D + 1) + 2 * size_t(BC) * (D + 1) + size_t(BR) * BC);
   auto dq = attention_dq_kernel<Dt, D, C::RPW, C::CPL>;
   allow_smem(dq, smem_dq);
-  const unsigned blocks = unsigned(ceil_div(g.T_, BR)) * unsigned(B * g.H);
-  dq<<<blocks, kThreads, smem_dq, ctx.stream()>>>(dqkv, dout, qkv, lse, dvec, slopes, g, B, scale);
+  const unsigned blocks = unsigned(ceil_div(g.S, BR)) * unsigned(g.B * g.H);
+  dq<<<blocks, kThreads, smem_dq, ctx.stream()>>>(dqkv, dout, qkv, lse, dvec, slopes, g, scale);
   MT_CUDA_CHECK_LAUNCH();
   const size_t smem_kv = sizeof(float) * (2 * size_t(BR) * (D + 1) + 2 * size_t(BC) * (D + 1) +
                                           2 * size_t(BR) * BC + 2 * size_t(BC));
   auto dkv = attention_dkv_kernel<Dt, D, C::RPW, C::CPL>;
   allow_smem(dkv, smem_kv);
-  dkv<<<blocks, kThreads, smem_kv, ctx.stream()>>>(dqkv, dout, qkv, lse, dvec, slopes, g, B, scale);
+  dkv<<<blocks, kThreads, smem_kv, ctx.stream()>>>(dqkv, dout, qkv, lse, dvec, slopes, g, scale);
   MT_CUDA_CHECK_LAUNCH();
 }
 
-void check_sizes(int B, int T_, int H, int Dh) {
-  MT_CHECK(B >= 0 && T_ >= 0 && H > 0 && Dh > 0, "attention sizes B ", B, " T ", T_, " H ", H, " Dh ", Dh);
-  MT_CHECK(Dh <= 256, "the CUDA attention kernels support head_dim up to 256, got ", Dh);
-  MT_CHECK(size_t(B) * H * ((T_ + 31) / 32) < (size_t(1) << 31), "attention grid too large: B ", B, " H ", H,
-           " T ", T_);
+void check_sizes(const AttnDims& d) {
+  d.check();
+  MT_CHECK(d.Dh <= 256, "the CUDA attention kernels support head_dim up to 256, got ", d.Dh);
+  MT_CHECK(size_t(d.B) * d.H * ((d.S + 31) / 32) < (size_t(1) << 31), "attention grid too large: B ", d.B, " H ",
+           d.H, " S ", d.S);
 }
 
 }  // namespace
@@ -477,16 +466,14 @@ void CudaOps<T>::attention_forward(T* out, P* lse, const T* qkv, const float* sl
   if constexpr (std::is_same_v<T, mt::bf16>)
     if (ctx_.attention() == AttentionImpl::Cudnn)
       return ctx_.cudnn().forward(out, lse, qkv, slopes, d.B, d.S, d.H, d.Dh);
-  const int B = d.B, T_ = d.S, H = d.H, Dh = d.Dh;
-  check_sizes(B, T_, H, Dh);
-  if (B == 0 || T_ == 0) return;
-  const Geometry g{T_, H, Dh};
+  check_sizes(d);
+  if (d.B == 0 || d.S == 0) return;
   auto o = dptr(out);
   auto q = dptr(qkv);
-  if (Dh <= 32) forward_d<dev_t<T>, 32>(ctx_, o, lse, q, slopes, B, g);
-  else if (Dh <= 64) forward_d<dev_t<T>, 64>(ctx_, o, lse, q, slopes, B, g);
-  else if (Dh <= 128) forward_d<dev_t<T>, 128>(ctx_, o, lse, q, slopes, B, g);
-  else forward_d<dev_t<T>, 256>(ctx_, o, lse, q, slopes, B, g);
+  if (d.Dh <= 32) forward_d<dev_t<T>, 32>(ctx_, o, lse, q, slopes, d);
+  else if (d.Dh <= 64) forward_d<dev_t<T>, 64>(ctx_, o, lse, q, slopes, d);
+  else if (d.Dh <= 128) forward_d<dev_t<T>, 128>(ctx_, o, lse, q, slopes, d);
+  else forward_d<dev_t<T>, 256>(ctx_, o, lse, q, slopes, d);
 }
 
 template <typename T>
@@ -495,28 +482,21 @@ void CudaOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const 
   if constexpr (std::is_same_v<T, mt::bf16>)
     if (ctx_.attention() == AttentionImpl::Cudnn)
       return ctx_.cudnn().backward(dqkv, dout, qkv, out, lse, slopes, d.B, d.S, d.H, d.Dh);
-  const int B = d.B, T_ = d.S, H = d.H, Dh = d.Dh;
-  check_sizes(B, T_, H, Dh);
-  if (B == 0 || T_ == 0) return;
-  const Geometry g{T_, H, Dh};
-  const size_t rows = size_t(B) * T_ * H;
+  check_sizes(d);
+  if (d.B == 0 || d.S == 0) return;
+  const size_t rows = size_t(d.B) * d.S * d.H;
   float* dvec = static_cast<float*>(ctx_.scratch(sizeof(float) * rows));
-  attention_dvec_kernel<<<ceil_div(rows, kWarps), kThreads, 0, ctx_.stream()>>>(dvec, dptr(dout), dptr(out), g, B);
+  attention_dvec_kernel<<<ceil_div(rows, kWarps), kThreads, 0, ctx_.stream()>>>(dvec, dptr(dout), dptr(out), d);
   MT_CUDA_CHECK_LAUNCH();
   auto dq = dptr(dqkv);
   auto go = dptr(dout);
   auto q = dptr(qkv);
-  if (Dh <= 32) backward_d<dev_t<T>, 32>(ctx_, dq, go, q, lse, dvec, slopes, B, g);
-  else if (Dh <= 64) backward_d<dev_t<T>, 64>(ctx_, dq, go, q, lse, dvec, slopes, B, g);
-  else if (Dh <= 128) backward_d<dev_t<T>, 128>(ctx_, dq, go, q, lse, dvec, slopes, B, g);
-  else backward_d<dev_t<T>, 256>(ctx_, dq, go, q, lse, dvec, slopes, B, g);
+  if (d.Dh <= 32) backward_d<dev_t<T>, 32>(ctx_, dq, go, q, lse, dvec, slopes, d);
+  else if (d.Dh <= 64) backward_d<dev_t<T>, 64>(ctx_, dq, go, q, lse, dvec, slopes, d);
+  else if (d.Dh <= 128) backward_d<dev_t<T>, 128>(ctx_, dq, go, q, lse, dvec, slopes, d);
+  else backward_d<dev_t<T>, 256>(ctx_, dq, go, q, lse, dvec, slopes, d);
 }
 
-template void CudaOps<float>::attention_forward(float*, float*, const float*, const float*, const AttnDims&);
-template void CudaOps<mt::bf16>::attention_forward(mt::bf16*, float*, const mt::bf16*, const float*, const AttnDims&);
-template void CudaOps<float>::attention_backward(float*, const float*, const float*, const float*, const float*,
-                                                 const float*, const AttnDims&);
-template void CudaOps<mt::bf16>::attention_backward(mt::bf16*, const mt::bf16*, const mt::bf16*, const mt::bf16*,
-                                                    const float*, const float*, const AttnDims&);
+MT_CUDA_INSTANTIATE(MT_OPS_ATTENTION)
 
 }  // namespace mt::cuda

@@ -5,13 +5,11 @@
 // group's MPI comm, so the grid's rank arithmetic lives only in comm/grid.cpp.
 #include "cuda/backend.h"
 
-#include <mpi.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <vector>
 
-#include "comm/mpi_comm.h"
+#include "comm/job.h"
 #include "cuda/check.h"
 #include "cuda/context.h"
 #include "cuda/cuda_ops.h"
@@ -85,11 +83,9 @@ std::unique_ptr<Backend> open_backend(Compute compute) {
   MT_INPUT(count > 0, "--device cuda: no GPU is visible to the CUDA driver");
   int local_rank = 0, local_size = 1;
   if (init_distributed() > 1) {
-    MPI_Comm local = MPI_COMM_NULL;
-    MT_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
-    MT_MPI_CHECK(MPI_Comm_rank(local, &local_rank));
-    MT_MPI_CHECK(MPI_Comm_size(local, &local_size));
-    MT_MPI_CHECK(MPI_Comm_free(&local));
+    const NodePlace node = node_place();
+    local_rank = node.rank;
+    local_size = node.size;
   }
   auto impl = std::make_unique<Backend::Impl>();
   impl->compute = compute;

@@ -11,8 +11,7 @@
 #include "comm/grid.h"
 #include "engine/core/device.h"
 #include "engine/core/dtype.h"
-#include "engine/model/model_config.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt::cuda {
 

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "cuda/check.h"
+#include "engine/core/device.h"
 #include "engine/core/dtype.h"
 
 namespace mt::cuda {
@@ -93,5 +94,9 @@ inline unsigned grid_for(size_t n, int threads, unsigned cap = 65535u * 8) {
 }
 
 inline unsigned ceil_div(size_t a, size_t b) { return unsigned((a + b - 1) / b); }
+
+// The structural counters of engine/core/device.h: each launch site counts what it queues (kernels,
+// memsets, device-to-device copies) next to the launch.
+inline void count_launches(Device& device, int n = 1) { device.counters().launches += n; }
 
 }  // namespace mt::cuda

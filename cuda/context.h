@@ -2,7 +2,7 @@
 // with its workspace and a bounded cache of GEMM plans (the heuristic query costs more than a small GEMM,
 // so it runs once per shape while the shape stays in the cache), and scratch memory (device and pinned
 // host) for the ops' temporaries, reserved once at construction for what a step's ops ask (the largest
-// is rmsnorm's 512 x C partial sums: 16 MiB at C = 8192), so that the step loop does not allocate.
+// is rmsnorm's 512 x Dm partial sums: 16 MiB at Dm = 8192), so that the step loop does not allocate.
 #pragma once
 
 #include <cublasLt.h>
@@ -19,8 +19,7 @@
 
 #include "cuda/device.h"
 #include "engine/core/check.h"
-#include "engine/model/model_config.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt::cuda {
 
@@ -50,7 +49,7 @@ class Context {
   // The cuDNN attention of this context (handle and plans), made on first use.
   CudnnAttention& cudnn();
 
-  // Row-major C[m, n] = alpha op(A) op(B) + beta C (engine/ops.h GemmShape) with fp32 accumulation.
+  // Row-major C[m, n] = alpha op(A) op(B) + beta C (GemmShape of engine/ops/dims.h) with fp32 accumulation.
   // ab_type: CUDA_R_32F or CUDA_R_16BF; c_type: CUDA_R_32F or CUDA_R_16BF.
   void gemm(void* c, cudaDataType_t c_type, const void* a, const void* b, cudaDataType_t ab_type,
             const GemmShape& s, float alpha, float beta);

@@ -1,6 +1,7 @@
-// Why: the GEMM family of CudaOps<T> and the class's one explicit instantiation (its vtable); the other
-// methods are defined, next to their kernels, in the .cu file of their family (layers.cu, attention.cu,
-// moe.cu, elementwise.cu) and instantiated there. Each GEMM is one Context::gemm call (cuBLASLt): bf16
+// Why: the GEMM family of CudaOps<T> (MT_OPS_GEMM of engine/ops/ops.h) and the class's one explicit
+// instantiation (its vtable), which instantiates the GEMM family with it; the other methods are defined,
+// next to their kernels, in the .cu file of their family (layers.cu, attention.cu, moe.cu, elementwise.cu)
+// and instantiated there (MT_CUDA_INSTANTIATE). Each GEMM is one Context::gemm call (cuBLASLt): bf16
 // or fp32 operands, fp32 accumulation, output in T (gemm) or fp32 (gemm_acc: weight gradients and
 // router logits).
 #include "cuda/cuda_ops.h"

@@ -1,4 +1,4 @@
-// Why: the CUDA backend of the kernel interface (engine/model/ops.h) for T = float (the fp32 mode: tight
+// Why: the CUDA backend of the kernel interface (engine/ops/ops.h) for T = float (the fp32 mode: tight
 // comparisons with the CPU) and T = bf16 (training: bf16 activations and compute weights, fp32
 // accumulation, statistics, master weights and gradients). Each method is defined, next to its kernels,
 // in the file of its family (layers.cu, attention.cu, moe.cu, elementwise.cu; the GEMMs in cuda_ops.cpp),
@@ -6,7 +6,7 @@
 #pragma once
 
 #include "cuda/context.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt::cuda {
 
@@ -21,7 +21,7 @@ class CudaOps final : public Ops<T> {
 
   Device& device() override;
 
-#include "engine/model/ops_overrides.inc"
+  MT_OPS(MT_OPS_OVERRIDE, T, P)
 
  private:
   Context& ctx_;
@@ -29,5 +29,11 @@ class CudaOps final : public Ops<T> {
 
 extern template class CudaOps<float>;
 extern template class CudaOps<mt::bf16>;
+
+// The explicit instantiation, for float and bf16, of one family of the table (engine/ops/ops.h), at the
+// end of the file that defines its ops: MT_CUDA_INSTANTIATE(MT_OPS_MOE).
+#define MT_CUDA_OP_FLOAT_(ret, name, params) template ret CudaOps<float>::name params;
+#define MT_CUDA_OP_BF16_(ret, name, params) template ret CudaOps<mt::bf16>::name params;
+#define MT_CUDA_INSTANTIATE(FAMILY) FAMILY(MT_CUDA_OP_FLOAT_, float, float) FAMILY(MT_CUDA_OP_BF16_, mt::bf16, float)
 
 }  // namespace mt::cuda

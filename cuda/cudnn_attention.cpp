@@ -1,7 +1,7 @@
 // Why: see cudnn_attention.h. Layouts: cuDNN sees every tensor as (B, H, rows, cols) with strides, so
-// q, k and v are strided views into qkv (B, T, 3, H, Dh), k^T and v^T views with the last two strides
-// exchanged, and out / dout (B, T, H, Dh) and lse (B, H, T) are used in place: no copies. Intermediate
-// tensors are virtual (fp32, never in memory) except the backward's row sums dout . out (B, H, T), which
+// q, k and v are strided views into qkv (B, S, 3, H, Dh), k^T and v^T views with the last two strides
+// exchanged, and out / dout (B, S, H, Dh) and lse (B, H, S) are used in place: no copies. Intermediate
+// tensors are virtual (fp32, never in memory) except the backward's row sums dout . out (B, H, S), which
 // live in scratch. Score(i, j) = q_i . k_j / sqrt(Dh) + slope_h (j - i) for j <= i, as ops.h.
 #include "cuda/cudnn_attention.h"
 
@@ -152,7 +152,7 @@ struct CudnnAttention::Plan {
     return y;
   }
 
-  // The masked, biased, scaled scores (B, H, T, T) of q k^T: the part both graphs share.
+  // The masked, biased, scaled scores (B, H, S, S) of q k^T: the part both graphs share.
   const Desc& scores(const Desc& q, const Desc& kt, const Desc& slopes, const Desc& scale, const Desc& neg_inf,
                      const Dims& st) {
     const Dims idx_dims = st;
@@ -237,14 +237,14 @@ CudnnAttention::~CudnnAttention() {
   if (handle_) cudnnDestroy(static_cast<cudnnHandle_t>(handle_));
 }
 
-CudnnAttention::Plan& CudnnAttention::plan(bool backward, int B, int T, int H, int Dh) {
-  const Key key{backward, B, T, H, Dh};
+CudnnAttention::Plan& CudnnAttention::plan(bool backward, int B, int S, int H, int Dh) {
+  const Key key{backward, B, S, H, Dh};
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
   MT_CHECK(Dh % 8 == 0 && Dh <= 256, "cuDNN attention needs head_dim a multiple of 8 and at most 256, got ", Dh,
            " (model.attention_impl \"native\" has no such limit)");
   auto p = std::make_unique<Plan>();
-  const int64_t b = B, t = T, h = H, d = Dh, tok = 3 * h * d;
+  const int64_t b = B, t = S, h = H, d = Dh, tok = 3 * h * d;
   const Dims qd{b, h, t, d}, qs{t * tok, d, tok, 1};      // q, k, v (and their gradients) in qkv
   const Dims ktd{b, h, d, t}, kts{t * tok, d, 1, tok};    // k^T, v^T
   const Dims od{b, h, t, d}, os{t * h * d, d, h * d, 1};  // out, dout
@@ -327,23 +327,23 @@ void CudnnAttention::run(Plan& p, int Dh, std::vector<int64_t> uids, std::vector
   p.execute(h, uids, ptrs, p.workspace > 0 ? scratch + rows : nullptr);
 }
 
-void CudnnAttention::forward(bf16* out, float* lse, const bf16* qkv, const float* slopes, int B, int T, int H, int Dh) {
-  if (B == 0 || T == 0) return;
+void CudnnAttention::forward(bf16* out, float* lse, const bf16* qkv, const float* slopes, int B, int S, int H, int Dh) {
+  if (B == 0 || S == 0) return;
   auto* base = const_cast<bf16*>(qkv);
   const size_t hd = size_t(H) * Dh;
-  run(plan(false, B, T, H, Dh), Dh, {kQ, kKt, kV, kO, kStats, kSlopes},
+  run(plan(false, B, S, H, Dh), Dh, {kQ, kKt, kV, kO, kStats, kSlopes},
       {base, base + hd, base + 2 * hd, out, lse, const_cast<float*>(slopes)}, 0);
 }
 
 void CudnnAttention::backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse,
-                              const float* slopes, int B, int T, int H, int Dh) {
-  if (B == 0 || T == 0) return;
+                              const float* slopes, int B, int S, int H, int Dh) {
+  if (B == 0 || S == 0) return;
   auto* base = const_cast<bf16*>(qkv);
   const size_t hd = size_t(H) * Dh;
-  run(plan(true, B, T, H, Dh), Dh, {kQ, kK, kKt, kVt, kO, kDO, kStats, kSlopes, kDQ, kDK, kDV},
+  run(plan(true, B, S, H, Dh), Dh, {kQ, kK, kKt, kVt, kO, kDO, kStats, kSlopes, kDQ, kDK, kDV},
       {base, base + hd, base + hd, base + 2 * hd, const_cast<bf16*>(out), const_cast<bf16*>(dout),
        const_cast<float*>(lse), const_cast<float*>(slopes), dqkv, dqkv + hd, dqkv + 2 * hd},
-      sizeof(float) * size_t(B) * H * T);
+      sizeof(float) * size_t(B) * H * S);
 }
 
 }  // namespace mt::cuda

@@ -5,7 +5,7 @@
 // bias built in the graph from generated row/column indices and the slopes tensor (H), the causal mask
 // (index compare and select), softmax with fp32 statistics (lse), and PV; the backward recomputes the
 // probabilities from lse. bf16 in and out, fp32 statistics and accumulation. An execution plan is built
-// once per shape (B, T, H, Dh) and kept.
+// once per shape (B, S, H, Dh) and kept.
 #pragma once
 
 #include <cstdint>
@@ -28,15 +28,15 @@ class CudnnAttention {
   CudnnAttention& operator=(const CudnnAttention&) = delete;
 
   // ops.h attention_forward / attention_backward for bf16.
-  void forward(bf16* out, float* lse, const bf16* qkv, const float* slopes, int B, int T, int H, int Dh);
+  void forward(bf16* out, float* lse, const bf16* qkv, const float* slopes, int B, int S, int H, int Dh);
   void backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse,
-                const float* slopes, int B, int T, int H, int Dh);
+                const float* slopes, int B, int S, int H, int Dh);
 
   struct Plan;
 
  private:
-  using Key = std::tuple<bool, int, int, int, int>;  // backward?, B, T, H, Dh
-  Plan& plan(bool backward, int B, int T, int H, int Dh);
+  using Key = std::tuple<bool, int, int, int, int>;  // backward?, B, S, H, Dh
+  Plan& plan(bool backward, int B, int S, int H, int Dh);
   // Executes `p` on the stream with these tensors, the scale and -inf, and (rowdot_bytes > 0) the
   // backward's row sums in scratch.
   void run(Plan& p, int Dh, std::vector<int64_t> uids, std::vector<void*> ptrs, size_t rowdot_bytes);

@@ -97,7 +97,7 @@ void CudaDevice::synchronize() { MT_CUDA_CHECK(cudaStreamSynchronize(stream_)); 
 
 }  // namespace mt::cuda
 
-// The CPU library asks through a weak symbol whether a GPU is usable (engine/backend.cpp).
+// The CPU library asks through a weak symbol whether a GPU is usable (engine/core/backend.cpp).
 extern "C" int mt_cuda_device_count() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {

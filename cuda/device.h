@@ -1,5 +1,5 @@
 // Why: what the CUDA backend knows about the machine (whether a GPU is present, its name, memory and
-// compute capability), and CudaDevice: the engine's Device (engine/device.h) for one GPU with one
+// compute capability), and CudaDevice: the engine's Device (engine/core/device.h) for one GPU with one
 // stream, on which every kernel, GEMM and copy of a backend is queued in order. Declared without
 // kernel code so that host code compiled by g++ can use it.
 #pragma once

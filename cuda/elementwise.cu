@@ -145,14 +145,6 @@ void CudaOps<T>::adamw(P* param, const P* grad, P* m, P* v, size_t n, const Adam
   MT_CUDA_CHECK_LAUNCH();
 }
 
-#define MT_CUDA_INSTANTIATE_ELEMENTWISE(T)                                                         \
-  template void CudaOps<T>::add_inplace(T*, const T*, size_t);                                     \
-  template void CudaOps<T>::to_compute(T*, const float*, size_t);                                  \
-  template double CudaOps<T>::sum_squares(const float*, size_t);                                   \
-  template double CudaOps<T>::sum(const float*, size_t);                                           \
-  template void CudaOps<T>::adamw(float*, const float*, float*, float*, size_t, const AdamWArgs&);
-
-MT_CUDA_INSTANTIATE_ELEMENTWISE(float)
-MT_CUDA_INSTANTIATE_ELEMENTWISE(mt::bf16)
+MT_CUDA_INSTANTIATE(MT_OPS_ELEMENTWISE)
 
 }  // namespace mt::cuda

@@ -21,11 +21,11 @@ constexpr int kWarps = kThreads / 32;
 // ---- embedding --------------------------------------------------------------------------------------------
 
 template <typename D>
-__global__ void embedding_forward_kernel(D* out, const int32_t* tokens, const D* wte, int N, int C) {
-  const size_t total = size_t(N) * C;
+__global__ void embedding_forward_kernel(D* out, const int32_t* tokens, const D* wte, int N, int Dm) {
+  const size_t total = size_t(N) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t t = i / C, c = i % C;
-    out[i] = wte[size_t(tokens[t]) * C + c];
+    const size_t t = i / Dm, c = i % Dm;
+    out[i] = wte[size_t(tokens[t]) * Dm + c];
   }
 }
 
@@ -33,70 +33,70 @@ __global__ void embedding_forward_kernel(D* out, const int32_t* tokens, const D*
 // order[seg[u] .. seg[u + 1]) are those positions.
 template <typename D>
 __global__ void embedding_backward_kernel(float* dwte, const D* dout, const int32_t* order, const int32_t* seg,
-                                          const int32_t* uniq, int C) {
+                                          const int32_t* uniq, int Dm) {
   const int u = blockIdx.x;
   const int c = blockIdx.y * blockDim.x + threadIdx.x;
-  if (c >= C) return;
+  if (c >= Dm) return;
   float acc = 0.f;
-  for (int i = seg[u]; i < seg[u + 1]; ++i) acc += to_f(dout[size_t(order[i]) * C + c]);
-  dwte[size_t(uniq[u]) * C + c] += acc;
+  for (int i = seg[u]; i < seg[u + 1]; ++i) acc += to_f(dout[size_t(order[i]) * Dm + c]);
+  dwte[size_t(uniq[u]) * Dm + c] += acc;
 }
 
 // ---- RMSNorm ------------------------------------------------------------------------------------------------
 
 // One warp per row: y = x r w with r = 1 / sqrt(mean(x^2) + eps).
 template <typename D>
-__global__ void rmsnorm_forward_kernel(D* out, float* rstd, const D* inp, const D* weight, int N, int C, float eps) {
+__global__ void rmsnorm_forward_kernel(D* out, float* rstd, const D* inp, const D* weight, int N, int Dm, float eps) {
   const int row = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= N) return;
-  const D* x = inp + size_t(row) * C;
-  D* y = out + size_t(row) * C;
+  const D* x = inp + size_t(row) * Dm;
+  D* y = out + size_t(row) * Dm;
   float ss = 0.f;
-  for (int c = lane; c < C; c += 32) {
+  for (int c = lane; c < Dm; c += 32) {
     const float v = to_f(x[c]);
     ss += v * v;
   }
   ss = warp_sum(ss);
-  const float r = 1.f / sqrtf(ss / float(C) + eps);
+  const float r = 1.f / sqrtf(ss / float(Dm) + eps);
   if (lane == 0) rstd[row] = r;
-  for (int c = lane; c < C; c += 32) y[c] = from_f<D>(to_f(x[c]) * r * to_f(weight[c]));
+  for (int c = lane; c < Dm; c += 32) y[c] = from_f<D>(to_f(x[c]) * r * to_f(weight[c]));
 }
 
-// dx_c += r g_c w_c - r^3 x_c (sum_c' g_c' w_c' x_c') / C. Block b handles rows [b rows_per_block, ...)
+// dx_c += r g_c w_c - r^3 x_c (sum_c' g_c' w_c' x_c') / Dm. Block b handles rows [b rows_per_block, ...)
 // in order, each thread owning the columns tid, tid + blockDim, ...; its share of dweight accumulates in
 // shared memory (column c only ever touched by its owner) and is written to partial[b] at the end.
 // A thread reads g and x of its own columns before it writes dx there, so dinp may alias dout.
 template <typename D>
 __global__ void rmsnorm_backward_kernel(D* dinp, float* partial, const D* dout, const D* inp, const D* weight,
-                                        const float* rstd, int N, int C, int rows_per_block) {
-  extern __shared__ float dw_acc[];  // (C)
+                                        const float* rstd, int N, int Dm, int rows_per_block) {
+  extern __shared__ float dw_acc[];  // (Dm)
   __shared__ float red[32];
-  for (int c = threadIdx.x; c < C; c += blockDim.x) dw_acc[c] = 0.f;
+  for (int c = threadIdx.x; c < Dm; c += blockDim.x) dw_acc[c] = 0.f;
   const int r0 = blockIdx.x * rows_per_block, r1 = min(N, r0 + rows_per_block);
   for (int row = r0; row < r1; ++row) {
-    const D* g = dout + size_t(row) * C;
-    const D* x = inp + size_t(row) * C;
-    D* dx = dinp + size_t(row) * C;
+    const D* g = dout + size_t(row) * Dm;
+    const D* x = inp + size_t(row) * Dm;
+    D* dx = dinp + size_t(row) * Dm;
     const float r = rstd[row];
     float gx = 0.f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) gx += to_f(g[c]) * to_f(weight[c]) * to_f(x[c]);
+    for (int c = threadIdx.x; c < Dm; c += blockDim.x) gx += to_f(g[c]) * to_f(weight[c]) * to_f(x[c]);
     gx = block_sum(gx, red);
-    const float coef = r * r * r * gx / float(C);
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    const float coef = r * r * r * gx / float(Dm);
+    for (int c = threadIdx.x; c < Dm; c += blockDim.x) {
       const float gc = to_f(g[c]), xc = to_f(x[c]);
       dw_acc[c] += gc * xc * r;
       dx[c] = from_f<D>(to_f(dx[c]) + (r * gc * to_f(weight[c]) - coef * xc));
     }
   }
-  for (int c = threadIdx.x; c < C; c += blockDim.x) partial[size_t(blockIdx.x) * C + c] = dw_acc[c];
+  for (int c = threadIdx.x; c < Dm; c += blockDim.x) partial[size_t(blockIdx.x) * Dm + c] = dw_acc[c];
 }
 
 // dweight[c] += the blocks' partial sums in block order.
-__global__ void column_sum_kernel(float* dweight, const float* partial, int blocks, int C) {
+__global__ void column_sum_kernel(float* dweight, const float* partial, int blocks, int Dm) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
+  if (c >= Dm) return;
   float s = 0.f;
-  for (int b = 0; b < blocks; ++b) s += partial[size_t(b) * C + c];
+  for (int b = 0; b < blocks; ++b) s += partial[size_t(b) * Dm + c];
   dweight[c] += s;
 }
 
@@ -274,16 +274,6 @@ void CudaOps<T>::cross_entropy(P* losses, T* dlogits, const T* logits, const int
   MT_CUDA_CHECK_LAUNCH();
 }
 
-#define MT_CUDA_INSTANTIATE_LAYERS(T)                                                                           \
-  template void CudaOps<T>::embedding_forward(T*, const int32_t*, const T*, int, int);                          \
-  template void CudaOps<T>::embedding_backward(float*, const T*, const int32_t*, int, int, int);                \
-  template void CudaOps<T>::rmsnorm_forward(T*, float*, const T*, const T*, int, int, float);                   \
-  template void CudaOps<T>::rmsnorm_backward(T*, float*, const T*, const T*, const T*, const float*, int, int); \
-  template void CudaOps<T>::swiglu_forward(T*, const T*, int, int);                                             \
-  template void CudaOps<T>::swiglu_backward(T*, const T*, const T*, int, int);                                  \
-  template void CudaOps<T>::cross_entropy(float*, T*, const T*, const int32_t*, float, int, int);
-
-MT_CUDA_INSTANTIATE_LAYERS(float)
-MT_CUDA_INSTANTIATE_LAYERS(mt::bf16)
+MT_CUDA_INSTANTIATE(MT_OPS_LAYERS)
 
 }  // namespace mt::cuda

@@ -1,8 +1,10 @@
 // Why: the MoE router and the local half of dispatch / combine of CudaOps<T> (the all-to-all lives in
-// engine/model/moe.h). The router is a softmax and a top-K per token (one warp per token); the routing
-// plan is a stable counting sort of the N*K choices by expert, in token order within an expert (the
-// order the capacity rule and the CPU reference use), built from per-tile ranks and a scan over tiles,
-// so it needs neither a global sort nor float atomics. Permute / combine move rows by that plan.
+// engine/model/dispatcher.h). The router is a softmax and a top-K per token (one warp per token); the
+// routing plan is a stable counting sort of the N*K choices by expert, in token order within an expert
+// (the order the capacity rule and the CPU reference use), built from per-tile ranks and a scan over
+// tiles, so it needs neither a global sort nor float atomics. Permute / combine move rows by that plan.
+// Nothing here waits for the device: the plan's offsets, the balance statistics and the index checks
+// stay in device memory (the MoE layer's record, read once per step).
 #include <algorithm>
 #include <climits>
 #include <vector>
@@ -71,12 +73,17 @@ __global__ void router_forward_kernel(int32_t* routing_map, float* gates, float*
     for (int k = 0; k < K; ++k) gate[k] /= chosen_sum;
 }
 
-// d loss / d probs[t, e] = prob_grad[e] + (for a chosen e = idx[k]) dgate[k], through the
-// renormalisation when on: (dgate_k - sum_k' dgate_k' g_k') / S. Then the softmax backward
-// dlogit_e = p_e (dprob_e - sum_j p_j dprob_j) + z_scale 2 lse p_e.
-__global__ void router_backward_kernel(float* dlogits, const float* dgate, const float* prob_grad, const float* probs,
-                                       const float* lse, const int32_t* routing_map, const float* gates,
-                                       float z_scale, int N, int E, int K, bool renormalize) {
+// d loss / d probs[t, e] = pg[e] + (for a chosen e = idx[k]) dgate[k], through the renormalisation
+// when on: (dgate_k - sum_k' dgate_k' g_k') / S, with the balance gradient pg[e] = balance_scale
+// (counts[e] / N) / N (in double, rounded to float: the CPU's formula), made once per block in shared
+// memory. Then the softmax backward dlogit_e = p_e (dprob_e - sum_j p_j dprob_j) + z_scale 2 lse p_e.
+__global__ void router_backward_kernel(float* dlogits, const float* dgate, const int64_t* counts, double balance_scale,
+                                       const float* probs, const float* lse, const int32_t* routing_map,
+                                       const float* gates, float z_scale, int N, int E, int K, bool renormalize) {
+  extern __shared__ float prob_grad[];  // (E)
+  for (int e = threadIdx.x; e < E; e += blockDim.x)
+    prob_grad[e] = float(balance_scale * (double(counts[e]) / N) / N);
+  __syncthreads();
   const int row = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= N) return;
   const float* p = probs + size_t(row) * E;
@@ -104,11 +111,18 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgate, const
   for (int e = lane; e < E; e += 32) d[e] = p[e] * (dprob(e) - pd + zterm);
 }
 
-__global__ void count_choices_kernel(int* counts, int* bad, const int32_t* routing_map, size_t choices, int E) {
+// The index check's flag: nonzero when any routing_map entry is outside [0, E).
+__device__ __forceinline__ void flag_bad(int64_t* bad) {
+  atomicOr(reinterpret_cast<unsigned long long*>(bad), 1ull);
+}
+
+__global__ void count_choices_kernel(int64_t* counts, int64_t* bad, const int32_t* routing_map, size_t choices,
+                                     int E) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < choices; i += size_t(gridDim.x) * blockDim.x) {
     const int e = routing_map[i];
-    if (e >= 0 && e < E) atomicAdd(&counts[e], 1);  // integer: the same result in any order
-    else atomicExch(bad, 1);
+    // integer: the same result in any order
+    if (e >= 0 && e < E) atomicAdd(reinterpret_cast<unsigned long long*>(&counts[e]), 1ull);
+    else flag_bad(bad);
   }
 }
 
@@ -122,10 +136,27 @@ __global__ void prob_sum_kernel(double* prob_sum, const float* probs, int N, int
   if (threadIdx.x == 0) prob_sum[e] = s;
 }
 
+// One block: losses[0] = E sum_e (counts[e] / N) (prob_sum[e] / N) (in expert order, as the CPU),
+// losses[1] = sum_t lse_t^2 / N in double (0 without lse).
+__global__ void balance_losses_kernel(double* losses, const int64_t* counts, const double* prob_sum, const float* lse,
+                                      int N, int E) {
+  __shared__ double red[32];
+  double z = 0;
+  if (lse)
+    for (int t = threadIdx.x; t < N; t += blockDim.x) z += double(lse[t]) * double(lse[t]);
+  z = block_sum(z, red);
+  if (threadIdx.x == 0) {
+    double bal = 0;
+    for (int e = 0; e < E; ++e) bal += (double(counts[e]) / N) * (prob_sum[e] / N);
+    losses[0] = double(E) * bal;
+    losses[1] = lse ? z / N : 0.0;
+  }
+}
+
 // ---- routing plan -------------------------------------------------------------------------------------------
 // 1. Per tile of kPlanTile choices: each choice's rank among the tile's earlier choices of the same
 //    expert, and the tile's count per expert.
-__global__ void plan_tile_kernel(int32_t* in_rank, int32_t* tile_count, int* bad, const int32_t* routing_map,
+__global__ void plan_tile_kernel(int32_t* in_rank, int32_t* tile_count, int64_t* bad, const int32_t* routing_map,
                                  int choices, int E) {
   __shared__ int32_t ex[kPlanTile];
   extern __shared__ int32_t cnt[];  // (E)
@@ -135,7 +166,7 @@ __global__ void plan_tile_kernel(int32_t* in_rank, int32_t* tile_count, int* bad
   if (i < choices) {
     e = routing_map[i];
     if (e < 0 || e >= E) {
-      atomicExch(bad, 1);
+      flag_bad(bad);
       e = -1;
     }
   }
@@ -165,19 +196,22 @@ __global__ void plan_scan_kernel(int32_t* tile_count, int64_t* total, int tiles,
   total[e] = run;
 }
 
-// 3. One thread: rows kept per expert (the capacity) and where each expert's rows start.
-__global__ void plan_offsets_kernel(int64_t* kept, int64_t* start, const int64_t* total, int E, int capacity) {
+// 3. One thread: rows kept per expert (the capacity) and where each expert's rows start: offsets
+//    (E + 1), offsets[E] = the rows kept.
+__global__ void plan_offsets_kernel(int64_t* kept, int64_t* offsets, const int64_t* total, int E, int capacity) {
   if (threadIdx.x != 0 || blockIdx.x != 0) return;
   int64_t s = 0;
   for (int e = 0; e < E; ++e) {
-    const int64_t k = capacity < 0 ? total[e] : min(total[e], int64_t(capacity));
+    const int64_t k = capacity < 0 ? total[e] : (total[e] < capacity ? total[e] : int64_t(capacity));
     kept[e] = k;
-    start[e] = s;
+    offsets[e] = s;
     s += k;
   }
+  offsets[E] = s;
 }
 
-// 4. Each choice's row: start[e] + its rank within e, if below the capacity; row_src of that row.
+// 4. Each choice's row: start[e] + its rank within e, if below the capacity; row_src of that row (the
+//    rows past the kept ones were set to -1 before).
 __global__ void plan_place_kernel(int32_t* slot, int32_t* row_src, const int32_t* routing_map, const int32_t* in_rank,
                                   const int32_t* tile_base, const int64_t* kept, const int64_t* start, int choices,
                                   int K, int E) {
@@ -200,23 +234,24 @@ __global__ void plan_place_kernel(int32_t* slot, int32_t* row_src, const int32_t
 
 // ---- permute / combine ----------------------------------------------------------------------------------------
 template <typename D>
-__global__ void permute_kernel(D* out, const D* inp, const int32_t* row_src, int R, int C) {
-  const size_t total = size_t(R) * C;
+__global__ void permute_kernel(D* out, const D* inp, const int32_t* row_src, int R, int Dm) {
+  const size_t total = size_t(R) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t r = i / C, c = i % C;
-    out[i] = inp[size_t(row_src[r]) * C + c];
+    const size_t r = i / Dm, c = i % Dm;
+    const int32_t src = row_src[r];
+    if (src >= 0) out[i] = inp[size_t(src) * Dm + c];
   }
 }
 
 template <typename D>
-__global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* slot, int N, int K, int C) {
-  const size_t total = size_t(N) * C;
+__global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* slot, int N, int K, int Dm) {
+  const size_t total = size_t(N) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t t = i / C, c = i % C;
+    const size_t t = i / Dm, c = i % Dm;
     float acc = 0.f;
     for (int k = 0; k < K; ++k) {
       const int32_t row = slot[t * K + k];
-      if (row >= 0) acc += to_f(dout[size_t(row) * C + c]);
+      if (row >= 0) acc += to_f(dout[size_t(row) * Dm + c]);
     }
     dinp[i] = from_f<D>(acc);
   }
@@ -224,14 +259,14 @@ __global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* s
 
 template <typename D>
 __global__ void combine_kernel(D* out, const D* expert_out, const float* gate, const int32_t* slot, int N, int K,
-                               int C) {
-  const size_t total = size_t(N) * C;
+                               int Dm) {
+  const size_t total = size_t(N) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t t = i / C, c = i % C;
+    const size_t t = i / Dm, c = i % Dm;
     float acc = 0.f;
     for (int k = 0; k < K; ++k) {
       const int32_t row = slot[t * K + k];
-      if (row >= 0) acc += gate[t * K + k] * to_f(expert_out[size_t(row) * C + c]);
+      if (row >= 0) acc += gate[t * K + k] * to_f(expert_out[size_t(row) * Dm + c]);
     }
     out[i] = from_f<D>(acc);
   }
@@ -240,7 +275,7 @@ __global__ void combine_kernel(D* out, const D* expert_out, const float* gate, c
 // One warp per choice (t, k): dexpert_out[slot] = gate * dout[t]; dgate = dout[t] . expert_out[slot].
 template <typename D>
 __global__ void combine_backward_kernel(D* dexpert_out, float* dgate, const D* dout, const D* expert_out,
-                                        const float* gate, const int32_t* slot, int N, int K, int C) {
+                                        const float* gate, const int32_t* slot, int N, int K, int Dm) {
   const size_t i = blockIdx.x * size_t(kWarps) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (i >= size_t(N) * K) return;
@@ -249,12 +284,12 @@ __global__ void combine_backward_kernel(D* dexpert_out, float* dgate, const D* d
     if (lane == 0) dgate[i] = 0.f;
     return;
   }
-  const D* g = dout + (i / K) * C;
-  const D* x = expert_out + size_t(row) * C;
-  D* dx = dexpert_out + size_t(row) * C;
+  const D* g = dout + (i / K) * Dm;
+  const D* x = expert_out + size_t(row) * Dm;
+  D* dx = dexpert_out + size_t(row) * Dm;
   const float w = gate[i];
   float dot = 0.f;
-  for (int c = lane; c < C; c += 32) {
+  for (int c = lane; c < Dm; c += 32) {
     const float gc = to_f(g[c]);
     dot += gc * to_f(x[c]);
     dx[c] = from_f<D>(w * gc);
@@ -275,54 +310,45 @@ void CudaOps<T>::router_forward(int32_t* routing_map, P* gates, P* probs, P* lse
   router_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx_.stream()>>>(routing_map, gates, probs, lse, logits,
                                                                             N, E, K, norm == GateNorm::Renormalize);
   MT_CUDA_CHECK_LAUNCH();
+  count_launches(ctx_.device());
 }
 
 template <typename T>
-void CudaOps<T>::router_backward(P* dlogits, const P* dgates, const P* prob_grad, const P* probs, const P* lse,
-                                 const int32_t* routing_map, const P* gates, float z_scale, const RouteDims& d,
-                                 GateNorm norm) {
+void CudaOps<T>::router_backward(P* dlogits, const P* dgates, const int64_t* counts, double balance_scale,
+                                 const P* probs, const P* lse, const int32_t* routing_map, const P* gates,
+                                 float z_scale, const RouteDims& d, GateNorm norm) {
+  MT_CHECK(d.E > 0 && d.E <= kMaxExperts, "router backward with E ", d.E);
   if (d.N == 0) return;
-  router_backward_kernel<<<ceil_div(d.N, kWarps), kThreads, 0, ctx_.stream()>>>(
-      dlogits, dgates, prob_grad, probs, lse, routing_map, gates, z_scale, d.N, d.E, d.K,
+  router_backward_kernel<<<ceil_div(d.N, kWarps), kThreads, sizeof(float) * d.E, ctx_.stream()>>>(
+      dlogits, dgates, counts, balance_scale, probs, lse, routing_map, gates, z_scale, d.N, d.E, d.K,
       norm == GateNorm::Renormalize);
   MT_CUDA_CHECK_LAUNCH();
+  count_launches(ctx_.device());
 }
 
-// Synchronises.
+// Four launches, no wait: zero the counts, count, the per-expert probability sums, the two losses.
 template <typename T>
-void CudaOps<T>::router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map, const P* probs,
-                              const RouteDims& d) {
+void CudaOps<T>::router_stats(double* losses, int64_t* counts, int64_t* bad, const int32_t* routing_map,
+                              const P* probs, const P* lse, const RouteDims& d) {
   const int N = d.N, E = d.E, K = d.K;
-  // Device layout: [prob_sum (E doubles) | counts (E ints) | bad flag (1 int)].
-  const size_t bytes = sizeof(double) * E + sizeof(int) * (E + 1);
-  char* buf = static_cast<char*>(ctx_.scratch(bytes));
-  double* prob_sum = reinterpret_cast<double*>(buf);
-  int* counts = reinterpret_cast<int*>(buf + sizeof(double) * E);
-  int* bad = counts + E;
-  MT_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int) * (E + 1), ctx_.stream()));
+  MT_CHECK(E > 0 && K > 0, "router_stats with E ", E, " K ", K);
+  double* prob_sum = static_cast<double*>(ctx_.scratch(sizeof(double) * E));
+  MT_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int64_t) * E, ctx_.stream()));
   const size_t choices = size_t(N) * K;
-  if (choices) {
-    count_choices_kernel<<<grid_for(choices, kThreads, 4096), kThreads, 0, ctx_.stream()>>>(counts, bad, routing_map,
-                                                                                          choices, E);
-    MT_CUDA_CHECK_LAUNCH();
-  }
+  count_choices_kernel<<<grid_for(choices, kThreads, 4096), kThreads, 0, ctx_.stream()>>>(counts, bad, routing_map,
+                                                                                        choices, E);
+  MT_CUDA_CHECK_LAUNCH();
   prob_sum_kernel<<<E, kThreads, 0, ctx_.stream()>>>(prob_sum, probs, N, E);
   MT_CUDA_CHECK_LAUNCH();
-  char* host = static_cast<char*>(ctx_.host_scratch(bytes));
-  MT_CUDA_CHECK(cudaMemcpyAsync(host, buf, bytes, cudaMemcpyDeviceToHost, ctx_.stream()));
-  MT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
-  const int* hc = reinterpret_cast<const int*>(host + sizeof(double) * E);
-  MT_CHECK(hc[E] == 0, "router_stats: an expert index is outside [0, ", E, ")");
-  for (int e = 0; e < E; ++e) {
-    counts_host[e] = hc[e];
-    prob_sum_host[e] = reinterpret_cast<const double*>(host)[e];
-  }
+  balance_losses_kernel<<<1, kThreads, 0, ctx_.stream()>>>(losses, counts, prob_sum, lse, N, E);
+  MT_CUDA_CHECK_LAUNCH();
+  count_launches(ctx_.device(), 4);
 }
 
-// Synchronises.
+// Five launches, no wait: row_src to -1, the per-tile ranks, the scan over tiles, the offsets, the rows.
 template <typename T>
-int CudaOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
-                               const int32_t* routing_map, const RouteDims& d, int capacity) {
+void CudaOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* expert_offsets, int64_t* bad,
+                                const int32_t* routing_map, const RouteDims& d, int capacity) {
   const int N = d.N, E = d.E, K = d.K;
   MT_CHECK(E > 0 && K > 0, "routing plan with E ", E, " K ", K);
   const int64_t choices64 = int64_t(N) * K;
@@ -331,44 +357,37 @@ int CudaOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_
   const int tiles = std::max(1, int(ceil_div(choices, kPlanTile)));
   int32_t* in_rank = nullptr;
   int32_t* tile_count = nullptr;
-  int64_t* small = nullptr;  // [bad flag | kept (E) | start (E) | total (E)]
+  int64_t* small = nullptr;  // [kept (E) | total (E)]
   ScratchCarver carve;
   carve.add(&in_rank, size_t(std::max(choices, 1)));
   carve.add(&tile_count, size_t(tiles) * E);
-  carve.add(&small, 1 + 3 * size_t(E));
+  carve.add(&small, 2 * size_t(E));
   carve.allocate(ctx_);
-  int* bad = reinterpret_cast<int*>(small);
-  int64_t* kept = small + 1;
-  int64_t* start = kept + E;
-  int64_t* total = start + E;
-  MT_CUDA_CHECK(cudaMemsetAsync(small, 0, sizeof(int64_t), ctx_.stream()));
+  int64_t* kept = small;
+  int64_t* total = small + E;
+  int launches = 0;
   if (choices > 0) {
+    MT_CUDA_CHECK(cudaMemsetAsync(row_src, 0xff, sizeof(int32_t) * choices, ctx_.stream()));  // -1
     const size_t smem = sizeof(int32_t) * E;
     plan_tile_kernel<<<tiles, kPlanTile, smem, ctx_.stream()>>>(in_rank, tile_count, bad, routing_map, choices, E);
     MT_CUDA_CHECK_LAUNCH();
+    launches += 2;
   } else {
     MT_CUDA_CHECK(cudaMemsetAsync(tile_count, 0, sizeof(int32_t) * E, ctx_.stream()));
+    ++launches;
   }
   plan_scan_kernel<<<ceil_div(E, kThreads), kThreads, 0, ctx_.stream()>>>(tile_count, total, tiles, E);
   MT_CUDA_CHECK_LAUNCH();
-  plan_offsets_kernel<<<1, 32, 0, ctx_.stream()>>>(kept, start, total, E, capacity);
+  plan_offsets_kernel<<<1, 32, 0, ctx_.stream()>>>(kept, expert_offsets, total, E, capacity);
   MT_CUDA_CHECK_LAUNCH();
+  launches += 2;
   if (choices > 0) {
     plan_place_kernel<<<ceil_div(choices, kThreads), kThreads, 0, ctx_.stream()>>>(
-        slot, row_src, routing_map, in_rank, tile_count, kept, start, choices, K, E);
+        slot, row_src, routing_map, in_rank, tile_count, kept, expert_offsets, choices, K, E);
     MT_CUDA_CHECK_LAUNCH();
+    ++launches;
   }
-  int64_t* host = static_cast<int64_t*>(ctx_.host_scratch(sizeof(int64_t) * (1 + E)));
-  MT_CUDA_CHECK(cudaMemcpyAsync(host, small, sizeof(int64_t) * (1 + E), cudaMemcpyDeviceToHost, ctx_.stream()));
-  MT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
-  MT_CHECK(reinterpret_cast<const int*>(host)[0] == 0, "routing plan: an expert index is outside [0, ", E, ")");
-  int64_t R = 0;
-  for (int e = 0; e < E; ++e) {
-    tokens_per_expert_host[e] = host[1 + e];
-    R += host[1 + e];
-  }
-  MT_CHECK(R <= INT32_MAX, "routing plan of ", R, " rows");
-  return int(R);
+  count_launches(ctx_.device(), launches);
 }
 
 template <typename T>
@@ -378,6 +397,7 @@ void CudaOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, const
   permute_kernel<<<grid_for(size_t(R) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(out), dptr(inp), row_src,
                                                                                       R, Dm);
   MT_CUDA_CHECK_LAUNCH();
+  count_launches(ctx_.device());
 }
 
 template <typename T>
@@ -387,6 +407,7 @@ void CudaOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slo
   permute_backward_kernel<<<grid_for(size_t(N) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(
       dptr(dinp), dptr(dout), slot, N, K, Dm);
   MT_CUDA_CHECK_LAUNCH();
+  count_launches(ctx_.device());
 }
 
 template <typename T>
@@ -396,6 +417,7 @@ void CudaOps<T>::moe_combine(T* out, const T* expert_out, const P* gates, const 
   combine_kernel<<<grid_for(size_t(N) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(out), dptr(expert_out),
                                                                                      gates, slot, N, K, Dm);
   MT_CUDA_CHECK_LAUNCH();
+  count_launches(ctx_.device());
 }
 
 template <typename T>
@@ -407,22 +429,9 @@ void CudaOps<T>::moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, 
   combine_backward_kernel<<<ceil_div(choices, kWarps), kThreads, 0, ctx_.stream()>>>(
       dptr(dexpert_out), dgates, dptr(dout), dptr(expert_out), gates, slot, N, K, Dm);
   MT_CUDA_CHECK_LAUNCH();
+  count_launches(ctx_.device());
 }
 
-#define MT_CUDA_INSTANTIATE_MOE(T)                                                                              \
-  template void CudaOps<T>::router_forward(int32_t*, float*, float*, float*, const float*, const RouteDims&,    \
-                                           GateNorm);                                                           \
-  template void CudaOps<T>::router_backward(float*, const float*, const float*, const float*, const float*,     \
-                                            const int32_t*, const float*, float, const RouteDims&, GateNorm);   \
-  template void CudaOps<T>::router_stats(int64_t*, double*, const int32_t*, const float*, const RouteDims&);    \
-  template int CudaOps<T>::moe_route_plan(int32_t*, int32_t*, int64_t*, const int32_t*, const RouteDims&, int); \
-  template void CudaOps<T>::moe_permute(T*, const T*, const int32_t*, const PermuteDims&);                      \
-  template void CudaOps<T>::moe_permute_backward(T*, const T*, const int32_t*, const DispatchDims&);            \
-  template void CudaOps<T>::moe_combine(T*, const T*, const float*, const int32_t*, const DispatchDims&);       \
-  template void CudaOps<T>::moe_combine_backward(T*, float*, const T*, const T*, const float*, const int32_t*,  \
-                                                 const DispatchDims&);
-
-MT_CUDA_INSTANTIATE_MOE(float)
-MT_CUDA_INSTANTIATE_MOE(mt::bf16)
+MT_CUDA_INSTANTIATE(MT_OPS_MOE)
 
 }  // namespace mt::cuda

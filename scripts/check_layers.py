@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Why: the layers of DESIGN.md hold only while someone checks them. This reads every #include "..." of
-ours and fails, naming file, line and rule, when one points up: engine/core <- data, comm <-
-engine/model <- engine/cpu, cuda <- engine/run <- app. Run by ctest (test "layers") and by hand:
+"""Why: the layers of DESIGN.md hold only while someone checks them. This reads every #include of ours
+and fails, naming file, line and rule, when one points up: engine/core <- data, comm, engine/ops (the op
+interface) <- engine/model, engine/cpu, cuda (the model and the backends, which see only the interface
+of each other) <- engine/run <- sweep <- app. It also keeps each outside library in its one room: MPI in
+comm/ (and the MPI test programs), BLAS in engine/cpu, CUDA, cuBLAS, NCCL and cuDNN in cuda/. Run by
+ctest (test "layers") and by hand:
     scripts/check_layers.py [REPO_ROOT]
 """
 import pathlib
@@ -15,15 +18,25 @@ ALLOWED = {
     "engine/core": [],
     "data": ["engine/core"],
     "comm": ["engine/core"],
-    "engine/model": ["engine/core", "comm"],
-    "engine/cpu": ["engine/core", "comm", "engine/model"],
-    "cuda": ["engine/core", "comm", "engine/model"],
-    "engine/run": ["engine/core", "comm", "data", "engine/model", "engine/cpu", "cuda"],
-    "app": ["engine/core", "comm", "data", "engine/model", "engine/cpu", "cuda", "engine/run"],
+    "engine/ops": ["engine/core"],
+    "engine/model": ["engine/core", "comm", "engine/ops"],
+    "engine/cpu": ["engine/core", "comm", "engine/ops"],
+    "cuda": ["engine/core", "comm", "engine/ops"],
+    "engine/run": ["engine/core", "comm", "data", "engine/ops", "engine/model", "engine/cpu", "cuda"],
+    "sweep": ["engine/core", "engine/run"],
+    "app": ["engine/core", "comm", "data", "engine/ops", "engine/model", "engine/cpu", "cuda", "engine/run",
+            "sweep"],
 }
+# An outside library's headers -> the only folders that may include them (tests too are checked).
+LIBRARIES = [
+    ("MPI", re.compile(r"mpi\.h$"), ["comm", "tests/mpi", "tests/gpu/jobs"]),
+    ("BLAS", re.compile(r"(cblas|openblas[\w]*)\.h$"), ["engine/cpu"]),
+    ("CUDA", re.compile(r"(cuda[\w]*|cublas[\w]*|nccl|cudnn[\w]*|curand[\w]*|cusparse[\w]*)\.h$"), ["cuda"]),
+]
 OURS = sorted(ALLOWED, key=len, reverse=True)
 SOURCES = (".h", ".cpp", ".cu", ".cuh")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+SYSTEM_INCLUDE = re.compile(r'^\s*#\s*include\s+<([^>]+)>')
 
 
 def folder_of(rel):
@@ -33,23 +46,31 @@ def folder_of(rel):
     return None
 
 
+def inside(rel, folders):
+    return any(rel.startswith(f + "/") for f in folders)
+
+
 errors = []
 for path in sorted((root / "engine").iterdir()):
     if path.is_file() and path.suffix in SOURCES:
-        errors.append(f"{path.relative_to(root)}: a source file directly in engine/ (use core, model, cpu or run)")
+        errors.append(f"{path.relative_to(root)}: a source file directly in engine/ (use core, ops, model, cpu or run)")
 checked = 0
-for top in ("engine", "data", "comm", "cuda", "app"):
+for top in ("engine", "data", "comm", "cuda", "sweep", "app", "tests"):
     for path in sorted((root / top).rglob("*")):
         if not path.is_file() or path.suffix not in SOURCES:
             continue
         rel = path.relative_to(root).as_posix()
         me = folder_of(rel)
-        if me is None:
-            continue
         checked += 1
         for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            m = SYSTEM_INCLUDE.match(line)
+            if m:
+                for lib, header, rooms in LIBRARIES:
+                    if header.search(m.group(1)) and not inside(rel, rooms):
+                        errors.append(f"{rel}:{n}: includes <{m.group(1)}>, but {lib} headers belong to "
+                                      f"{', '.join(r + '/' for r in rooms)} only")
             m = INCLUDE.match(line)
-            if not m:
+            if not m or me is None:
                 continue
             target = folder_of(m.group(1))
             if target is None or target == me:

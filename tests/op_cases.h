@@ -24,7 +24,7 @@
 #include "engine/core/dtype.h"
 #include "engine/cpu/cpu_ops.h"
 #include "engine/model/experts.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt::optest {
 
@@ -283,21 +283,22 @@ struct RouterCase : CaseBase {
     Device& dev = ops.device();
     Vec z = gen.p(size_t(N) * E, -3, 3);
     for (double& x : z) x = std::round(x * 64) / 64;
-    Buf<P> logits(dev, z), dgates(dev, gen.p(size_t(N) * K)), prob_grad(dev, gen.p(E)), gates(dev, size_t(N) * K),
-        probs(dev, size_t(N) * E), lse(dev, N), dlogits(dev, size_t(N) * E);
+    Buf<P> logits(dev, z), dgates(dev, gen.p(size_t(N) * K)), gates(dev, size_t(N) * K), probs(dev, size_t(N) * E),
+        lse(dev, N), dlogits(dev, size_t(N) * E);
     Buf<int32_t> routing_map(dev, size_t(N) * K);
+    Buf<int64_t> counts(dev, size_t(E)), bad(dev, Vec{0});
+    Buf<double> losses(dev, 2);
     ops.router_forward(routing_map, gates, probs, lse, logits, d, norm);
-    ops.router_backward(dlogits, dgates, prob_grad, probs, lse, routing_map, gates, 0.25f, d, norm);
-    std::vector<int64_t> counts(E);
-    std::vector<double> prob_sum(E);
-    ops.router_stats(counts.data(), prob_sum.data(), routing_map, probs, d);
+    ops.router_stats(losses, counts, bad, routing_map, probs, lse, d);
+    ops.router_backward(dlogits, dgates, counts, 0.37, probs, lse, routing_map, gates, 0.25f, d, norm);
     return {{"routing_map", routing_map.download(), Kind::Exact},
             {"gates", gates.download(), Kind::Acc},
             {"probs", probs.download(), Kind::Acc},
             {"lse", lse.download(), Kind::Acc},
             {"dlogits", dlogits.download(), Kind::Acc},
-            {"counts", Vec(counts.begin(), counts.end()), Kind::Exact},
-            {"prob_sum", prob_sum, Kind::Acc}};
+            {"counts", counts.download(), Kind::Exact},
+            {"bad", bad.download(), Kind::Exact},
+            {"balance and z losses", losses.download(), Kind::Acc}};
   }
 };
 
@@ -322,9 +323,12 @@ struct DispatchCase : CaseBase {
     }
     const size_t choices = size_t(N) * K;
     Buf<int32_t> routing_map(dev, map), slot(dev, choices), row_src(dev, choices);
-    std::vector<int64_t> tokens_per_expert(E);
-    const int R = ops.moe_route_plan(slot, row_src, tokens_per_expert.data(), routing_map, {N, E, K}, capacity);
-    const size_t nd = size_t(N) * Dm, rd = size_t(R) * Dm;
+    Buf<int64_t> offsets(dev, size_t(E) + 1), bad(dev, Vec{0});
+    ops.moe_route_plan(slot, row_src, offsets, bad, routing_map, {N, E, K}, capacity);
+    const Vec off = offsets.download();  // the test reads R; the ops never need it on the host
+    const int R = int(off[E]);
+    // The buffers hold all N K rows, as the MoE layer's do; permute skips the rows past R.
+    const size_t nd = size_t(N) * Dm, rd = choices * Dm;
     Buf<T> inp(dev, gen.t(nd)), permuted(dev, rd), dperm(dev, gen.t(rd)), dinp(dev, nd), expert_out(dev, gen.t(rd)),
         combined(dev, nd), dy(dev, gen.t(nd)), dexp(dev, rd);
     Buf<P> gates(dev, gen.p(choices, 0, 1)), dgates(dev, choices);
@@ -333,20 +337,30 @@ struct DispatchCase : CaseBase {
     combined.poison();
     dexp.poison();
     const DispatchDims dd{N, K, Dm};
-    ops.moe_permute(permuted, inp, row_src, {R, Dm});
+    ops.moe_permute(permuted, inp, row_src, {int(choices), Dm});
     ops.moe_permute_backward(dinp, dperm, slot, dd);
     ops.moe_combine(combined, expert_out, gates, slot, dd);
     ops.moe_combine_backward(dexp, dgates, dy, expert_out, gates, slot, dd);
-    Vec rs = row_src.download();
-    rs.resize(R);
-    return {{"R", Vec{double(R)}, Kind::Exact},
+    // Kept rows: their values; rows past R: how many were written (none).
+    auto split = [&](Vec v, Vec* tail_written) {
+      size_t written = 0;
+      for (size_t i = size_t(R) * Dm; i < v.size(); ++i) written += !std::isnan(v[i]);
+      *tail_written = Vec{double(written)};
+      v.resize(size_t(R) * Dm);
+      return v;
+    };
+    Vec perm_tail, dexp_tail;
+    const Vec perm = split(permuted.download(), &perm_tail), dex = split(dexp.download(), &dexp_tail);
+    return {{"expert_offsets", off, Kind::Exact},
             {"slot", slot.download(), Kind::Exact},
-            {"row_src", rs, Kind::Exact},
-            {"tokens_per_expert", Vec(tokens_per_expert.begin(), tokens_per_expert.end()), Kind::Exact},
-            {"permute", permuted.download()},
+            {"row_src", row_src.download(), Kind::Exact},
+            {"bad", bad.download(), Kind::Exact},
+            {"permute", perm},
+            {"permute rows past R written", perm_tail, Kind::Exact},
             {"permute_backward", dinp.download()},
             {"combine", combined.download()},
-            {"combine_backward dexpert_out", dexp.download()},
+            {"combine_backward dexpert_out", dex},
+            {"combine_backward rows past R written", dexp_tail, Kind::Exact},
             {"combine_backward dgates", dgates.download(), Kind::Acc}};
   }
 };
@@ -381,13 +395,15 @@ struct ExpertsCase : CaseBase {
     const size_t R = size_t(offsets[E]);
     Buf<T> inp(dev, in.inp), w1(dev, in.w1), w3(dev, in.w3), w2(dev, in.w2), dout(dev, in.dout), out(dev, R * Dm),
         h13(dev, R * 2 * F), act(dev, R * F), dinp(dev, R * Dm), dh13(dev, R * 2 * F), dact(dev, R * F);
-    Buf<P> dw1(dev, in.dw1), dw3(dev, in.dw3), dw2(dev, in.dw2), dinp_acc(dev, R * Dm);
+    Buf<P> dw1(dev, in.dw1), dw3(dev, in.dw3), dw2(dev, in.dw2);
+    Buf<int64_t> off(dev, Vec(offsets.begin(), offsets.end()));
     out.poison();
     dinp.poison();
     const ExpertWeights<const T> w{w1.get(), w3.get(), w2.get()};
-    experts_forward<T>(ops, out, {h13.get(), act.get()}, inp, w, offsets.data(), {E, Dm, F});
-    experts_backward<T>(ops, dinp, {dw1.get(), dw3.get(), dw2.get()}, {dh13.get(), dact.get(), dinp_acc.get()}, dout,
-                        inp, {h13.get(), act.get()}, w, offsets.data(), {E, Dm, F});
+    const ExpertDims dims{E, Dm, F, int(R)};
+    experts_forward<T>(ops, out, {h13.get(), act.get()}, inp, w, off, dims);
+    experts_backward<T>(ops, dinp, {dw1.get(), dw3.get(), dw2.get()}, {dh13.get(), dact.get()}, dout, inp,
+                        {h13.get(), act.get()}, w, off, dims);
     return {{"out", out.download()},
             {"h13", h13.download()},
             {"act", act.download()},
@@ -397,8 +413,8 @@ struct ExpertsCase : CaseBase {
             {"dw2", dw2.download(), Kind::Acc}};
   }
 
-  // The plain bf16 version rounds every stored intermediate as the GPU does (h13, act, dact, dh13, and
-  // dinp after each of its two products), with fp32 arithmetic in between.
+  // The plain bf16 version rounds every stored intermediate as the GPU does (h13, act, dact, dh13; dinp
+  // once, the two halves' products summed in fp32), with fp32 arithmetic in between.
   Outputs plain_bf16_version() const {
     CpuOps<float> ops;
     const Inputs in = inputs(true);
@@ -443,7 +459,6 @@ struct ExpertsCase : CaseBase {
       const GemmShape down{Trans::No, Trans::No, n, Dm, F, ld13, Dm, Dm};
       const GemmShape dw{Trans::Yes, Trans::No, F, Dm, n, ld13, Dm, Dm};
       ops.gemm(dx, dh, w1.data() + e * ws, down, 1, 0);
-      for (int i = 0; i < n * Dm; ++i) dx[i] = to_float(to_bf16(dx[i]));
       ops.gemm(dx, dh + F, w3.data() + e * ws, down, 1, 1);
       ops.gemm_acc(dw1.data() + e * ws, dh, inp.data() + r0 * Dm, dw, 1, 1);
       ops.gemm_acc(dw3.data() + e * ws, dh + F, inp.data() + r0 * Dm, dw, 1, 1);
@@ -488,6 +503,53 @@ struct ElementwiseCase : CaseBase {
             {"adamw param", param.download(), Kind::Acc},
             {"adamw m", m.download(), Kind::Acc},
             {"adamw v", v.download(), Kind::Acc}};
+  }
+};
+
+// ---- grouped linear layers (the routed experts' GEMMs) -----------------------------------------------------------
+
+// Groups of uneven rows (empty ones, one of a single row, one over several tiles), the row buffers
+// longer than the rows in use (the rows past offsets[G] hold values the op must neither read nor
+// write), and a weight stacked from two tensors (split < Out) or one.
+struct GroupedLinearCase : CaseBase {
+  std::vector<int64_t> offsets;  // G + 1
+  int In = 0, Out = 0, split = 0, rows = 0;
+  template <typename T>
+  Outputs operator()(Ops<T>& ops, bool b) const {
+    using P = acc_t<T>;
+    Gen gen(seed, b);
+    Device& dev = ops.device();
+    const int G = int(offsets.size()) - 1;
+    const size_t used = size_t(offsets[G]);
+    const bool stacked = split < Out;
+    const size_t top = size_t(G) * split * In, bottom = size_t(G) * (Out - split) * In;
+    Buf<T> x(dev, gen.t(size_t(rows) * In)), dy(dev, gen.t(size_t(rows) * Out)), y(dev, size_t(rows) * Out),
+        dx(dev, size_t(rows) * In), wt(dev, gen.t(top, -0.3, 0.3)), wb(dev, gen.t(bottom, -0.3, 0.3));
+    Buf<P> dwt(dev, gen.p(top)), dwb(dev, gen.p(bottom));
+    Buf<int64_t> off(dev, Vec(offsets.begin(), offsets.end()));
+    y.poison();
+    dx.poison();
+    const GroupedLinearDims d{G, In, Out, split, rows};
+    const StackedWeight<const T> w{wt.get(), stacked ? wb.get() : nullptr};
+    ops.grouped_linear_forward(y, x, w, off, d);
+    ops.grouped_linear_backward(dx, {dwt.get(), stacked ? dwb.get() : nullptr}, dy, x, w, off, d);
+    // The rows in use, and how many values past them were written (none).
+    auto in_use = [&](Vec v, int width, Vec* tail_written) {
+      size_t written = 0;
+      for (size_t i = used * width; i < v.size(); ++i) written += !std::isnan(v[i]);
+      *tail_written = Vec{double(written)};
+      v.resize(used * width);
+      return v;
+    };
+    Vec y_tail, dx_tail;
+    const Vec yv = in_use(y.download(), Out, &y_tail), dxv = in_use(dx.download(), In, &dx_tail);
+    Outputs o{{"y", yv},
+              {"y rows past offsets[G] written", y_tail, Kind::Exact},
+              {"dx", dxv},
+              {"dx rows past offsets[G] written", dx_tail, Kind::Exact},
+              {"dW top", dwt.download(), Kind::Acc}};
+    if (stacked) o.push_back({"dW bottom", dwb.download(), Kind::Acc});
+    return o;
   }
 };
 
@@ -611,6 +673,24 @@ inline std::vector<OpCase> op_cases() {
     all.push_back(std::move(o));
   }
   all.push_back(op_case("elementwise, reductions, AdamW", ElementwiseCase{}));
+  struct Grouped {
+    const char* name;
+    std::vector<int64_t> offsets;
+    int In, Out, split, rows;
+  };
+  for (const Grouped& g : {Grouped{"stacked, an empty group, a one-row group", {0, 37, 37, 150, 151, 200}, 70, 90, 45, 230},
+                           Grouped{"one tensor, rows exactly in use", {0, 64, 129}, 45, 33, 33, 129},
+                           Grouped{"nine groups of every size, stacked", {0, 5, 5, 22, 86, 87, 87, 120, 122, 131}, 128, 96,
+                                   48, 140},
+                           Grouped{"no rows at all", {0, 0, 0}, 40, 24, 24, 16}}) {
+    GroupedLinearCase c;
+    c.offsets = g.offsets;
+    c.In = g.In;
+    c.Out = g.Out;
+    c.split = g.split;
+    c.rows = g.rows;
+    all.push_back(op_case(std::string("grouped_linear ") + g.name, c, false));
+  }
   return all;
 }
 

@@ -20,12 +20,7 @@ json base_manifest() {
 }
 
 std::string error_of(const json& j) {
-  try {
-    mt::parse_run(j, "m.json", ".");
-  } catch (const mt::InputError& e) {
-    return e.what();
-  }
-  return "";
+  return mt::test::input_error([&] { mt::parse_run(j, "m.json", "."); });
 }
 
 }  // namespace

@@ -75,17 +75,7 @@ mt::data::BuildSummary build(const std::vector<std::string>& inputs, const std::
   return mt::data::build_dataset(o, nullptr);
 }
 
-template <typename F>
-std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const mt::InputError& e) {
-    std::string m = e.what();
-    CHECK(m.find('\n') == std::string::npos);
-    return m;
-  }
-  return "";
-}
+using mt::test::input_error;
 
 }  // namespace
 

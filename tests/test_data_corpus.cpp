@@ -94,14 +94,7 @@ mt::data::BuildSummary build(const std::vector<std::string>& inputs, const std::
   return mt::data::build_dataset(o, nullptr);
 }
 
-std::string input_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const mt::InputError& e) {
-    return e.what();
-  }
-  return "";
-}
+using mt::test::input_error;
 
 }  // namespace
 

@@ -22,18 +22,7 @@ using mt::test::all_tokens;
 
 namespace {
 
-// The message of the InputError that `f` throws ("" if none); it must be one line.
-template <typename F>
-std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const mt::InputError& e) {
-    std::string m = e.what();
-    CHECK(m.find('\n') == std::string::npos);
-    return m;
-  }
-  return "";
-}
+using mt::test::input_error;
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 

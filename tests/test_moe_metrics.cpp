@@ -41,7 +41,8 @@ json window_of(mt::Model<double>& model, std::vector<double>* counts = nullptr) 
     mt::train_detail::StepStats s;
     for (int mb = 0; mb < kMicroBatches; ++mb) {
       for (auto& t : windows) t = int32_t(rng() % 11);
-      const mt::MicroBatchStats m = model.forward_backward(windows.data(), kMicro, 1.f / kMicroBatches, nullptr);
+      mt::MicroBatchStats m = model.forward_backward(windows.data(), kMicro, 1.f / kMicroBatches, nullptr);
+      model.read_moe_stats(&m, 1);
       s.add(m, kMicroBatches);
       if (counts) {
         counts->resize(m.tokens_per_expert.size() * kE, 0.0);

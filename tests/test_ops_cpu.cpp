@@ -262,15 +262,27 @@ TEST_CASE("cpu router_forward: softmax, top-K descending with ties to the lower 
     }
 }
 
-TEST_CASE("cpu router_stats counts choices and sums probabilities", "[ops]") {
+TEST_CASE("cpu router_stats counts choices and gives the balance loss and the z-loss", "[ops]") {
   mt::CpuOps<float> ops;
   const std::vector<int32_t> idx = {0, 2, 2, 1, 0, 2};  // N 3, K 2
   const std::vector<float> probs = {0.5f, 0.25f, 0.25f, 0.125f, 0.375f, 0.5f, 0.25f, 0.25f, 0.5f};
+  const std::vector<float> lse = {1.f, -2.f, 0.5f};
   std::vector<int64_t> counts(3);
-  std::vector<double> sums(3);
-  ops.router_stats(counts.data(), sums.data(), idx.data(), probs.data(), {3, 3, 2});
+  double losses[2] = {-1, -1};
+  int64_t bad = 0;
+  ops.router_stats(losses, counts.data(), &bad, idx.data(), probs.data(), lse.data(), {3, 3, 2});
   CHECK(counts == std::vector<int64_t>{2, 1, 3});
-  CHECK(sums == std::vector<double>{0.875, 0.875, 1.25});
+  // prob sums 0.875, 0.875, 1.25: E sum_e (counts_e / N) (prob_sum_e / N).
+  CHECK(losses[0] == Approx(3 * (2 * 0.875 + 1 * 0.875 + 3 * 1.25) / 9).epsilon(1e-15));
+  CHECK(losses[1] == Approx((1 + 4 + 0.25) / 3).epsilon(1e-15));
+  CHECK(bad == 0);
+  ops.router_stats(losses, counts.data(), &bad, idx.data(), probs.data(), nullptr, {3, 3, 2});
+  CHECK(losses[1] == 0);
+  std::vector<int32_t> wrong = idx;
+  wrong[4] = 3;
+  ops.router_stats(losses, counts.data(), &bad, wrong.data(), probs.data(), nullptr, {3, 3, 2});
+  CHECK(bad == 1);
+  CHECK(counts == std::vector<int64_t>{1, 1, 3});
 }
 
 TEST_CASE("cpu moe_route_plan: stable by expert, capacity keeps each expert's first tokens", "[ops]") {
@@ -279,32 +291,36 @@ TEST_CASE("cpu moe_route_plan: stable by expert, capacity keeps each expert's fi
   // token:        0       1       2       3       4
   const std::vector<int32_t> idx = {2, 0, 0, 2, 2, 1, 0, 2, 1, 0};
   std::vector<int32_t> slot(size_t(N) * K), row_src(size_t(N) * K, -7);
-  std::vector<int64_t> tpe(E);
+  std::vector<int64_t> offsets(E + 1, -7);
+  int64_t bad = 0;
   SECTION("dropless") {
-    const int R = ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), idx.data(), {N, E, K}, -1);
-    CHECK(R == 10);
-    CHECK(tpe == std::vector<int64_t>{4, 2, 4});
+    ops.moe_route_plan(slot.data(), row_src.data(), offsets.data(), &bad, idx.data(), {N, E, K}, -1);
+    CHECK(offsets == std::vector<int64_t>{0, 4, 6, 10});
     // Expert 0: tokens 0, 1, 3, 4; expert 1: 2, 4; expert 2: 0, 1, 2, 3.
     CHECK(row_src == std::vector<int32_t>{0, 1, 3, 4, 2, 4, 0, 1, 2, 3});
     CHECK(slot == std::vector<int32_t>{6, 0, 1, 7, 8, 4, 2, 9, 5, 3});
+    CHECK(bad == 0);
   }
-  SECTION("capacity 2 drops the later tokens of experts 0 and 2") {
-    const int R = ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), idx.data(), {N, E, K}, 2);
-    CHECK(R == 6);
-    CHECK(tpe == std::vector<int64_t>{2, 2, 2});
-    CHECK(std::vector<int32_t>(row_src.begin(), row_src.begin() + R) == std::vector<int32_t>{0, 1, 2, 4, 0, 1});
+  SECTION("capacity 2 drops the later tokens of experts 0 and 2; the rows past the kept ones are -1") {
+    ops.moe_route_plan(slot.data(), row_src.data(), offsets.data(), &bad, idx.data(), {N, E, K}, 2);
+    CHECK(offsets == std::vector<int64_t>{0, 2, 4, 6});
+    CHECK(row_src == std::vector<int32_t>{0, 1, 2, 4, 0, 1, -1, -1, -1, -1});
     // Dropped: token 2's expert 2, token 3's experts 0 and 2, token 4's expert 0.
     CHECK(slot == std::vector<int32_t>{4, 0, 1, 5, -1, 2, -1, -1, 3, -1});
   }
   SECTION("capacity 0 drops everything") {
-    CHECK(ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), idx.data(), {N, E, K}, 0) == 0);
-    CHECK(tpe == std::vector<int64_t>{0, 0, 0});
+    ops.moe_route_plan(slot.data(), row_src.data(), offsets.data(), &bad, idx.data(), {N, E, K}, 0);
+    CHECK(offsets == std::vector<int64_t>{0, 0, 0, 0});
     CHECK(std::all_of(slot.begin(), slot.end(), [](int32_t s) { return s == -1; }));
+    CHECK(std::all_of(row_src.begin(), row_src.end(), [](int32_t s) { return s == -1; }));
   }
-  SECTION("an expert index out of range is an error") {
-    std::vector<int32_t> bad = idx;
-    bad[3] = 3;
-    CHECK_THROWS_AS(ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), bad.data(), {N, E, K}, -1), mt::Error);
+  SECTION("an expert index out of range is flagged and its choice dropped") {
+    std::vector<int32_t> wrong = idx;
+    wrong[3] = 3;
+    ops.moe_route_plan(slot.data(), row_src.data(), offsets.data(), &bad, wrong.data(), {N, E, K}, -1);
+    CHECK(bad == 1);
+    CHECK(slot[3] == -1);
+    CHECK(offsets[E] == 9);
   }
 }
 
@@ -336,7 +352,7 @@ TEST_CASE("cpu experts_forward matches a per-row SwiGLU with each row's expert",
             w3 = random_vec(rng, size_t(E) * F * C), w2 = random_vec(rng, size_t(E) * C * F);
   Vec out(size_t(R) * C), h13(size_t(R) * 2 * F), act(size_t(R) * F);
   mt::experts_forward<double>(ops, out.data(), {h13.data(), act.data()}, inp.data(), {w1.data(), w3.data(), w2.data()},
-                          offsets.data(), {E, C, F});
+                          offsets.data(), {E, C, F, R});
   for (int r = 0; r < R; ++r) {
     const int e = r < 3 ? 1 : 2;
     Vec a(F);
@@ -357,6 +373,54 @@ TEST_CASE("cpu experts_forward matches a per-row SwiGLU with each row's expert",
       CHECK(out[size_t(r) * C + c] == Approx(y).epsilon(1e-12));
     }
   }
+}
+
+TEST_CASE("cpu grouped_linear: each group's rows through its weight, stacked halves, nothing past the groups", "[ops]") {
+  mt::CpuOps<double> ops;
+  std::mt19937_64 rng(31);
+  const int G = 3, In = 5, Out = 7, split = 3, rows = 12;
+  const std::vector<int64_t> offsets = {0, 4, 4, 9};  // group 1 empty; rows 9..11 past the groups
+  const Vec x = random_vec(rng, size_t(rows) * In), dy = random_vec(rng, size_t(rows) * Out),
+            top = random_vec(rng, size_t(G) * split * In), bottom = random_vec(rng, size_t(G) * (Out - split) * In),
+            dtop0 = random_vec(rng, top.size()), dbottom0 = random_vec(rng, bottom.size());
+  const double poison = 1e30;
+  Vec y(size_t(rows) * Out, poison), dx(size_t(rows) * In, poison), dtop = dtop0, dbottom = dbottom0;
+  const mt::GroupedLinearDims d{G, In, Out, split, rows};
+  ops.grouped_linear_forward(y.data(), x.data(), {top.data(), bottom.data()}, offsets.data(), d);
+  ops.grouped_linear_backward(dx.data(), {dtop.data(), dbottom.data()}, dy.data(), x.data(),
+                              {top.data(), bottom.data()}, offsets.data(), d);
+  auto w = [&](int g, int o, int i) {  // W_g[o][i] of the stacked weight
+    return o < split ? top[(size_t(g) * split + o) * In + i] : bottom[(size_t(g) * (Out - split) + o - split) * In + i];
+  };
+  Vec dw_top = dtop0, dw_bottom = dbottom0;
+  for (int g = 0; g < G; ++g)
+    for (int64_t r = offsets[g]; r < offsets[g + 1]; ++r) {
+      for (int o = 0; o < Out; ++o) {
+        double s = 0;
+        for (int i = 0; i < In; ++i) s += x[size_t(r) * In + i] * w(g, o, i);
+        CHECK(y[size_t(r) * Out + o] == Approx(s).epsilon(1e-13));
+        for (int i = 0; i < In; ++i) {
+          double& dwi = o < split ? dw_top[(size_t(g) * split + o) * In + i]
+                                  : dw_bottom[(size_t(g) * (Out - split) + o - split) * In + i];
+          dwi += dy[size_t(r) * Out + o] * x[size_t(r) * In + i];
+        }
+      }
+      for (int i = 0; i < In; ++i) {
+        double s = 0;
+        for (int o = 0; o < Out; ++o) s += dy[size_t(r) * Out + o] * w(g, o, i);
+        CHECK(dx[size_t(r) * In + i] == Approx(s).epsilon(1e-13));
+      }
+    }
+  for (size_t i = 0; i < dtop.size(); ++i) CHECK(dtop[i] == Approx(dw_top[i]).epsilon(1e-13));
+  for (size_t i = 0; i < dbottom.size(); ++i) CHECK(dbottom[i] == Approx(dw_bottom[i]).epsilon(1e-13));
+  for (size_t i = size_t(offsets[G]) * Out; i < y.size(); ++i) CHECK(y[i] == poison);
+  for (size_t i = size_t(offsets[G]) * In; i < dx.size(); ++i) CHECK(dx[i] == poison);
+  // One tensor (split = Out): the first tensor only.
+  Vec y1(size_t(rows) * Out, poison);
+  ops.grouped_linear_forward(y1.data(), x.data(), {bottom.data(), nullptr}, offsets.data(),
+                             {G, In, Out - split, Out - split, rows});
+  CHECK(y1[0] == Approx(x[0] * bottom[0] + x[1] * bottom[1] + x[2] * bottom[2] + x[3] * bottom[3] + x[4] * bottom[4])
+                     .epsilon(1e-13));
 }
 
 TEST_CASE("cpu reductions and elementwise ops", "[ops]") {

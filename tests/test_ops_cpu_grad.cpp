@@ -1,7 +1,7 @@
 // Why: every hand-written backward of the CPU backend must be the exact derivative of its forward. Each
 // test takes a scalar loss = sum(output * random weights) (plus the op's own extra terms), runs the
 // backward in double, and compares EVERY input element's gradient with a central difference of the
-// forward. The CUDA backend is then tested against these kernels, so they are the ground truth.
+// forward (the rule of tests/grad_check.h). The CUDA backend is then tested against these kernels, so they are the ground truth.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -13,6 +13,7 @@
 
 #include "engine/cpu/cpu_ops.h"
 #include "engine/model/experts.h"
+#include "tests/grad_check.h"
 
 namespace {
 
@@ -37,41 +38,7 @@ Vec minus(const Vec& a, const Vec& b) {
   return d;
 }
 
-// Relative error of the analytic gradient of `loss` w.r.t. every element of x against central
-// differences. An element whose gradient is tiny next to the tensor's largest one is compared relative to
-// 1e-3 of that largest (its difference quotient is mostly rounding noise). The step balances truncation
-// (~h^2) against rounding (~1e-16 |loss| / h): at h = 1e-5 the worst errors seen are ~1e-7.
-constexpr double kStep = 1e-5;
-constexpr double kRelTol = 1e-6;
-
-void check_gradient(const std::string& what, Vec& x, const Vec& analytic, const std::function<double()>& loss) {
-  REQUIRE(x.size() == analytic.size());
-  double gmax = 0;
-  for (double a : analytic) gmax = std::max(gmax, std::fabs(a));
-  double worst = 0, worst_num = 0, worst_ana = 0;
-  size_t worst_i = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double saved = x[i];
-    x[i] = saved + kStep;
-    const double up = loss();
-    x[i] = saved - kStep;
-    const double down = loss();
-    x[i] = saved;
-    const double num = (up - down) / (2 * kStep);
-    const double err = std::fabs(num - analytic[i]) /
-                       std::max({std::fabs(num), std::fabs(analytic[i]), 1e-3 * gmax, 1e-300});
-    if (err > worst) {
-      worst = err;
-      worst_i = i;
-      worst_num = num;
-      worst_ana = analytic[i];
-    }
-  }
-  INFO(what << ": worst element " << worst_i << " of " << x.size() << ": analytic " << worst_ana << ", numeric "
-            << worst_num << ", relative error " << worst);
-  CHECK(gmax > 0);  // a gradient that is zero everywhere would test nothing
-  CHECK(worst < kRelTol);
-}
+using mt::test::check_gradient;
 
 }  // namespace
 
@@ -184,7 +151,8 @@ TEST_CASE("cpu swiglu_backward is the gradient of swiglu_forward", "[ops]") {
 }
 
 TEST_CASE("cpu router_backward is the gradient of gates, probabilities and the z-loss", "[ops]") {
-  // loss = sum(gate * Rg) + sum_t,e probs[t, e] prob_grad[e] + z_scale sum_t lse_t^2.
+  // loss = sum(gate * Rg) + sum_t,e probs[t, e] pg[e] + z_scale sum_t lse_t^2, with the balance
+  // gradient pg[e] = balance_scale (counts[e] / N) / N.
   mt::CpuOps<double> ops;
   const int N = 5, E = 6;
   const float z_scale = 0.3f;
@@ -192,14 +160,15 @@ TEST_CASE("cpu router_backward is the gradient of gates, probabilities and the z
     for (mt::GateNorm norm : {mt::GateNorm::None, mt::GateNorm::Renormalize}) {
       INFO("K " << K << (norm == mt::GateNorm::Renormalize ? " renormalised" : " not renormalised"));
       std::mt19937_64 rng(6 + K);
-      Vec logits = random_vec(rng, size_t(N) * E, -2, 2), Rg = random_vec(rng, size_t(N) * K),
-          prob_grad = random_vec(rng, E);
+      Vec logits = random_vec(rng, size_t(N) * E, -2, 2), Rg = random_vec(rng, size_t(N) * K);
+      const std::vector<int64_t> counts = {3, 0, 7, 1, 2, 5};
+      const double balance_scale = 0.7;
       std::vector<int32_t> idx(size_t(N) * K);
       Vec gate(idx.size()), probs(logits.size()), lse(N);
       ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), {N, E, K}, norm);
       Vec dlogits(logits.size(), 1e9);
-      ops.router_backward(dlogits.data(), Rg.data(), prob_grad.data(), probs.data(), lse.data(), idx.data(),
-                          gate.data(), z_scale, {N, E, K}, norm);
+      ops.router_backward(dlogits.data(), Rg.data(), counts.data(), balance_scale, probs.data(), lse.data(),
+                          idx.data(), gate.data(), z_scale, {N, E, K}, norm);
       auto loss = [&] {
         std::vector<int32_t> i2(idx.size());
         Vec g2(gate.size()), p2(probs.size()), l2(N);
@@ -207,7 +176,7 @@ TEST_CASE("cpu router_backward is the gradient of gates, probabilities and the z
         REQUIRE(i2 == idx);  // the step never crosses a tie of the top-K
         double s = dot(g2, Rg) + z_scale * dot(l2, l2);
         for (int t = 0; t < N; ++t)
-          for (int e = 0; e < E; ++e) s += p2[size_t(t) * E + e] * prob_grad[e];
+          for (int e = 0; e < E; ++e) s += p2[size_t(t) * E + e] * balance_scale * counts[e] / N / N;
         return s;
       };
       check_gradient("dlogits", logits, dlogits, loss);
@@ -223,8 +192,10 @@ TEST_CASE("cpu permute / combine backwards are their forwards' gradients, with d
   // 0, 2, 3; expert 2 keeps all three of its tokens. Token 5 loses both of its choices.
   const std::vector<int32_t> idx = {0, 1, 0, 2, 0, 1, 2, 1, 0, 2, 0, 1};
   std::vector<int32_t> slot(size_t(N) * K), row_src(size_t(N) * K);
-  std::vector<int64_t> tpe(E);
-  const int R = ops.moe_route_plan(slot.data(), row_src.data(), tpe.data(), idx.data(), {N, E, K}, capacity);
+  std::vector<int64_t> offsets(E + 1);
+  int64_t bad = 0;
+  ops.moe_route_plan(slot.data(), row_src.data(), offsets.data(), &bad, idx.data(), {N, E, K}, capacity);
+  const int R = int(offsets[E]);
   REQUIRE(R == 9);
 
   SECTION("permute") {
@@ -267,16 +238,16 @@ TEST_CASE("cpu experts_backward is the gradient of experts_forward, with an expe
       W = random_vec(rng, size_t(R) * C);
   Vec out(size_t(R) * C), h13(size_t(R) * 2 * F), act(size_t(R) * F);
   mt::experts_forward<double>(ops, out.data(), {h13.data(), act.data()}, inp.data(), {w1.data(), w3.data(), w2.data()},
-                          offsets.data(), {E, C, F});
+                          offsets.data(), {E, C, F, R});
   const Vec dw10 = random_vec(rng, w1.size()), dw30 = random_vec(rng, w3.size()), dw20 = random_vec(rng, w2.size());
   Vec dw1 = dw10, dw3 = dw30, dw2 = dw20, dinp(inp.size(), 1e9), dh13(h13.size()), dact(act.size());
-  mt::experts_backward<double>(ops, dinp.data(), {dw1.data(), dw3.data(), dw2.data()}, {dh13.data(), dact.data(), nullptr},
+  mt::experts_backward<double>(ops, dinp.data(), {dw1.data(), dw3.data(), dw2.data()}, {dh13.data(), dact.data()},
                            W.data(), inp.data(), {h13.data(), act.data()}, {w1.data(), w3.data(), w2.data()},
-                           offsets.data(), {E, C, F});
+                           offsets.data(), {E, C, F, R});
   auto loss = [&] {
     Vec o(out.size()), h(h13.size()), a(act.size());
     mt::experts_forward<double>(ops, o.data(), {h.data(), a.data()}, inp.data(), {w1.data(), w3.data(), w2.data()},
-                            offsets.data(), {E, C, F});
+                            offsets.data(), {E, C, F, R});
     return dot(o, W);
   };
   check_gradient("dinp", inp, dinp, loss);

@@ -45,14 +45,7 @@ std::string make_checkpoint(const std::string& run, int step, const std::string&
   return dir;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const mt::InputError& e) {
-    return e.what();
-  }
-  return "";
-}
+using mt::test::input_error;
 
 }  // namespace
 
@@ -64,16 +57,16 @@ TEST_CASE("checkpoint slices: an empty start and a rank mismatch are input error
   mt::export_checkpoint(ok, run + "/out.safetensors");
   CHECK(mt::safetensors::File(run + "/out.safetensors").entry("a").numel() == 6);
   const std::string empty = make_checkpoint(run, 2, R"({"a": {"global_shape": [2, 3], "start": []}})");
-  CHECK_THAT(error_of([&] { mt::export_checkpoint(empty, run + "/x.safetensors"); }),
+  CHECK_THAT(input_error([&] { mt::export_checkpoint(empty, run + "/x.safetensors"); }),
              Catch::Contains("moetrain.slices[\"a\"].start: must be an array of 2 integers"));
   const std::string rank = make_checkpoint(run, 3, R"({"a": {"global_shape": [6], "start": [0]}})");
-  CHECK_THAT(error_of([&] { mt::export_checkpoint(rank, run + "/x.safetensors"); }),
+  CHECK_THAT(input_error([&] { mt::export_checkpoint(rank, run + "/x.safetensors"); }),
              Catch::Contains("global_shape: must be an array of 2 integers"));
   const std::string outside = make_checkpoint(run, 4, R"({"a": {"global_shape": [2, 3], "start": [1, 0]}})");
-  CHECK_THAT(error_of([&] { mt::export_checkpoint(outside, run + "/x.safetensors"); }),
+  CHECK_THAT(input_error([&] { mt::export_checkpoint(outside, run + "/x.safetensors"); }),
              Catch::Contains("lies outside the global shape"));
   const std::string types = make_checkpoint(run, 5, R"({"a": {"global_shape": "x", "start": {}}})");
-  CHECK_THAT(error_of([&] { mt::export_checkpoint(types, run + "/x.safetensors"); }), Catch::Contains("global_shape"));
+  CHECK_THAT(input_error([&] { mt::export_checkpoint(types, run + "/x.safetensors"); }), Catch::Contains("global_shape"));
 }
 
 TEST_CASE("state.json is checksummed and typed; --resume auto skips a corrupt newest checkpoint", "[reliability]") {
@@ -89,23 +82,23 @@ TEST_CASE("state.json is checksummed and typed; --resume auto skips a corrupt ne
   std::string text = mt::read_text(newest + "/state.json");
   text.replace(text.find("\"step\": 2"), 9, "\"step\": 1e15");
   mt::test::write_file(newest + "/state.json", text);
-  CHECK_THAT(error_of([&] { mt::verify_checkpoint(newest); }), Catch::Contains("CRC-32 does not match"));
+  CHECK_THAT(input_error([&] { mt::verify_checkpoint(newest); }), Catch::Contains("CRC-32 does not match"));
   CHECK(mt::latest_intact_checkpoint(run, &st, false) == run + "/checkpoints/step_00000001");
   CHECK(st["step"] == 1);
   // Wrong types with a matching checksum: one line naming the file, no library message.
   json forged = {{"step", "two"}, {"files", {{"model-tp0-ep0.safetensors", {{"bytes", "x"}, {"crc32", 1}}}}}};
   forged["crc32"] = mt::state_crc(forged, "state.json");
   mt::test::write_file(newest + "/state.json", forged.dump());
-  CHECK_THAT(error_of([&] { mt::verify_checkpoint(newest); }), Catch::Contains("state.json: corrupt checkpoint state"));
+  CHECK_THAT(input_error([&] { mt::verify_checkpoint(newest); }), Catch::Contains("state.json: corrupt checkpoint state"));
   forged = {{"step", 2}, {"files", {{"../x", {{"bytes", 1}, {"crc32", 1}}}}}};
   forged["crc32"] = mt::state_crc(forged, "state.json");
   mt::test::write_file(newest + "/state.json", forged.dump());
-  CHECK_THAT(error_of([&] { mt::verify_checkpoint(newest); }), Catch::Contains("is not a file name"));
+  CHECK_THAT(input_error([&] { mt::verify_checkpoint(newest); }), Catch::Contains("is not a file name"));
   mt::test::write_file(newest + "/state.json", std::string(100000, '{'));
-  CHECK_THAT(error_of([&] { mt::verify_checkpoint(newest); }), Catch::Contains("nested deeper"));
+  CHECK_THAT(input_error([&] { mt::verify_checkpoint(newest); }), Catch::Contains("nested deeper"));
   // When no checkpoint verifies, the newest one's reason is the error.
   fs::remove_all(run + "/checkpoints/step_00000001");
-  CHECK_THAT(error_of([&] { mt::latest_intact_checkpoint(run, &st, false); }), Catch::Contains("step_00000002"));
+  CHECK_THAT(input_error([&] { mt::latest_intact_checkpoint(run, &st, false); }), Catch::Contains("step_00000002"));
 }
 
 TEST_CASE("safetensors headers of the wrong types are one-line input errors", "[reliability]") {
@@ -115,7 +108,7 @@ TEST_CASE("safetensors headers of the wrong types are one-line input errors", "[
     uint64_t n = h.size();
     std::string bytes(reinterpret_cast<const char*>(&n), 8);
     mt::test::write_file(dir + "/t.safetensors", bytes + h + std::string(24, '\0'));
-    return error_of([&] { mt::safetensors::File f(dir + "/t.safetensors"); });
+    return input_error([&] { mt::safetensors::File f(dir + "/t.safetensors"); });
   };
   CHECK(file_with(R"({"a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}})") == "");
   CHECK_THAT(file_with(R"({"a": {"dtype": 5, "shape": [2, 3], "data_offsets": [0, 24]}})"), Catch::Contains("dtype must be a string"));
@@ -134,7 +127,7 @@ TEST_CASE("index.json of the wrong types is a one-line input error naming the fi
                            R"({"format": "moetrain", "version": 1, "tokenizer": {"type": "byte"}, "vocab_size": 256, "splits": []})"}) {
     INFO(text);
     mt::test::write_file(dir + "/index.json", text);
-    const std::string msg = error_of([&] { mt::data::open_dataset(dir, mt::data::Split::Train, 0); });
+    const std::string msg = input_error([&] { mt::data::open_dataset(dir, mt::data::Split::Train, 0); });
     CHECK_THAT(msg, Catch::StartsWith(dir + "/index.json: "));
   }
 }
@@ -142,7 +135,7 @@ TEST_CASE("index.json of the wrong types is a one-line input error naming the fi
 TEST_CASE("one run per folder: a second lock names the holder's PID", "[reliability]") {
   const std::string dir = mt::test::scratch_dir("rel_lock");
   mt::RunDirLock first(dir);
-  CHECK_THAT(error_of([&] { mt::RunDirLock second(dir); }),
+  CHECK_THAT(input_error([&] { mt::RunDirLock second(dir); }),
              Catch::Contains("in use by PID " + std::to_string(::getpid())));
   { mt::RunDirLock moved = std::move(first); }  // released with its owner
   mt::RunDirLock again(dir);
@@ -187,6 +180,6 @@ TEST_CASE("a checkpoint is written only from finite weights and moments; NaN wei
   mt::export_checkpoint(run + "/checkpoints/step_00000001", run + "/w.safetensors");
   w[0] = std::nanf("");
   mt::safetensors::write(run + "/nan.safetensors", mt::table_refs(layout.dense, w.data()));
-  CHECK_THAT(error_of([&] { mt::load_weights(run + "/nan.safetensors", layout, back.data(), nullptr); }),
+  CHECK_THAT(input_error([&] { mt::load_weights(run + "/nan.safetensors", layout, back.data(), nullptr); }),
              Catch::Contains("NaN or Inf"));
 }

@@ -15,8 +15,9 @@
 #include "engine/core/check.h"
 #include "engine/run/config.h"
 #include "engine/run/plan.h"
-#include "engine/run/sweep.h"
-#include "engine/run/sweep_results.h"
+#include "sweep/results.h"
+#include "sweep/slurm.h"
+#include "sweep/sweep.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;

@@ -1,6 +1,8 @@
 // Why: see test_util.h.
 #include "tests/test_util.h"
 
+#include <catch2/catch.hpp>
+
 #include <sys/wait.h>
 
 #include <array>
@@ -9,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+#include "engine/core/check.h"
 
 namespace fs = std::filesystem;
 
@@ -44,6 +48,17 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::string input_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    const std::string m = e.what();
+    CHECK(m.find('\n') == std::string::npos);
+    return m;
+  }
+  return "";
 }
 
 std::string source_path(const std::string& relative) { return std::string(MT_SOURCE_DIR) + "/" + relative; }

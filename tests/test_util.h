@@ -1,7 +1,8 @@
 // Why: small helpers shared by the tests: a scratch folder per test, running the moetrain binary and
-// capturing its exit code and output.
+// capturing its exit code and output, the message of a bad input's error.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace mt::test {
@@ -20,6 +21,10 @@ RunResult run_moetrain(const std::string& args);
 // Writes `text` to `path`.
 void write_file(const std::string& path, const std::string& text);
 std::string read_file(const std::string& path);
+
+// The message of the InputError that `f` throws ("" when it throws none), CHECKed to be one line (the
+// contract of every bad-input error).
+std::string input_error(const std::function<void()>& f);
 
 // Path of a file in the source tree.
 std::string source_path(const std::string& relative);

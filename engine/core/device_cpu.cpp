@@ -1,4 +1,4 @@
-// Why: the host as a Device (engine/device.h): the CPU backend's buffers are plain host memory, zeroed
+// Why: the host as a Device (engine/core/device.h): the CPU backend's buffers are plain host memory, zeroed
 // and 64-byte aligned (one AVX-512 vector, so vector loops see the same alignment on every run), with
 // the peak of live bytes tracked for the memory report. Copies are memcpy; there is nothing to wait for.
 #include <atomic>

@@ -1,4 +1,4 @@
-// Why: causal ALiBi attention on the CPU, flash style: the T x T probabilities never outlive one block
+// Why: causal ALiBi attention on the CPU, flash style: the S x S probabilities never outlive one block
 // of queries. The forward saves only out and the log-sum-exp of each query's scores; the backward
 // recomputes a block's probabilities from them. Each block's products are single-threaded OpenBLAS
 // calls inside one OpenMP region (see blas.h: the OpenMP OpenBLAS then runs on the calling thread),
@@ -19,8 +19,8 @@
 #include "engine/core/check.h"
 #include "engine/cpu/blas.h"
 #include "engine/cpu/cpu_ops.h"
+#include "engine/cpu/parallel.h"
 #include "engine/cpu/vec_math.h"
-#include "engine/cpu/threads.h"
 
 namespace mt {
 using namespace cpu;
@@ -32,21 +32,8 @@ namespace {
 // but make smaller GEMMs. 64 measured best at S = 256..1024, Dh = 64.
 constexpr int kQueryBlock = 64;
 
-struct Layout {
-  int B, S, H, Dh;
-  int ld_qkv() const { return 3 * H * Dh; }  // between consecutive tokens of qkv / dqkv
-  int ld_out() const { return H * Dh; }      // between consecutive tokens of out / dout
-  int blocks() const { return (S + kQueryBlock - 1) / kQueryBlock; }
-  // Offset of token t of sequence b, head h, part 0 (q), 1 (k) or 2 (v) in qkv.
-  size_t qkv_at(int b, int t, int part, int h) const {
-    return (size_t(b) * S + t) * ld_qkv() + (size_t(part) * H + h) * Dh;
-  }
-  size_t out_at(int b, int t, int h) const { return (size_t(b) * S + t) * ld_out() + size_t(h) * Dh; }
-};
-
-void check_sizes(int B, int S, int H, int Dh) {
-  MT_CHECK(B >= 0 && S >= 0 && H > 0 && Dh > 0, "attention sizes B ", B, " S ", S, " H ", H, " Dh ", Dh);
-}
+// Query blocks of a sequence of S tokens.
+int query_blocks(int S) { return (S + kQueryBlock - 1) / kQueryBlock; }
 
 // Multiply-adds of one product of the causal scores (B H S^2 Dh / 2), over 16: an attention loop is a
 // few GEMMs per element, so it is worth a parallel region at 1/16 of the elementwise threshold.
@@ -57,9 +44,8 @@ size_t causal_work(int B, int S, int H, int Dh) { return size_t(B) * H * S * S *
 template <typename T>
 void CpuOps<T>::attention_forward(T* out, acc_t<T>* lse, const T* qkv, const float* slopes, const AttnDims& dims) {
   const int B = dims.B, S = dims.S, H = dims.H, Dh = dims.Dh;
-  check_sizes(B, S, H, Dh);
-  const Layout L{B, S, H, Dh};
-  const int nq = L.blocks(), ldq = L.ld_qkv(), ldo = L.ld_out();
+  dims.check();
+  const int nq = query_blocks(S), ldq = dims.ld_qkv(), ldo = dims.ld_out();
   const int64_t tasks = int64_t(B) * H * nq;
   const T scale = T(1) / std::sqrt(T(Dh));
 #pragma omp parallel if (causal_work(B, S, H, Dh) > cpu::kParallelMin)
@@ -71,8 +57,8 @@ void CpuOps<T>::attention_forward(T* out, acc_t<T>* lse, const T* qkv, const flo
       const int bh = int(task / nq), b = bh / H, h = bh % H;
       const int i0 = qb * kQueryBlock, i1 = std::min(S, i0 + kQueryBlock), rows = i1 - i0, keys = i1;
       const T slope = T(slopes[h]);
-      blas_gemm(Trans::No, Trans::Yes, rows, keys, Dh, scale, qkv + L.qkv_at(b, i0, 0, h), ldq,
-                qkv + L.qkv_at(b, 0, 1, h), ldq, T(0), scores.data(), keys);
+      blas_gemm(Trans::No, Trans::Yes, rows, keys, Dh, scale, qkv + dims.qkv_at(b, i0, 0, h), ldq,
+                qkv + dims.qkv_at(b, 0, 1, h), ldq, T(0), scores.data(), keys);
       for (int r = 0; r < rows; ++r) {
         const int i = i0 + r, n = i + 1;  // keys 0..i are visible to query i
         T* s = scores.data() + size_t(r) * keys;
@@ -88,14 +74,14 @@ void CpuOps<T>::attention_forward(T* out, acc_t<T>* lse, const T* qkv, const flo
           s[j] = vexp(T(P(s[j]) - mx));
           sum += P(s[j]);
         }
-        lse[(size_t(b) * H + h) * S + i] = mx + std::log(sum);
+        lse[dims.lse_at(b, h, i)] = mx + std::log(sum);
         const T inv = T(P(1) / sum);
 #pragma omp simd
         for (int j = 0; j < n; ++j) s[j] *= inv;
         std::fill(s + n, s + keys, T(0));
       }
-      blas_gemm(Trans::No, Trans::No, rows, Dh, keys, T(1), scores.data(), keys, qkv + L.qkv_at(b, 0, 2, h), ldq, T(0),
-                out + L.out_at(b, i0, h), ldo);
+      blas_gemm(Trans::No, Trans::No, rows, Dh, keys, T(1), scores.data(), keys, qkv + dims.qkv_at(b, 0, 2, h), ldq,
+                T(0), out + dims.out_at(b, i0, h), ldo);
     }
   }
 }
@@ -104,9 +90,8 @@ template <typename T>
 void CpuOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const acc_t<T>* lse,
                                    const float* slopes, const AttnDims& dims) {
   const int B = dims.B, S = dims.S, H = dims.H, Dh = dims.Dh;
-  check_sizes(B, S, H, Dh);
-  const Layout L{B, S, H, Dh};
-  const int nq = L.blocks(), ldq = L.ld_qkv(), ldo = L.ld_out();
+  dims.check();
+  const int nq = query_blocks(S), ldq = dims.ld_qkv(), ldo = dims.ld_out();
   const int tasks = B * H;
   const T scale = T(1) / std::sqrt(T(Dh));
 #pragma omp parallel if (causal_work(B, S, H, Dh) > cpu::kParallelMin)
@@ -118,20 +103,20 @@ void CpuOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T
     for (int task = 0; task < tasks; ++task) {
       const int b = task / H, h = task % H;
       const T slope = T(slopes[h]);
-      const P* lse_bh = lse + (size_t(b) * H + h) * S;
-      const T* k = qkv + L.qkv_at(b, 0, 1, h);
-      const T* v = qkv + L.qkv_at(b, 0, 2, h);
-      T* dk = dqkv + L.qkv_at(b, 0, 1, h);
-      T* dv = dqkv + L.qkv_at(b, 0, 2, h);
+      const P* lse_bh = lse + dims.lse_at(b, h, 0);
+      const T* k = qkv + dims.qkv_at(b, 0, 1, h);
+      const T* v = qkv + dims.qkv_at(b, 0, 2, h);
+      T* dk = dqkv + dims.qkv_at(b, 0, 1, h);
+      T* dv = dqkv + dims.qkv_at(b, 0, 2, h);
       for (int t = 0; t < S; ++t) {
         std::fill(dk + size_t(t) * ldq, dk + size_t(t) * ldq + Dh, T(0));
         std::fill(dv + size_t(t) * ldq, dv + size_t(t) * ldq + Dh, T(0));
       }
       for (int qb = 0; qb < nq; ++qb) {
         const int i0 = qb * kQueryBlock, i1 = std::min(S, i0 + kQueryBlock), rows = i1 - i0, keys = i1;
-        const T* q = qkv + L.qkv_at(b, i0, 0, h);
-        const T* g = dout + L.out_at(b, i0, h);
-        const T* o = out + L.out_at(b, i0, h);
+        const T* q = qkv + dims.qkv_at(b, i0, 0, h);
+        const T* g = dout + dims.out_at(b, i0, h);
+        const T* o = out + dims.out_at(b, i0, h);
         blas_gemm(Trans::No, Trans::Yes, rows, keys, Dh, scale, q, ldq, k, ldq, T(0), Pb.data(), keys);
         for (int r = 0; r < rows; ++r) {
           const int i = i0 + r, n = i + 1;
@@ -161,18 +146,13 @@ void CpuOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T
         }
         // dQ (this block) = dS K / sqrt(Dh); dK[0:keys] += dS^T Q / sqrt(Dh).
         blas_gemm(Trans::No, Trans::No, rows, Dh, keys, scale, dS.data(), keys, k, ldq, T(0),
-                  dqkv + L.qkv_at(b, i0, 0, h), ldq);
+                  dqkv + dims.qkv_at(b, i0, 0, h), ldq);
         blas_gemm(Trans::Yes, Trans::No, keys, Dh, rows, scale, dS.data(), keys, q, ldq, T(1), dk, ldq);
       }
     }
   }
 }
 
-template void CpuOps<float>::attention_forward(float*, float*, const float*, const float*, const AttnDims&);
-template void CpuOps<double>::attention_forward(double*, double*, const double*, const float*, const AttnDims&);
-template void CpuOps<float>::attention_backward(float*, const float*, const float*, const float*, const float*,
-                                                const float*, const AttnDims&);
-template void CpuOps<double>::attention_backward(double*, const double*, const double*, const double*, const double*,
-                                                 const float*, const AttnDims&);
+MT_CPU_INSTANTIATE(MT_OPS_ATTENTION)
 
 }  // namespace mt

@@ -9,7 +9,7 @@
 
 #include <cblas.h>
 
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt::cpu {
 

@@ -1,4 +1,4 @@
-// Why: the CPU backend of the kernel interface (engine/model/ops.h) for T = float (training on the CPU)
+// Why: the CPU backend of the kernel interface (engine/ops/ops.h) for T = float (training on the CPU)
 // and T = double (the exact reference of the gradient checks). Each method is defined in the file of
 // its family (gemm.cpp, layers.cpp, attention.cpp, router.cpp, elementwise.cpp); the buffers are host
 // memory from cpu_device(). P = acc_t<T> is T itself on the CPU.
@@ -13,7 +13,7 @@
 // OpenBLAS's, deterministic for a fixed thread count.
 #pragma once
 
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt {
 
@@ -24,10 +24,16 @@ class CpuOps final : public Ops<T> {
 
   Device& device() override { return cpu_device(); }
 
-#include "engine/model/ops_overrides.inc"
+  MT_OPS(MT_OPS_OVERRIDE, T, P)
 };
 
 extern template class CpuOps<float>;
 extern template class CpuOps<double>;
+
+// The explicit instantiation, for float and double, of one family of the table (engine/ops/ops.h), at the
+// end of the file that defines its ops: MT_CPU_INSTANTIATE(MT_OPS_LAYERS).
+#define MT_CPU_OP_FLOAT_(ret, name, params) template ret CpuOps<float>::name params;
+#define MT_CPU_OP_DOUBLE_(ret, name, params) template ret CpuOps<double>::name params;
+#define MT_CPU_INSTANTIATE(FAMILY) FAMILY(MT_CPU_OP_FLOAT_, float, float) FAMILY(MT_CPU_OP_DOUBLE_, double, double)
 
 }  // namespace mt

@@ -8,7 +8,7 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/cpu_ops.h"
-#include "engine/cpu/threads.h"
+#include "engine/cpu/parallel.h"
 
 namespace mt {
 
@@ -92,14 +92,6 @@ void CpuOps<T>::adamw(acc_t<T>* param, const acc_t<T>* grad, acc_t<T>* m, acc_t<
   }
 }
 
-#define MT_INSTANTIATE_ELEMENTWISE(T)                               \
-  template void CpuOps<T>::add_inplace(T*, const T*, size_t);       \
-  template void CpuOps<T>::to_compute(T*, const acc_t<T>*, size_t); \
-  template double CpuOps<T>::sum_squares(const acc_t<T>*, size_t);  \
-  template double CpuOps<T>::sum(const acc_t<T>*, size_t);          \
-  template void CpuOps<T>::adamw(acc_t<T>*, const acc_t<T>*, acc_t<T>*, acc_t<T>*, size_t, const AdamWArgs&);
-
-MT_INSTANTIATE_ELEMENTWISE(float)
-MT_INSTANTIATE_ELEMENTWISE(double)
+MT_CPU_INSTANTIATE(MT_OPS_ELEMENTWISE)
 
 }  // namespace mt

@@ -1,7 +1,13 @@
 // Why: every linear layer of the CPU backend is one OpenBLAS call; this file checks the shape
-// (GemmShape::check) and handles the empty cases that BLAS leaves to the caller.
+// (GemmShape::check) and handles the empty cases that BLAS leaves to the caller. Also the GEMM rate
+// that is the CPU's MFU reference (gemm_rate.h).
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
 #include "engine/cpu/blas.h"
 #include "engine/cpu/cpu_ops.h"
+#include "engine/cpu/gemm_rate.h"
 
 namespace mt {
 using namespace cpu;
@@ -29,9 +35,24 @@ void CpuOps<T>::gemm_acc(acc_t<T>* c, const T* a, const T* b, const GemmShape& s
   gemm(c, a, b, s, alpha, beta);
 }
 
-template void CpuOps<float>::gemm(float*, const float*, const float*, const GemmShape&, float, float);
-template void CpuOps<double>::gemm(double*, const double*, const double*, const GemmShape&, float, float);
-template void CpuOps<float>::gemm_acc(float*, const float*, const float*, const GemmShape&, float, float);
-template void CpuOps<double>::gemm_acc(double*, const double*, const double*, const GemmShape&, float, float);
+MT_CPU_INSTANTIATE(MT_OPS_GEMM)
+
+double cpu::measure_gemm_flops() {
+  // A square sgemm large enough to reach OpenBLAS's steady rate; the best of seven after a warm-up (a
+  // single short timing on a busy machine would understate the peak and put MFU above 100%). Measured once.
+  static const double rate = [] {
+    const int n = 1024;
+    std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n, 0.f);
+    double best = 0;
+    for (int rep = 0; rep < 8; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      blas_gemm(Trans::No, Trans::No, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+      double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (rep > 0) best = std::max(best, 2.0 * n * n * n / dt);
+    }
+    return best;
+  }();
+  return rate;
+}
 
 }  // namespace mt

@@ -8,8 +8,8 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/cpu_ops.h"
+#include "engine/cpu/parallel.h"
 #include "engine/cpu/vec_math.h"
-#include "engine/cpu/threads.h"
 
 namespace mt {
 using namespace cpu;
@@ -17,33 +17,33 @@ using namespace cpu;
 namespace {
 
 // Columns per task of the column-parallel reductions: a cache line of doubles or four of floats per
-// row, and enough blocks at model widths (>= 6 at C = 384) to keep two threads busy.
+// row, and enough blocks at model widths (>= 6 at Dm = 384) to keep two threads busy.
 constexpr int kColumnBlock = 64;
 
-int column_blocks(int C) { return (C + kColumnBlock - 1) / kColumnBlock; }
+int column_blocks(int Dm) { return (Dm + kColumnBlock - 1) / kColumnBlock; }
 
 }  // namespace
 
 // ---- embedding -----------------------------------------------------------------------------------------
 
 template <typename T>
-void CpuOps<T>::embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C) {
-#pragma omp parallel for schedule(static) if (size_t(N) * C > cpu::kParallelMin)
+void CpuOps<T>::embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int Dm) {
+#pragma omp parallel for schedule(static) if (size_t(N) * Dm > cpu::kParallelMin)
   for (int t = 0; t < N; ++t)
-    std::memcpy(out + size_t(t) * C, wte + size_t(tokens[t]) * C, sizeof(T) * C);
+    std::memcpy(out + size_t(t) * Dm, wte + size_t(tokens[t]) * Dm, sizeof(T) * Dm);
 }
 
 template <typename T>
-void CpuOps<T>::embedding_backward(acc_t<T>* dwte, const T* dout, const int32_t* tokens, int N, int C, int V) {
+void CpuOps<T>::embedding_backward(acc_t<T>* dwte, const T* dout, const int32_t* tokens, int N, int Dm, int V) {
   for (int t = 0; t < N; ++t) MT_CHECK(tokens[t] >= 0 && tokens[t] < V, "token ", tokens[t], " not in [0, ", V, ")");
   // Each column block adds the tokens' rows in token order: a scatter without races or atomics.
-  const int nb = column_blocks(C);
-#pragma omp parallel for schedule(static) if (size_t(N) * C > cpu::kParallelMin)
+  const int nb = column_blocks(Dm);
+#pragma omp parallel for schedule(static) if (size_t(N) * Dm > cpu::kParallelMin)
   for (int cb = 0; cb < nb; ++cb) {
-    const int c0 = cb * kColumnBlock, w = std::min(kColumnBlock, C - c0);
+    const int c0 = cb * kColumnBlock, w = std::min(kColumnBlock, Dm - c0);
     for (int t = 0; t < N; ++t) {
-      acc_t<T>* d = dwte + size_t(tokens[t]) * C + c0;
-      const T* g = dout + size_t(t) * C + c0;
+      acc_t<T>* d = dwte + size_t(tokens[t]) * Dm + c0;
+      const T* g = dout + size_t(t) * Dm + c0;
 #pragma omp simd
       for (int c = 0; c < w; ++c) d[c] += g[c];
     }
@@ -53,53 +53,53 @@ void CpuOps<T>::embedding_backward(acc_t<T>* dwte, const T* dout, const int32_t*
 // ---- RMSNorm -------------------------------------------------------------------------------------------
 
 template <typename T>
-void CpuOps<T>::rmsnorm_forward(T* out, acc_t<T>* rstd, const T* inp, const T* weight, int N, int C, float eps) {
-#pragma omp parallel for schedule(static) if (size_t(N) * C > cpu::kParallelMin)
+void CpuOps<T>::rmsnorm_forward(T* out, acc_t<T>* rstd, const T* inp, const T* weight, int N, int Dm, float eps) {
+#pragma omp parallel for schedule(static) if (size_t(N) * Dm > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
-    const T* x = inp + size_t(t) * C;
-    T* y = out + size_t(t) * C;
+    const T* x = inp + size_t(t) * Dm;
+    T* y = out + size_t(t) * Dm;
     P ss = 0;
 #pragma omp simd reduction(+ : ss)
-    for (int c = 0; c < C; ++c) ss += P(x[c]) * P(x[c]);
-    const P r = P(1) / std::sqrt(ss / P(C) + P(eps));
+    for (int c = 0; c < Dm; ++c) ss += P(x[c]) * P(x[c]);
+    const P r = P(1) / std::sqrt(ss / P(Dm) + P(eps));
     rstd[t] = r;
 #pragma omp simd
-    for (int c = 0; c < C; ++c) y[c] = T(P(x[c]) * r * P(weight[c]));
+    for (int c = 0; c < Dm; ++c) y[c] = T(P(x[c]) * r * P(weight[c]));
   }
 }
 
-// y = x r w with r = (mean(x^2) + eps)^(-1/2): dr/dx_c = -r^3 x_c / C, so with g = dy * w,
-// dx_c = r g_c - r^3 x_c (g . x) / C and dw_c = sum over rows of dy_c x_c r.
+// y = x r w with r = (mean(x^2) + eps)^(-1/2): dr/dx_c = -r^3 x_c / Dm, so with g = dy * w,
+// dx_c = r g_c - r^3 x_c (g . x) / Dm and dw_c = sum over rows of dy_c x_c r.
 template <typename T>
 void CpuOps<T>::rmsnorm_backward(T* dinp, acc_t<T>* dweight, const T* dout, const T* inp, const T* weight,
-                                 const acc_t<T>* rstd, int N, int C) {
+                                 const acc_t<T>* rstd, int N, int Dm) {
   // dweight first: it reads dout, which the dinp pass may overwrite when dinp aliases dout.
-  const int nb = column_blocks(C);
-#pragma omp parallel for schedule(static) if (size_t(N) * C > cpu::kParallelMin)
+  const int nb = column_blocks(Dm);
+#pragma omp parallel for schedule(static) if (size_t(N) * Dm > cpu::kParallelMin)
   for (int cb = 0; cb < nb; ++cb) {
-    const int c0 = cb * kColumnBlock, w = std::min(kColumnBlock, C - c0);
+    const int c0 = cb * kColumnBlock, w = std::min(kColumnBlock, Dm - c0);
     P acc[kColumnBlock] = {};
     for (int t = 0; t < N; ++t) {
-      const T* g = dout + size_t(t) * C + c0;
-      const T* x = inp + size_t(t) * C + c0;
+      const T* g = dout + size_t(t) * Dm + c0;
+      const T* x = inp + size_t(t) * Dm + c0;
       const P r = rstd[t];
 #pragma omp simd
       for (int c = 0; c < w; ++c) acc[c] += P(g[c]) * P(x[c]) * r;
     }
     for (int c = 0; c < w; ++c) dweight[c0 + c] += acc[c];
   }
-#pragma omp parallel for schedule(static) if (size_t(N) * C > cpu::kParallelMin)
+#pragma omp parallel for schedule(static) if (size_t(N) * Dm > cpu::kParallelMin)
   for (int t = 0; t < N; ++t) {
-    const T* g = dout + size_t(t) * C;
-    const T* x = inp + size_t(t) * C;
-    T* dx = dinp + size_t(t) * C;
+    const T* g = dout + size_t(t) * Dm;
+    const T* x = inp + size_t(t) * Dm;
+    T* dx = dinp + size_t(t) * Dm;
     const P r = rstd[t];
     P gx = 0;
 #pragma omp simd reduction(+ : gx)
-    for (int c = 0; c < C; ++c) gx += P(g[c]) * P(weight[c]) * P(x[c]);
-    const P coef = r * r * r * gx / P(C);
+    for (int c = 0; c < Dm; ++c) gx += P(g[c]) * P(weight[c]) * P(x[c]);
+    const P coef = r * r * r * gx / P(Dm);
 #pragma omp simd
-    for (int c = 0; c < C; ++c) dx[c] += T(r * P(g[c]) * P(weight[c]) - coef * P(x[c]));
+    for (int c = 0; c < Dm; ++c) dx[c] += T(r * P(g[c]) * P(weight[c]) - coef * P(x[c]));
   }
 }
 
@@ -166,16 +166,6 @@ void CpuOps<T>::cross_entropy(acc_t<T>* losses, T* dlogits, const T* logits, con
   }
 }
 
-#define MT_INSTANTIATE_LAYERS(T)                                                                                     \
-  template void CpuOps<T>::embedding_forward(T*, const int32_t*, const T*, int, int);                                \
-  template void CpuOps<T>::embedding_backward(acc_t<T>*, const T*, const int32_t*, int, int, int);                   \
-  template void CpuOps<T>::rmsnorm_forward(T*, acc_t<T>*, const T*, const T*, int, int, float);                      \
-  template void CpuOps<T>::rmsnorm_backward(T*, acc_t<T>*, const T*, const T*, const T*, const acc_t<T>*, int, int); \
-  template void CpuOps<T>::swiglu_forward(T*, const T*, int, int);                                                   \
-  template void CpuOps<T>::swiglu_backward(T*, const T*, const T*, int, int);                                        \
-  template void CpuOps<T>::cross_entropy(acc_t<T>*, T*, const T*, const int32_t*, float, int, int);
-
-MT_INSTANTIATE_LAYERS(float)
-MT_INSTANTIATE_LAYERS(double)
+MT_CPU_INSTANTIATE(MT_OPS_LAYERS)
 
 }  // namespace mt

@@ -10,8 +10,8 @@
 
 #include "engine/core/check.h"
 #include "engine/cpu/cpu_ops.h"
+#include "engine/cpu/parallel.h"
 #include "engine/cpu/vec_math.h"
-#include "engine/cpu/threads.h"
 
 namespace mt {
 using namespace cpu;
@@ -56,15 +56,18 @@ void CpuOps<T>::router_forward(int32_t* routing_map, acc_t<T>* gates, acc_t<T>* 
   }
 }
 
-// d loss / d probs[t, j] = prob_grad[j] + (for the chosen j = idx[k]) dgates[k], through the
-// renormalisation g_k = s_k / S (S = the chosen probabilities' sum) when on:
+// d loss / d probs[t, j] = the balance gradient pg[j] + (for the chosen j = idx[k]) dgates[k], through
+// the renormalisation g_k = s_k / S (S = the chosen probabilities' sum) when on:
 // d/ds_j = (dgate_j - sum_k dgate_k g_k) / S. Then the softmax backward
 // dlogit_e = p_e (dprob_e - sum_j p_j dprob_j), plus z_scale d(lse^2)/dlogit_e = z_scale 2 lse p_e.
 template <typename T>
-void CpuOps<T>::router_backward(acc_t<T>* dlogits, const acc_t<T>* dgates, const acc_t<T>* prob_grad,
-                                const acc_t<T>* probs, const acc_t<T>* lse, const int32_t* routing_map,
-                                const acc_t<T>* gates, float z_scale, const RouteDims& dims, GateNorm norm) {
+void CpuOps<T>::router_backward(acc_t<T>* dlogits, const acc_t<T>* dgates, const int64_t* counts,
+                                double balance_scale, const acc_t<T>* probs, const acc_t<T>* lse,
+                                const int32_t* routing_map, const acc_t<T>* gates, float z_scale,
+                                const RouteDims& dims, GateNorm norm) {
   const int N = dims.N, E = dims.E, K = dims.K;
+  std::vector<P> pg(E);
+  for (int j = 0; j < E; ++j) pg[j] = P(balance_scale * (double(counts[j]) / N) / N);
 #pragma omp parallel if (size_t(N) * E > cpu::kParallelMin)
   {
     std::vector<P> dprob(E);
@@ -73,7 +76,7 @@ void CpuOps<T>::router_backward(acc_t<T>* dlogits, const acc_t<T>* dgates, const
       const P* p = probs + size_t(t) * E;
       const int32_t* idx = routing_map + size_t(t) * K;
       const P* dg = dgates + size_t(t) * K;
-      for (int e = 0; e < E; ++e) dprob[e] = prob_grad[e];
+      for (int e = 0; e < E; ++e) dprob[e] = pg[e];
       if (norm == GateNorm::Renormalize) {
         const P* g = gates + size_t(t) * K;
         P chosen_sum = 0, dot = 0;
@@ -96,58 +99,67 @@ void CpuOps<T>::router_backward(acc_t<T>* dlogits, const acc_t<T>* dgates, const
 
 // O(N E): small next to the router GEMM, so one thread in a fixed order.
 template <typename T>
-void CpuOps<T>::router_stats(int64_t* counts_host, double* prob_sum_host, const int32_t* routing_map,
-                             const acc_t<T>* probs, const RouteDims& dims) {
+void CpuOps<T>::router_stats(double* losses, int64_t* counts, int64_t* bad, const int32_t* routing_map,
+                             const acc_t<T>* probs, const acc_t<T>* lse, const RouteDims& dims) {
   const int N = dims.N, E = dims.E, K = dims.K;
-  std::fill(counts_host, counts_host + E, int64_t(0));
-  std::fill(prob_sum_host, prob_sum_host + E, 0.0);
+  std::fill(counts, counts + E, int64_t(0));
   for (size_t i = 0; i < size_t(N) * K; ++i) {
-    MT_CHECK(routing_map[i] >= 0 && routing_map[i] < E, "expert index ", routing_map[i], " not in [0, ", E, ")");
-    ++counts_host[routing_map[i]];
+    if (routing_map[i] < 0 || routing_map[i] >= E) {
+      *bad |= 1;
+      continue;
+    }
+    ++counts[routing_map[i]];
   }
+  std::vector<double> prob_sum(E, 0.0);
   for (int t = 0; t < N; ++t)
-    for (int e = 0; e < E; ++e) prob_sum_host[e] += double(probs[size_t(t) * E + e]);
+    for (int e = 0; e < E; ++e) prob_sum[e] += double(probs[size_t(t) * E + e]);
+  double bal = 0;
+  for (int i = 0; i < E; ++i) bal += (double(counts[i]) / N) * (prob_sum[i] / N);
+  losses[0] = double(E) * bal;
+  losses[1] = lse ? sum_squares(lse, size_t(N)) / N : 0.0;
 }
 
 // ---- dispatch / combine -----------------------------------------------------------------------------------------
 
 template <typename T>
-int CpuOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* tokens_per_expert_host,
-                              const int32_t* routing_map, const RouteDims& dims, int capacity) {
+void CpuOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* expert_offsets, int64_t* bad,
+                               const int32_t* routing_map, const RouteDims& dims, int capacity) {
   const int N = dims.N, E = dims.E, K = dims.K;
   const size_t choices = size_t(N) * K;
+  MT_CHECK(choices <= size_t(std::numeric_limits<int32_t>::max()), "routing plan of ", choices, " choices");
   std::vector<int64_t> chosen(E, 0);
   for (size_t i = 0; i < choices; ++i) {
-    MT_CHECK(routing_map[i] >= 0 && routing_map[i] < E, "expert index ", routing_map[i], " not in [0, ", E, ")");
+    if (routing_map[i] < 0 || routing_map[i] >= E) {
+      *bad |= 1;
+      continue;
+    }
     ++chosen[routing_map[i]];
   }
   // Kept rows per expert and where each expert's rows start.
-  std::vector<int64_t> start(E + 1, 0);
-  for (int e = 0; e < E; ++e) {
-    tokens_per_expert_host[e] = capacity < 0 ? chosen[e] : std::min<int64_t>(chosen[e], capacity);
-    start[e + 1] = start[e] + tokens_per_expert_host[e];
-  }
-  MT_CHECK(start[E] <= std::numeric_limits<int32_t>::max(), "routing plan of ", start[E], " rows");
+  expert_offsets[0] = 0;
+  for (int e = 0; e < E; ++e)
+    expert_offsets[e + 1] = expert_offsets[e] + (capacity < 0 ? chosen[e] : std::min<int64_t>(chosen[e], capacity));
   // Choices in token order (t, then k): an expert's first `capacity` choices are its first tokens.
   std::vector<int64_t> filled(E, 0);
   for (size_t i = 0; i < choices; ++i) {
     const int e = routing_map[i];
-    if (filled[e] < tokens_per_expert_host[e]) {
-      const int64_t row = start[e] + filled[e]++;
+    if (e >= 0 && e < E && filled[e] < expert_offsets[e + 1] - expert_offsets[e]) {
+      const int64_t row = expert_offsets[e] + filled[e]++;
       slot[i] = int32_t(row);
       row_src[row] = int32_t(i / K);
     } else {
       slot[i] = -1;
     }
   }
-  return int(start[E]);
+  std::fill(row_src + expert_offsets[E], row_src + choices, -1);
 }
 
 template <typename T>
 void CpuOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, const PermuteDims& dims) {
   const int R = dims.R, Dm = dims.Dm;
 #pragma omp parallel for schedule(static) if (size_t(R) * Dm > cpu::kParallelMin)
-  for (int r = 0; r < R; ++r) std::memcpy(out + size_t(r) * Dm, inp + size_t(row_src[r]) * Dm, sizeof(T) * Dm);
+  for (int r = 0; r < R; ++r)
+    if (row_src[r] >= 0) std::memcpy(out + size_t(r) * Dm, inp + size_t(row_src[r]) * Dm, sizeof(T) * Dm);
 }
 
 template <typename T>
@@ -215,21 +227,6 @@ void CpuOps<T>::moe_combine_backward(T* dexpert_out, acc_t<T>* dgates, const T* 
   }
 }
 
-#define MT_INSTANTIATE_ROUTER(T)                                                                                      \
-  template void CpuOps<T>::router_forward(int32_t*, acc_t<T>*, acc_t<T>*, acc_t<T>*, const acc_t<T>*,                 \
-                                          const RouteDims&, GateNorm);                                                \
-  template void CpuOps<T>::router_backward(acc_t<T>*, const acc_t<T>*, const acc_t<T>*, const acc_t<T>*,              \
-                                           const acc_t<T>*, const int32_t*, const acc_t<T>*, float, const RouteDims&, \
-                                           GateNorm);                                                                 \
-  template void CpuOps<T>::router_stats(int64_t*, double*, const int32_t*, const acc_t<T>*, const RouteDims&);        \
-  template int CpuOps<T>::moe_route_plan(int32_t*, int32_t*, int64_t*, const int32_t*, const RouteDims&, int);        \
-  template void CpuOps<T>::moe_permute(T*, const T*, const int32_t*, const PermuteDims&);                            \
-  template void CpuOps<T>::moe_permute_backward(T*, const T*, const int32_t*, const DispatchDims&);                   \
-  template void CpuOps<T>::moe_combine(T*, const T*, const acc_t<T>*, const int32_t*, const DispatchDims&);           \
-  template void CpuOps<T>::moe_combine_backward(T*, acc_t<T>*, const T*, const T*, const acc_t<T>*, const int32_t*,   \
-                                                const DispatchDims&);
-
-MT_INSTANTIATE_ROUTER(float)
-MT_INSTANTIATE_ROUTER(double)
+MT_CPU_INSTANTIATE(MT_OPS_MOE)
 
 }  // namespace mt

@@ -4,7 +4,6 @@
 #include <cblas.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <mpi.h>
 #include <omp.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -17,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "comm/job.h"
 #include "engine/core/check.h"
 
 namespace mt::cpu {
@@ -43,17 +43,10 @@ bool overlap(const cpu_set_t& a, const cpu_set_t& b) {
 }
 
 // Number of ranks on this node whose CPU sets overlap `mine` (this rank included): collective over the
-// node's shared-memory communicator.
+// job (comm/job.h).
 int ranks_sharing(const cpu_set_t& mine) {
-  MPI_Comm node = MPI_COMM_NULL;
-  MT_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  int n = 1;
-  MT_MPI_CHECK(MPI_Comm_size(node, &n));
-  std::vector<cpu_set_t> all(static_cast<size_t>(n));
-  MT_MPI_CHECK(MPI_Allgather(&mine, int(sizeof(cpu_set_t)), MPI_BYTE, all.data(), int(sizeof(cpu_set_t)), MPI_BYTE, node));
-  MT_MPI_CHECK(MPI_Comm_free(&node));
   int sharing = 0;
-  for (const cpu_set_t& other : all) sharing += overlap(mine, other);
+  for (const cpu_set_t& other : gather_on_node(mine)) sharing += overlap(mine, other);
   return std::max(1, sharing);
 }
 
@@ -137,9 +130,7 @@ int launcher_local_size() {
 
 CpuThreads::CpuThreads(const std::string& registry_dir)
     : mask_(affinity_mask()), cores_(std::max(1, CPU_COUNT(&mask_))), registry_(registry_dir, mask_) {
-  int mpi = 0;
-  MT_MPI_CHECK(MPI_Initialized(&mpi));
-  if (mpi) {
+  if (job_place().in_job) {
     job_sharing_ = ranks_sharing(mask_);  // collective; every rank registered before it
   } else if (const int local = launcher_local_size(); local > 1 && cores_ >= sysconf(_SC_NPROCESSORS_ONLN)) {
     job_sharing_ = local;

@@ -4,20 +4,15 @@
 // the user set OMP_NUM_THREADS. Ranks of one job know each other (MPI, the launcher's local size);
 // independent runs find each other in a per-machine registry of live CPU-backend processes, re-read
 // between steps, so a run that started alone gives up threads when a second one starts and takes them
-// back when it ends. Also the threshold below which the kernels' loops run without a parallel region.
+// back when it ends. (When a kernel's loop runs in parallel at all is the kernels' concern: parallel.h.)
 #pragma once
 
 #include <sched.h>
 
 #include <chrono>
-#include <cstddef>
 #include <string>
 
 namespace mt::cpu {
-
-// Loops with at most this many elements (or rows x columns) run on the calling thread: at ~1 ns an
-// element, the work is then below the few microseconds that waking the team costs.
-constexpr size_t kParallelMin = size_t(1) << 14;
 
 // Node-local ranks from the launcher's environment (OMPI_COMM_WORLD_LOCAL_SIZE, SLURM_STEP_TASKS_PER_NODE,
 // SLURM_NTASKS_PER_NODE; Slurm's "2(x3),1" form gives its first count); 0 when none is set.
@@ -55,7 +50,7 @@ class CpuThreads {
   // Registers the process, chooses the count and sets it (omp_set_num_threads, openblas_set_num_threads).
   // OMP_NUM_THREADS set: that count is kept for the whole run (and the process still counts for others).
   // Else cores in the affinity mask / processes sharing them, the largest of: ranks of this node whose
-  // masks overlap (MPI_COMM_TYPE_SHARED, when MPI is initialised: collective, call on every rank), the
+  // masks overlap (comm/job.h, in an MPI job: collective, call on every rank), the
   // launcher's local size (without MPI, when the mask is the whole machine), the registry's count.
   explicit CpuThreads(const std::string& registry_dir = CoreRegistry::default_dir());
   CpuThreads(const CpuThreads&) = delete;

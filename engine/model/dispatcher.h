@@ -13,9 +13,11 @@
 //
 // The routing plan (moe_route_plan: a stable counting sort of the N K choices by expert, the capacity
 // keeping each expert's first tokens) gives slot (N, K), the row of each choice in this rank's expert
-// order, and row_src (R), the token of each row. With ep > 1, the R rows go to their ranks as
-// input_splits (rows to each rank, host) and arrive as output_splits, in (source rank, expert) order;
-// sort_idx puts them into (expert, source rank) order for the experts, unsort_idx back.
+// order, row_src (N K), the token of each row, and the experts' offsets, all on the device. With ep = 1
+// nothing goes to the host: the buffers are sized for all N K choices and the ops skip the dropped rows.
+// With ep > 1 the offsets come to the host (the MoE layer's one device-to-host copy): the R kept rows go
+// to their ranks as input_splits (rows to each rank) and arrive as output_splits, in (source rank,
+// expert) order; sort_idx puts them into (expert, source rank) order for the experts, unsort_idx back.
 #pragma once
 
 #include <algorithm>
@@ -26,7 +28,7 @@
 #include "comm/grid.h"
 #include "engine/core/check.h"
 #include "engine/model/arena.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 #include "engine/model/profile.h"
 
 namespace mt {
@@ -52,10 +54,34 @@ struct MoeDims {
   // Rows this rank's experts can receive in one micro-batch, what the receiving buffers are sized for:
   // a token's K choices are distinct experts, so each of the ep senders' N tokens sends at most
   // min(K, El) rows to one rank; with a capacity, each sender keeps at most `capacity` rows per expert.
-  // (Never less than the N K rows a rank sends, which ep = 1 keeps in the same buffers.)
+  // With ep = 1 it is the most rows the routing plan can keep: N K, or E capacity.
   size_t recv_rows() const {
     size_t r = size_t(N) * ep * size_t(std::min(K, El));
     if (capacity >= 0) r = std::min(r, size_t(ep) * El * size_t(capacity));
+    return r;
+  }
+};
+
+// The numbers of one MoE layer in one micro-batch, in device memory (8-byte words), which the step reads
+// once (Model::read_moe_stats) instead of each op waiting for the device.
+// Per balance group (moe.h) of the micro-batch: its losses and counts.
+struct MoeRecord {
+  double* losses = nullptr;   // (groups, 2) balance loss E sum_i f_i p_i, z-loss mean_t lse_t^2 [null: not kept]
+  int64_t* counts = nullptr;  // (groups, E) choices per expert before any drop               [null: not kept]
+  int64_t* offsets = nullptr; // (E + 1) the routing plan's first row of each expert; offsets[E] = kept rows
+  int64_t* bad = nullptr;     // (1) nonzero: a routing_map entry outside [0, E) (NaN router logits)
+
+  static size_t words(int E, int groups) { return size_t(groups) * (2 + size_t(E)) + size_t(E) + 1 + 1; }
+  // The record at `base` (words(E, groups) words); with_stats false leaves losses and counts null (a
+  // forward whose statistics nobody reads: evaluation).
+  static MoeRecord at(int64_t* base, int E, int groups, bool with_stats) {
+    MoeRecord r;
+    if (with_stats) {
+      r.losses = reinterpret_cast<double*>(base);
+      r.counts = base + 2 * size_t(groups);
+    }
+    r.offsets = base + size_t(groups) * (2 + size_t(E));
+    r.bad = r.offsets + E + 1;
     return r;
   }
 };
@@ -90,8 +116,8 @@ template <typename T>
 struct ExpertRows {
   const T* input = nullptr;        // (rows, Dm) the dispatched tokens (saved for the backward)
   T* output = nullptr;             // (rows, Dm) where the experts write their output, read by combine
-  const int64_t* offsets = nullptr;  // (El + 1, host) local expert e owns rows [offsets[e], offsets[e+1])
-  int64_t rows = 0;
+  const int64_t* offsets = nullptr;  // (El + 1, device) local expert e owns rows [offsets[e], offsets[e+1])
+  int rows = 0;                      // rows the buffers hold (offsets[El] at most)
 };
 
 // The experts' side of a combine_backward.
@@ -107,8 +133,9 @@ class Dispatcher {
   using P = acc_t<T>;
   virtual ~Dispatcher() = default;
 
-  // tokens (N, Dm), routing_map (N, K) -> the experts' input (saved until the backward).
-  virtual ExpertRows<T> dispatch(const T* tokens, const int32_t* routing_map) = 0;
+  // tokens (N, Dm), routing_map (N, K) -> the experts' input (saved until the backward). The routing
+  // plan's offsets and index check go to the record.
+  virtual ExpertRows<T> dispatch(const T* tokens, const int32_t* routing_map, const MoeRecord& record) = 0;
   // out (N, Dm) = sum over each token's kept choices of gates (N, K) times the experts' output.
   virtual void combine(T* out, const P* gates) = 0;
   // dgates (N, K) = dout (N, Dm) . the expert output of each choice (0 if dropped); the gradient of
@@ -117,24 +144,22 @@ class Dispatcher {
   // d_tokens (N, Dm) = the sum over each token's kept choices of ExpertGrads::d_input (written).
   virtual void dispatch_backward(T* d_tokens) = 0;
 
-  // Choices dropped by the capacity in the last dispatch.
-  int64_t dropped() const { return int64_t(d_.N) * d_.K - R_; }
-  // Rows kept per expert in the last dispatch (E, host, global expert order).
-  const std::vector<int64_t>& tokens_per_expert() const { return tokens_per_expert_; }
+  // The rows of the experts' buffers when they are known on the host without waiting (ep > 1: the
+  // all-to-all sizes), else -1 (ep = 1: the kept rows are in the record).
+  virtual int64_t expert_rows_on_host() const = 0;
 
  protected:
   Dispatcher(const MoeDims& d, Ops<T>& ops, Profiler& prof, Arena& arena, DispatchScratch<T>& scratch)
-      : d_(d), ops_(ops), prof_(prof), s_(scratch), tokens_per_expert_(d.E), offsets_(d.El + 1) {
+      : d_(d), ops_(ops), prof_(prof), s_(scratch) {
     const size_t R = d.send_rows();
     arena.request(&slot_, R);
     arena.request(&row_src_, R);
     arena.request(&returned_, R * d.Dm);
   }
 
-  // The routing plan of routing_map; sets R_ and tokens_per_expert_.
-  void plan(const int32_t* routing_map) {
-    R_ = ops_.moe_route_plan(slot_, row_src_, tokens_per_expert_.data(), routing_map, {d_.N, d_.E, d_.K},
-                             d_.capacity);
+  // The routing plan of routing_map into slot_, row_src_ and the record's offsets.
+  void plan(const int32_t* routing_map, const MoeRecord& record) {
+    ops_.moe_route_plan(slot_, row_src_, record.offsets, record.bad, routing_map, {d_.N, d_.E, d_.K}, d_.capacity);
   }
   DispatchDims dims() const { return {d_.N, d_.K, d_.Dm}; }
 
@@ -144,12 +169,8 @@ class Dispatcher {
   DispatchScratch<T>& s_;
   // Saved for the backward (arena).
   int32_t* slot_ = nullptr;     // (N, K) row of each choice in this rank's expert order, -1 if dropped
-  int32_t* row_src_ = nullptr;  // (R) token of each row
+  int32_t* row_src_ = nullptr;  // (R) token of each row, -1 past the kept rows
   T* returned_ = nullptr;       // (R, Dm) the experts' output of this rank's rows, in its expert order
-  // Host state of the current micro-batch.
-  int R_ = 0;                               // rows kept on this rank
-  std::vector<int64_t> tokens_per_expert_;  // (E) rows kept per expert
-  std::vector<int64_t> offsets_;            // (El + 1) rows per local expert, in the experts' order
 };
 
 // ep = 1: the permuted rows are the experts' input, their output is the rows combine reads.
@@ -161,18 +182,20 @@ class LocalDispatcher final : public Dispatcher<T> {
  public:
   LocalDispatcher(const MoeDims& d, Ops<T>& ops, Profiler& prof, Arena& arena, DispatchScratch<T>& scratch)
       : B(d, ops, prof, arena, scratch) {
-    arena.request(&expert_in_, d.send_rows() * d.Dm);
+    arena.request(&expert_in_, d.recv_rows() * d.Dm);
   }
 
-  ExpertRows<T> dispatch(const T* tokens, const int32_t* routing_map) override {
+  // The rows up to the most that can be kept (recv_rows: N K, or E capacity) are gathered, those past the
+  // kept ones skipped: R stays on the device.
+  ExpertRows<T> dispatch(const T* tokens, const int32_t* routing_map, const MoeRecord& record) override {
     Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
-    this->plan(routing_map);
-    this->ops_.moe_permute(expert_in_, tokens, this->row_src_, {this->R_, this->d_.Dm});
-    auto& off = this->offsets_;
-    off[0] = 0;
-    for (int e = 0; e < this->d_.El; ++e) off[e + 1] = off[e] + this->tokens_per_expert_[e];
-    return {expert_in_, this->returned_, off.data(), this->R_};
+    const int rows = int(this->d_.recv_rows());
+    this->plan(routing_map, record);
+    this->ops_.moe_permute(expert_in_, tokens, this->row_src_, {rows, this->d_.Dm});
+    return {expert_in_, this->returned_, record.offsets, rows};
   }
+
+  int64_t expert_rows_on_host() const override { return -1; }
 
   void combine(T* out, const P* gates) override {
     Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
@@ -192,7 +215,7 @@ class LocalDispatcher final : public Dispatcher<T> {
   }
 
  private:
-  T* expert_in_ = nullptr;  // (R, Dm) the tokens in expert order (saved)
+  T* expert_in_ = nullptr;  // (Rr, Dm) the tokens in expert order (saved); Rr = recv_rows() >= the kept rows
 };
 
 // ep > 1: rows travel to the rank of their expert by an all-to-all over the ep group and come back.
@@ -206,25 +229,34 @@ class AllToAllDispatcher final : public Dispatcher<T> {
                      DispatchScratch<T>& scratch)
       : B(d, ops, prof, arena, scratch),
         grid_(grid),
+        plan_host_(size_t(d.E) + 1),
+        tokens_per_expert_(d.E),
         recv_counts_(size_t(d.ep) * d.El),
         input_splits_(d.ep),
         output_splits_(d.ep) {
     const size_t Rr = d.recv_rows();
     arena.request(&expert_in_, Rr * d.Dm);
-    arena.request(&sort_idx_, Rr);
-    arena.request(&unsort_idx_, Rr);
+    arena.request(&index_block_, index_block_bytes(Rr));
+    index_host_.resize(index_block_bytes(Rr));
   }
 
-  ExpertRows<T> dispatch(const T* tokens, const int32_t* routing_map) override {
+  ExpertRows<T> dispatch(const T* tokens, const int32_t* routing_map, const MoeRecord& record) override {
     Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
     auto& s = this->s_;
-    this->plan(routing_map);
-    this->ops_.moe_permute(s.send, tokens, this->row_src_, {this->R_, this->d_.Dm});
+    this->plan(routing_map, record);
+    // The layer's one wait for the device: the plan's offsets, which the all-to-all sizes need.
+    this->ops_.device().copy(plan_host_.data(), record.offsets, sizeof(int64_t) * plan_host_.size(),
+                             CopyKind::DeviceToHost);
+    const int R = int(plan_host_[this->d_.E]);
+    for (int e = 0; e < this->d_.E; ++e) tokens_per_expert_[e] = plan_host_[e + 1] - plan_host_[e];
+    this->ops_.moe_permute(s.send, tokens, this->row_src_, {R, this->d_.Dm});
     exchange_counts();
     alltoallv_rows(s.send, input_splits_, s.arrival, output_splits_);
     this->ops_.moe_permute(expert_in_, s.arrival, sort_idx_, {int(Rr_), this->d_.Dm});
-    return {expert_in_, s.expert_rows, this->offsets_.data(), Rr_};
+    return {expert_in_, s.expert_rows, offsets_, int(Rr_)};
   }
+
+  int64_t expert_rows_on_host() const override { return Rr_; }
 
   void combine(T* out, const P* gates) override {
     Profiler::Scope ps(this->prof_, OpFamily::Dispatch);
@@ -272,17 +304,21 @@ class AllToAllDispatcher final : public Dispatcher<T> {
                          this->ops_.device().space());
   }
 
+  // The device block of the received rows' indices: the local experts' offsets (El + 1, int64), then
+  // sort_idx and unsort_idx (Rr int32 each), written by one host-to-device copy.
+  size_t index_block_bytes(size_t Rr) const { return sizeof(int64_t) * (size_t(this->d_.El) + 1) + 2 * sizeof(int32_t) * Rr; }
+
   // Exchanges tokens_per_expert over the ep group; sets the splits, the rows received (Rr_), the
   // local experts' offsets and the (source, expert) -> (expert, source) order of the received rows.
   void exchange_counts() {
     const int ep = this->d_.ep, El = this->d_.El;
     // tokens_per_expert_ is in global expert order: block j is rank j's experts.
-    grid_.ep().alltoall_host(this->tokens_per_expert_.data(), recv_counts_.data(), size_t(El), DType::I64);
+    grid_.ep().alltoall_host(tokens_per_expert_.data(), recv_counts_.data(), size_t(El), DType::I64);
     for (int j = 0; j < ep; ++j) {
       input_splits_[j] = 0;
       output_splits_[j] = 0;
       for (int e = 0; e < El; ++e) {
-        input_splits_[j] += this->tokens_per_expert_[size_t(j) * El + e];
+        input_splits_[j] += tokens_per_expert_[size_t(j) * El + e];
         output_splits_[j] += recv_counts_[size_t(j) * El + e];
       }
     }
@@ -290,10 +326,11 @@ class AllToAllDispatcher final : public Dispatcher<T> {
     MT_CHECK(size_t(Rr_) <= this->d_.recv_rows(), "MoE: ", Rr_, " rows received, buffers hold ",
              this->d_.recv_rows());
     // Received row of (source j, expert e, i-th) -> sorted position.
-    std::vector<int32_t> sort_idx(Rr_), unsort_idx(Rr_);
+    int64_t* off = reinterpret_cast<int64_t*>(index_host_.data());
+    int32_t* sort_idx = reinterpret_cast<int32_t*>(off + El + 1);
+    int32_t* unsort_idx = sort_idx + Rr_;
     std::vector<int64_t> src_base(ep + 1, 0);
     for (int j = 0; j < ep; ++j) src_base[j + 1] = src_base[j] + output_splits_[j];
-    auto& off = this->offsets_;
     int64_t pos = 0;
     off[0] = 0;
     for (int e = 0; e < El; ++e) {
@@ -308,21 +345,27 @@ class AllToAllDispatcher final : public Dispatcher<T> {
       }
       off[e + 1] = pos;
     }
-    auto& dev = this->ops_.device();
-    dev.copy(sort_idx_, sort_idx.data(), sizeof(int32_t) * Rr_, CopyKind::HostToDevice);
-    dev.copy(unsort_idx_, unsort_idx.data(), sizeof(int32_t) * Rr_, CopyKind::HostToDevice);
+    this->ops_.device().copy(index_block_, index_host_.data(), index_block_bytes(size_t(Rr_)), CopyKind::HostToDevice);
+    offsets_ = reinterpret_cast<const int64_t*>(index_block_);
+    sort_idx_ = reinterpret_cast<const int32_t*>(offsets_ + El + 1);
+    unsort_idx_ = sort_idx_ + Rr_;
   }
 
   const ProcessGrid& grid_;
   // Saved for the backward (arena).
-  T* expert_in_ = nullptr;         // (Rr, Dm) received tokens in (local expert, source) order
-  int32_t* sort_idx_ = nullptr;    // (Rr) arrival row of each expert-order row
-  int32_t* unsort_idx_ = nullptr;  // (Rr) expert-order row of each arrival row
+  T* expert_in_ = nullptr;               // (Rr, Dm) received tokens in (local expert, source) order
+  char* index_block_ = nullptr;          // offsets_, sort_idx_, unsort_idx_ (index_block_bytes)
+  const int64_t* offsets_ = nullptr;     // (El + 1) rows per local expert, in the experts' order
+  const int32_t* sort_idx_ = nullptr;    // (Rr) arrival row of each expert-order row
+  const int32_t* unsort_idx_ = nullptr;  // (Rr) expert-order row of each arrival row
   // Host state of the current micro-batch.
-  int64_t Rr_ = 0;                     // rows received for this rank's experts
-  std::vector<int64_t> recv_counts_;   // (ep, El) rows received from each source per local expert
-  std::vector<int64_t> input_splits_;  // (ep) rows sent to each ep rank
-  std::vector<int64_t> output_splits_; // (ep) rows received from each ep rank
+  std::vector<int64_t> plan_host_;       // (E + 1) the routing plan's offsets
+  std::vector<int64_t> tokens_per_expert_;  // (E) rows kept per expert, in global expert order
+  std::vector<char> index_host_;         // the index block's host side
+  int64_t Rr_ = 0;                       // rows received for this rank's experts
+  std::vector<int64_t> recv_counts_;     // (ep, El) rows received from each source per local expert
+  std::vector<int64_t> input_splits_;    // (ep) rows sent to each ep rank
+  std::vector<int64_t> output_splits_;   // (ep) rows received from each ep rank
 };
 
 template <typename T>

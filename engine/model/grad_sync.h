@@ -1,6 +1,6 @@
 // Why: data-parallel gradient reduction in buckets, started during the backward of the last
 // micro-batch as soon as a bucket's gradients are final (the model signals a growing suffix of each
-// buffer, engine/model.h GradReadyHook), so that communication overlaps the rest of the backward.
+// buffer, engine/model/model.h GradReadyHook), so that communication overlaps the rest of the backward.
 // Dense gradients sum over the dp group, expert gradients over the edp group (the replicas of the
 // same experts). Buckets end on tensor boundaries.
 #pragma once

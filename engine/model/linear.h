@@ -3,7 +3,7 @@
 // (model_impl.h) and the MoE layer (moe.h).
 #pragma once
 
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 #include "engine/model/profile.h"
 
 namespace mt {

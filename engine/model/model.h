@@ -12,7 +12,7 @@
 
 #include "comm/grid.h"
 #include "engine/model/model_config.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 #include "engine/model/params.h"
 #include "engine/model/profile.h"
 
@@ -20,6 +20,8 @@ namespace mt {
 
 enum class ParamGroup { Dense, Expert };
 
+// One micro-batch's numbers. forward_backward fills loss_sum and tokens; the MoE numbers stay on the
+// device until Model::read_moe_stats fills them (once per step, one device-to-host copy).
 struct MicroBatchStats {
   double loss_sum = 0;          // sum over target tokens of the cross-entropy (nats)
   int64_t tokens = 0;           // target tokens
@@ -69,6 +71,12 @@ class Model {
   // The micro-batch's loss is scaled by loss_scale in the gradient (e.g. 1 / micro-batches per step).
   MicroBatchStats forward_backward(const int32_t* windows_host, int n_seqs, float loss_scale,
                                    GradReadyHook* hook);
+
+  // The MoE numbers (balance and z losses, tokens per expert, drops) of the last n calls of
+  // forward_backward, the calls since the previous read, into stats[0..n) in call order; one
+  // device-to-host copy (none without MoE layers). A model with MoE layers keeps the numbers of every
+  // call until they are read, so a training loop reads them once per step.
+  void read_moe_stats(MicroBatchStats* stats, int n);
 
   // Forward only: the summed cross-entropy (nats) over the targets of n_seqs windows.
   double forward_nll(const int32_t* windows_host, int n_seqs);

@@ -2,15 +2,13 @@
 // nothing of the run around it. The manifest parser (engine/run/config) fills them.
 #pragma once
 
+#include "engine/ops/ops.h"  // AttentionImpl
+
 namespace mt {
 
 enum class MoeLayout { Full, OneDense, Interleave };
 
 const char* to_string(MoeLayout layout);
-
-// The attention kernels of the CUDA backend (the CPU has one): the hand-written flash kernels, or
-// cuDNN's fused SDPA graph (bf16 only; fp32 runs stay native).
-enum class AttentionImpl { Native, Cudnn };
 
 struct MoeConfig {
   bool enabled = false;           // false: a dense model (no "moe" object in the manifest)

@@ -1,5 +1,5 @@
-// Why: the body of Model<T> (engine/model.h), in a header so that the CPU build instantiates it for
-// float and double (engine/model.cpp) and the CUDA build for bf16 (cuda/). The forward saves what the
+// Why: the body of Model<T> (engine/model/model.h), in a header so that the CPU build instantiates it for
+// float and double (engine/model/model.cpp) and the CUDA build for bf16 (cuda/). The forward saves what the
 // backward needs in the arena; the backward walks the layers in reverse with the residual-stream
 // gradient dx accumulating (rmsnorm_backward adds into it) and every other activation gradient
 // written.
@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -68,6 +69,15 @@ struct Model<T>::Impl {
 
   MoeScratch<T> moe_scratch;
   std::vector<std::unique_ptr<MoeLayer<T>>> moe;  // per layer (null for dense layers)
+  // The MoE layers' records (dispatcher.h MoeRecord), one block of n_moe records per forward_backward
+  // until read_moe_stats reads them; the forwards of evaluation write to eval_record.
+  int n_moe = 0;                        // MoE layers
+  int moe_groups = 1;                   // balance groups per micro-batch (moe.h)
+  size_t record_words = 0;              // words of one layer's record
+  int64_t* records = nullptr;           // (record_slots, n_moe, record_words), device
+  int record_slots = 0;                 // forward_backward calls the block holds
+  int recorded = 0;                     // forward_backward calls since the last read
+  int64_t* eval_record = nullptr;       // (n_moe, record_words) (arena)
 
   Impl(const ModelConfig& c, int micro_batch, const ProcessGrid& gr, Ops<T>& o)
       : cfg(c), grid(gr), ops(o), dev(o.device()), prof(o.device()), arena(o.device()) {
@@ -164,10 +174,17 @@ struct Model<T>::Impl {
       // Balance groups of balance_group sequences (split_batch checks that they divide a training
       // micro-batch); a model for forward passes of fewer sequences (init, sample) counts over all.
       md.group = micro_batch % mc.balance_group == 0 ? mc.balance_group * S : N;
+      moe_groups = N / md.group;
       md.z_coef = float(mc.z_loss_coef);
       moe_scratch.request(arena, md);
       for (int l = 0; l < L; ++l)
-        if (cfg.is_moe_layer(l)) moe[l] = std::make_unique<MoeLayer<T>>(md, ops, grid, prof, arena, moe_scratch);
+        if (cfg.is_moe_layer(l)) {
+          moe[l] = std::make_unique<MoeLayer<T>>(md, ops, grid, prof, arena, moe_scratch);
+          ++n_moe;
+        }
+      record_words = MoeRecord::words(md.E, moe_groups);
+      arena.request(&eval_record, size_t(n_moe) * record_words);
+      grow_records(8);
     }
     arena.allocate();
 
@@ -178,6 +195,30 @@ struct Model<T>::Impl {
 
   ~Impl() {
     for (void* p : owned) dev.release(p);
+    if (records) dev.release(records);
+  }
+
+  // Room for `slots` forward_backward calls' records, keeping those recorded.
+  void grow_records(int slots) {
+    const size_t per_call = size_t(n_moe) * record_words * sizeof(int64_t);
+    auto* bigger = static_cast<int64_t*>(dev.alloc(slots * per_call));
+    if (records) {
+      if (recorded) dev.copy(bigger, records, recorded * per_call, CopyKind::DeviceToDevice);
+      dev.release(records);
+    }
+    records = bigger;
+    record_slots = slots;
+  }
+
+  // The record of MoE layer l for this forward: the next slot of the block (Record) or eval_record.
+  enum class MoeStats { Record, Discard };
+  MoeRecord moe_record(int l, MoeStats mode) {
+    int index = 0;
+    for (int i = 0; i < l; ++i) index += moe[i] ? 1 : 0;
+    if (mode == MoeStats::Discard)
+      return MoeRecord::at(eval_record + index * record_words, cfg.moe.n_experts, moe_groups, false);
+    int64_t* call = records + size_t(recorded) * n_moe * record_words;
+    return MoeRecord::at(call + index * record_words, cfg.moe.n_experts, moe_groups, true);
   }
 
   std::vector<void*> owned;
@@ -221,8 +262,9 @@ struct Model<T>::Impl {
   }
 
   // ---- forward ----------------------------------------------------------------------------------------
-  void forward(MicroBatchStats* stats) {
+  void forward(MoeStats mode) {
     const size_t nd = size_t(N) * Dm;
+    if (mode == MoeStats::Record && n_moe > 0 && recorded == record_slots) grow_records(2 * record_slots);
     {
       Profiler::Scope ps(prof, OpFamily::Embedding);
       ops.embedding_forward(x[0], inputs, w.embed, N, Dm);
@@ -265,18 +307,13 @@ struct Model<T>::Impl {
         Profiler::Scope ps(prof, OpFamily::Linear);
         linear_forward(ops, prof, OpFamily::Linear, tmp, act[l], lw.w2, N, Fl, Dm);
       } else {
-        MoeLayerStats ms;
-        moe[l]->forward(tmp, ln2[l], lw, &ms);
-        stats->balance_loss += ms.balance_loss;
-        stats->z_loss += ms.z_loss;
-        stats->dropped += ms.dropped;
-        stats->layer_dropped.push_back(ms.dropped);
-        stats->tokens_per_expert.push_back(std::move(ms.tokens_per_expert));
+        moe[l]->forward(tmp, ln2[l], lw, moe_record(l, mode));
       }
       tp_allreduce(tmp, nd);
       dev.copy(x[l + 1], x_mid[l], sizeof(T) * nd, CopyKind::DeviceToDevice);
       ops.add_inplace(x[l + 1], tmp, nd);
     }
+    if (mode == MoeStats::Record && n_moe > 0) ++recorded;
     Profiler::Scope ps(prof, OpFamily::Norm);
     ops.rmsnorm_forward(lnf, rstdf, x[L], w.final_norm, N, Dm, float(cfg.norm_eps));
   }
@@ -451,7 +488,7 @@ MicroBatchStats Model<T>::forward_backward(const int32_t* windows_host, int n_se
   auto& im = *impl_;
   MicroBatchStats stats;
   im.load_tokens(windows_host, n_seqs);
-  im.forward(&stats);
+  im.forward(Impl::MoeStats::Record);
   stats.loss_sum = im.head_and_loss(loss_scale / float(im.N), Impl::Pass::WithBackward);
   stats.tokens = im.N;
   im.backward(loss_scale, hook);
@@ -459,11 +496,53 @@ MicroBatchStats Model<T>::forward_backward(const int32_t* windows_host, int n_se
 }
 
 template <typename T>
+void Model<T>::read_moe_stats(MicroBatchStats* stats, int n) {
+  auto& im = *impl_;
+  if (im.n_moe == 0) return;
+  MT_CHECK(n == im.recorded, "read_moe_stats: ", n, " micro-batches asked, ", im.recorded, " run since the last read");
+  if (n == 0) return;
+  const size_t words = size_t(n) * im.n_moe * im.record_words;
+  std::vector<int64_t> host(words);
+  im.dev.copy(host.data(), im.records, sizeof(int64_t) * words, CopyKind::DeviceToHost);
+  im.dev.zero(im.records, sizeof(int64_t) * words);  // the index-check flags start clear
+  im.recorded = 0;
+  const int E = im.cfg.moe.n_experts;
+  const int64_t choices = int64_t(im.N) * im.cfg.moe.top_k;
+  for (int i = 0; i < n; ++i) {
+    MicroBatchStats& s = stats[i];
+    int index = 0;
+    for (int l = 0; l < im.L; ++l) {
+      if (!im.moe[l]) continue;
+      int64_t* words_of_layer = host.data() + (size_t(i) * im.n_moe + index++) * im.record_words;
+      const int groups = im.moe_groups;
+      const MoeRecord r = MoeRecord::at(words_of_layer, E, groups, true);
+      MT_CHECK(*r.bad == 0, "MoE layer ", l, ": an expert index outside [0, ", E, ") (NaN router logits?)");
+      // The groups' two doubles each, as bytes (the host copy holds int64 words); the means over groups.
+      std::vector<double> losses(2 * size_t(groups));
+      std::memcpy(losses.data(), words_of_layer, sizeof(double) * losses.size());
+      double balance = 0, z = 0;
+      std::vector<int64_t> counts(E, 0);
+      for (int grp = 0; grp < groups; ++grp) {
+        balance += losses[2 * size_t(grp)];
+        z += losses[2 * size_t(grp) + 1];
+        for (int e = 0; e < E; ++e) counts[e] += r.counts[size_t(grp) * E + e];
+      }
+      s.balance_loss += balance / groups;
+      s.z_loss += z / groups;
+      s.dropped += choices - r.offsets[E];
+      s.layer_dropped.push_back(choices - r.offsets[E]);
+      s.tokens_per_expert.push_back(std::move(counts));
+      // With ep = 1 the experts' rows are the kept ones, known only now (moe.h).
+      if (im.grid.ep_size == 1) im.prof.add_flops(OpFamily::Experts, double(r.offsets[E]) * im.moe[l]->expert_flops_per_row());
+    }
+  }
+}
+
+template <typename T>
 double Model<T>::forward_nll(const int32_t* windows_host, int n_seqs) {
   auto& im = *impl_;
-  MicroBatchStats stats;
   im.load_tokens(windows_host, n_seqs);
-  im.forward(&stats);
+  im.forward(Impl::MoeStats::Discard);
   return im.head_and_loss(0.f, Impl::Pass::ForwardOnly);
 }
 
@@ -471,9 +550,8 @@ template <typename T>
 void Model<T>::forward_logits(const int32_t* windows_host, int n_seqs, int position, float* logits_host) {
   auto& im = *impl_;
   MT_CHECK(position >= 0 && position < im.S, "position ", position, " is outside the window [0, ", im.S, ")");
-  MicroBatchStats stats;
   im.load_tokens(windows_host, n_seqs);
-  im.forward(&stats);
+  im.forward(Impl::MoeStats::Discard);
   linear_forward(im.ops, im.prof, OpFamily::LmHead, im.logits, im.lnf + size_t(position) * im.Dm, im.w.lm_head, 1, im.Dm, im.V);
   std::vector<T> row(size_t(im.V));
   im.dev.copy(row.data(), im.logits, sizeof(T) * row.size(), CopyKind::DeviceToHost);

@@ -3,12 +3,17 @@
 // all-to-all over the ep group); names follow Megatron: routing_map, probs, tokens_per_expert,
 // capacity.
 //
+// Waiting for the device: none with ep = 1; with ep > 1 the dispatcher's one copy of the all-to-all
+// sizes. The balance and z-loss statistics, the expert counts and the routing plan's offsets stay in a
+// device MoeRecord that the step reads once (Model::read_moe_stats).
+//
 // Balance loss (DESIGN.md): the mean over balance groups (model.moe.balance_group consecutive sequences,
 // default 1) of E * sum_i f_i p_i, with f_i = share of the group's tokens that chose expert i (sum_i f_i
 // = K) and p_i = the group's mean router probability of i; the gradient flows through p_i only. Its
 // statistics are LOCAL: the group's tokens on this rank, before any capacity drop. A group is the same
 // set of sequences whole on one rank under every micro-batch split and (tp, ep, dp) layout, so the
-// loss and its gradient do not depend on them (tests/mpi/test_mpi_balance.cpp).
+// loss and its gradient do not depend on them (tests/mpi/test_mpi_balance.cpp). The router's
+// statistics and backward run once per group.
 //
 // Tensor parallelism (the rule for every block, model_impl.h): a layer NEVER reduces over tp itself;
 // the block does, in one place. The router is replicated over tp (every tp rank routes identically);
@@ -27,7 +32,7 @@
 #include "engine/model/dispatcher.h"
 #include "engine/model/experts.h"
 #include "engine/model/linear.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 #include "engine/model/profile.h"
 #include "engine/model/tensors.h"
 
@@ -39,13 +44,11 @@ struct MoeScratch {
   using P = acc_t<T>;
   DispatchScratch<T> dispatch;
   ExpertScratch<T> experts;     // the routed experts' backward, then the shared expert's:
-                                //   dh13 (max(Rr, N), 2 max(Del, Dsl)), dact (max(Rr, N), max(Del, Dsl)),
-                                //   dinp_acc (Rr, Dm) [T not P]
+                                //   dh13 (max(Rr, N), 2 max(Del, Dsl)), dact (max(Rr, N), max(Del, Dsl))
   T* d_routed = nullptr;        // (N, Dm) the routed experts' part of the input gradient   [Dsl > 0]
   P* dgates = nullptr;          // (N, K)
   P* dlogits = nullptr;         // (N, E)
   T* dlogits_t = nullptr;       // (N, E)
-  P* prob_grad = nullptr;       // (N / group, E) per balance group
 
   void request(Arena& a, const MoeDims& d) {
     const size_t Rr = d.recv_rows(), rows = std::max<size_t>(Rr, d.N);
@@ -53,20 +56,11 @@ struct MoeScratch {
     dispatch.request(a, d);
     a.request(&experts.dh13, rows * 2 * H);
     a.request(&experts.dact, rows * H);
-    if constexpr (!std::is_same_v<T, P>) a.request(&experts.dinp_acc, Rr * d.Dm);
     if (d.Dsl > 0) a.request(&d_routed, size_t(d.N) * d.Dm);
     a.request(&dgates, size_t(d.N) * d.K);
     a.request(&dlogits, size_t(d.N) * d.E);
     a.request(&dlogits_t, size_t(d.N) * d.E);
-    a.request(&prob_grad, size_t(d.N / d.group) * d.E);
   }
-};
-
-struct MoeLayerStats {
-  double balance_loss = 0;  // mean over balance groups of E * sum_i f_i p_i
-  double z_loss = 0;        // mean_t lse_t^2
-  std::vector<int64_t> tokens_per_expert;  // (E) choices before any drop
-  int64_t dropped = 0;
 };
 
 template <typename T>
@@ -90,25 +84,28 @@ class MoeLayer {
       arena.request(&sh13_, N * 2 * d.Dsl);
       arena.request(&shact_, N * d.Dsl);
     }
-    counts_.resize(d.E);
-    group_counts_.resize(size_t(d.N / d.group) * d.E);
-    prob_sum_.resize(d.E);
   }
 
-  // out (N, Dm) = routed experts + shared expert of ln2 (N, Dm); a partial sum over tp.
-  void forward(T* out, const T* ln2, const LayerTensors<T>& w, MoeLayerStats* stats) {
-    route(ln2, w, stats);
-    const ExpertRows<T> rows = dispatcher_->dispatch(ln2, routing_map_);
-    stats->dropped = dispatcher_->dropped();
+  // out (N, Dm) = routed experts + shared expert of ln2 (N, Dm); a partial sum over tp. The layer's
+  // numbers go to `record` (device memory; its statistics are skipped when record.losses is null).
+  void forward(T* out, const T* ln2, const LayerTensors<T>& w, const MoeRecord& record) {
+    route(ln2, w, record);
+    const ExpertRows<T> rows = dispatcher_->dispatch(ln2, routing_map_, record);
     {
       Profiler::Scope ps(prof_, OpFamily::Experts);
-      experts_forward(ops_, rows.output, experts_, rows.input, expert_weights(w), rows.offsets, expert_dims());
-      prof_.add_flops(OpFamily::Experts, 2.0 * rows.rows * d_.Dm * 3.0 * d_.Del);
+      experts_forward(ops_, rows.output, experts_, rows.input, expert_weights(w), rows.offsets, expert_dims(rows));
+      // (ep = 1: the rows are known when the step reads the record; Model::read_moe_stats counts them.)
+      const int64_t known = dispatcher_->expert_rows_on_host();
+      if (known >= 0) prof_.add_flops(OpFamily::Experts, 2.0 * known * d_.Dm * 3.0 * d_.Del);
     }
     dispatcher_->combine(out, gates_);
     if (d_.Dsl > 0) shared_forward(out, ln2, w);
     expert_rows_ = rows;
+    record_ = record;
   }
+
+  // FLOPs of the routed experts per kept row in a forward and backward (the ep = 1 count's factor).
+  double expert_flops_per_row() const { return 6.0 * d_.Dm * 3.0 * d_.Del; }
 
   // d_ln2 (N, Dm) = the gradient of this layer's input through the routed and shared experts, a partial
   // sum over tp, and dgates() likewise; gradients of the shared and routed experts accumulate into g.
@@ -121,8 +118,9 @@ class MoeLayer {
       const ExpertRows<T>& rows = expert_rows_;
       experts_backward(ops_, grads.d_input, ExpertWeights<P>{g.ex_w1, g.ex_w3, g.ex_w2}, s_.experts, grads.d_output,
                        rows.input, ExpertActivations<const T>{experts_.h13, experts_.act}, expert_weights(w),
-                       rows.offsets, expert_dims());
-      prof_.add_flops(OpFamily::Experts, 4.0 * rows.rows * d_.Dm * 3.0 * d_.Del);
+                       rows.offsets, expert_dims(rows));
+      const int64_t known = dispatcher_->expert_rows_on_host();
+      if (known >= 0) prof_.add_flops(OpFamily::Experts, 4.0 * known * d_.Dm * 3.0 * d_.Del);
     }
     if (d_.Dsl > 0) {
       dispatcher_->dispatch_backward(s_.d_routed);
@@ -143,43 +141,34 @@ class MoeLayer {
                        float loss_scale) {
     const int N = d_.N, Dm = d_.Dm, E = d_.E, K = d_.K, G = d_.group, groups = N / G;
     Profiler::Scope ps(prof_, OpFamily::Router);
+    MT_CHECK(record_.counts, "MoE backward after a forward without statistics");
     // d loss / d probs[t, j] from the balance loss = coef * E * f_j / G / groups for the tokens t of a
-    // group with f_j its share (scaled like the loss).
-    std::vector<P> pg(size_t(groups) * E);
-    for (size_t i = 0; i < pg.size(); ++i)
-      pg[i] = P(double(d_.balance_coef) * loss_scale * E * (double(group_counts_[i]) / G) / G / groups);
-    ops_.device().copy(s_.prob_grad, pg.data(), sizeof(P) * pg.size(), CopyKind::HostToDevice);
+    // group (scaled like the loss), with f_j = counts[j] / G of the group from the forward's record.
+    const double balance_scale = double(d_.balance_coef) * loss_scale * E / groups;
     const float z_scale = d_.z_coef * loss_scale / float(N);
     for (int grp = 0; grp < groups; ++grp) {
       const size_t t = size_t(grp) * G;
-      ops_.router_backward(s_.dlogits + t * E, s_.dgates + t * K, s_.prob_grad + size_t(grp) * E, probs_ + t * E,
-                           lse_ + t, routing_map_ + t * K, gates_ + t * K, z_scale, {G, E, K}, d_.norm);
+      ops_.router_backward(s_.dlogits + t * E, s_.dgates + t * K, record_.counts + size_t(grp) * E, balance_scale,
+                           probs_ + t * E, lse_ + t, routing_map_ + t * K, gates_ + t * K, z_scale, {G, E, K}, d_.norm);
     }
     ops_.to_compute(s_.dlogits_t, s_.dlogits, size_t(N) * E);
     linear_backward(ops_, prof_, OpFamily::Router, d_ln2, g.router, s_.dlogits_t, ln2, w.router, N, Dm, E, 1.f);
   }
 
  private:
-  // Router logits, probs, the top-K routing_map and gates, and the balance / z-loss statistics.
-  void route(const T* ln2, const LayerTensors<T>& w, MoeLayerStats* stats) {
-    const int N = d_.N, E = d_.E, K = d_.K, G = d_.group, groups = N / G;
+  // Router logits, probs, the top-K routing_map and gates, and the balance / z-loss statistics (into
+  // the record, on the device).
+  void route(const T* ln2, const LayerTensors<T>& w, const MoeRecord& record) {
+    const int N = d_.N, E = d_.E, K = d_.K, G = d_.group;
     Profiler::Scope ps(prof_, OpFamily::Router);
     linear_forward_acc(ops_, prof_, OpFamily::Router, logits_, ln2, w.router, N, d_.Dm, E);
     ops_.router_forward(routing_map_, gates_, probs_, lse_, logits_, {N, E, K}, d_.norm);
-    std::fill(counts_.begin(), counts_.end(), int64_t(0));
-    double bal = 0;  // sum over groups of sum_i f_i p_i
-    for (int g = 0; g < groups; ++g) {
-      const size_t t = size_t(g) * G;
-      int64_t* c = group_counts_.data() + size_t(g) * E;
-      ops_.router_stats(c, prob_sum_.data(), routing_map_ + t * K, probs_ + t * E, {G, E, K});
-      for (int i = 0; i < E; ++i) {
-        bal += (double(c[i]) / G) * (prob_sum_[i] / G);
-        counts_[i] += c[i];
+    if (record.losses)
+      for (int grp = 0; grp < N / G; ++grp) {
+        const size_t t = size_t(grp) * G;
+        ops_.router_stats(record.losses + 2 * size_t(grp), record.counts + size_t(grp) * E, record.bad,
+                          routing_map_ + t * K, probs_ + t * E, d_.z_coef > 0 ? lse_ + t : nullptr, {G, E, K});
       }
-    }
-    stats->balance_loss = double(E) * bal / groups;
-    stats->z_loss = d_.z_coef > 0 ? ops_.sum_squares(lse_, size_t(N)) / N : 0.0;
-    stats->tokens_per_expert = counts_;
   }
 
   // out (N, Dm) += shared(ln2).
@@ -200,7 +189,7 @@ class MoeLayer {
     linear_backward(ops_, prof_, OpFamily::Linear, d_ln2, g.sh_w13, s_.experts.dh13, ln2, w.sh_w13, N, Dm, 2 * F);
   }
 
-  ExpertDims expert_dims() const { return {d_.El, d_.Dm, d_.Del}; }
+  ExpertDims expert_dims(const ExpertRows<T>& rows) const { return {d_.El, d_.Dm, d_.Del, rows.rows}; }
   static ExpertWeights<const T> expert_weights(const LayerTensors<T>& w) { return {w.ex_w1, w.ex_w3, w.ex_w2}; }
 
   MoeDims d_;
@@ -217,11 +206,9 @@ class MoeLayer {
   ExpertActivations<T> experts_;    // h13 (Rr, 2 Del), act (Rr, Del)
   T* sh13_ = nullptr;               // (N, 2 Dsl)
   T* shact_ = nullptr;              // (N, Dsl)
-  // Host state of the current micro-batch.
+  // The current micro-batch's.
   ExpertRows<T> expert_rows_;       // the dispatch of the forward
-  std::vector<int64_t> counts_;     // (E) chosen per expert (before drops)
-  std::vector<int64_t> group_counts_;  // (N / group, E) likewise per balance group
-  std::vector<double> prob_sum_;    // (E)
+  MoeRecord record_;                // the forward's record (counts for the balance gradient)
 };
 
 }  // namespace mt

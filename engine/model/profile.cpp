@@ -1,4 +1,4 @@
-// Why: the names `moetrain bench` prints for each op family (engine/profile.h).
+// Why: the names `moetrain bench` prints for each op family (engine/model/profile.h).
 #include "engine/model/profile.h"
 
 namespace mt {

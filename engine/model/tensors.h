@@ -1,5 +1,5 @@
 // Why: typed views of a parameter-shaped buffer (master weights, gradients or compute copies): one
-// pointer per tensor of each layer, resolved once from the tables of engine/params.h. Sizes are this
+// pointer per tensor of each layer, resolved once from the tables of engine/model/params.h. Sizes are this
 // rank's: Hl = H / tp heads, Fl = d_ffn / tp, El = E / ep experts, Del = d_expert / tp,
 // Dsl = d_shared / tp.
 #pragma once

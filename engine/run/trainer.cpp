@@ -1,10 +1,7 @@
 // Why: the non-template parts of the trainer (batch split, resume checks, metrics file
-// handling, the CPU's GEMM reference rate) and its CPU instantiation.
+// handling) and its CPU instantiation.
 #include "engine/run/trainer.h"
 
-#include <cblas.h>
-
-#include <chrono>
 #include <fstream>
 #include <sstream>
 
@@ -216,24 +213,6 @@ std::string short_duration(double s) {
 }
 
 }  // namespace train_detail
-
-double measure_cpu_gemm_flops() {
-  // A square sgemm large enough to reach OpenBLAS's steady rate; the best of seven after a warm-up (a
-  // single short timing on a busy machine would understate the peak and put MFU above 100%). Measured once.
-  static const double rate = [] {
-    const int n = 1024;
-    std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n, 0.f);
-    double best = 0;
-    for (int rep = 0; rep < 8; ++rep) {
-      auto t0 = std::chrono::steady_clock::now();
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
-      double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (rep > 0) best = std::max(best, 2.0 * n * n * n / dt);
-    }
-    return best;
-  }();
-  return rate;
-}
 
 template TrainResult train<float>(const RunConfig&, const TrainOptions&, Ops<float>&, const ProcessGrid&);
 template json evaluate_checkpoint<float>(const RunConfig&, const std::string&, Ops<float>&, const ProcessGrid&);

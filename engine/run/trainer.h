@@ -15,7 +15,7 @@
 #include "comm/grid.h"
 #include "engine/core/stop.h"  // install_stop_signals(): SIGTERM / SIGINT checkpoint and stop the loop
 #include "engine/run/config.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 namespace mt {
 
@@ -48,8 +48,5 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops, c
 // Evaluates a checkpoint on the val split of cfg: {val_loss, val_bpc, val_bits_per_byte, tokens, ...}.
 template <typename T>
 json evaluate_checkpoint(const RunConfig& cfg, const std::string& ckpt_dir, Ops<T>& ops, const ProcessGrid& grid);
-
-// A quick measurement of this host's fp32 GEMM rate (FLOP/s per process), the CPU's MFU reference.
-double measure_cpu_gemm_flops();
 
 }  // namespace mt

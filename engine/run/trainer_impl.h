@@ -406,12 +406,14 @@ StepStats Trainer<T>::optimizer_step() {
   model_.profiler().reset();
   loader_.next(batch_.data());
   const float loss_scale = 1.0f / float(split_.n_micro * grid_.dp_size);
+  std::vector<MicroBatchStats> micro(split_.n_micro);
   for (int mb = 0; mb < split_.n_micro; ++mb) {
     GradReadyHook* hook = mb == split_.n_micro - 1 ? sync_.get() : nullptr;
-    s.add(model_.forward_backward(batch_.data() + size_t(mb) * split_.micro * (seq_len_ + 1), split_.micro,
-                                  loss_scale, hook),
-          split_.n_micro);
+    micro[mb] = model_.forward_backward(batch_.data() + size_t(mb) * split_.micro * (seq_len_ + 1), split_.micro,
+                                        loss_scale, hook);
   }
+  model_.read_moe_stats(micro.data(), split_.n_micro);  // the MoE numbers of the step, read once
+  for (const MicroBatchStats& mb : micro) s.add(mb, split_.n_micro);
   if (sync_) sync_->finish();
   s.reduce_over_dp(grid_);
   s.grad_norm = optim_.grad_norm();

@@ -6,7 +6,7 @@
 #include "cuda/context.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/device.h"
-#include "engine/model/ops.h"
+#include "engine/ops/ops.h"
 
 extern "C" int mt_cuda_device_count();
 

@@ -1,10 +1,8 @@
 // Why: a job in which rank 1 fails while the other ranks wait in an allreduce, so that
 // tests/mpi/expect_failure.sh can check that the whole job ends non-zero with a message instead of
 // hanging. Modes (argv[1]): "throw" (rank 1 gets an mt::Error from the comm layer and, as app/main.cpp
-// does, prints it and calls MPI_Abort), "kill" (rank 1 dies by SIGKILL), "exit" (rank 1 exits without
-// MPI_Finalize), "none" (no rank fails: the control, which must succeed).
-#include <mpi.h>
-
+// does, prints it and ends the job with mt::exit_job), "kill" (rank 1 dies by SIGKILL), "exit" (rank 1
+// exits without MPI_Finalize), "none" (no rank fails: the control, which must succeed).
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -13,6 +11,7 @@
 #include <thread>
 
 #include "comm/grid.h"
+#include "comm/job.h"
 #include "engine/core/check.h"
 #include "tests/mpi/counting_device.h"
 
@@ -44,8 +43,8 @@ int main(int argc, char** argv) {
     // What app/main.cpp does when a rank of a multi-rank job fails.
     std::fprintf(stderr, "moetrain: error (rank %d): %s\n", rank, e.what());
     std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    mt::exit_job(1);
   }
-  MPI_Finalize();
+  mt::finalize_job();
   return 0;
 }

@@ -56,8 +56,9 @@ AuxNumbers run(const mt::ModelConfig& cfg, const mt::ProcessGrid& grid, const st
   AuxNumbers a;
   for (int mb = 0; mb < n_micro; ++mb) {
     const size_t first = size_t(grid.dp_rank) * local + size_t(mb) * micro;
-    const auto s = model.forward_backward(windows.data() + first * (S + 1), micro,
-                                          1.0f / float(n_micro * grid.dp_size), nullptr);
+    auto s = model.forward_backward(windows.data() + first * (S + 1), micro, 1.0f / float(n_micro * grid.dp_size),
+                                    nullptr);
+    model.read_moe_stats(&s, 1);
     a.balance += s.balance_loss / n_micro;
     a.z += s.z_loss / n_micro;
   }

@@ -14,8 +14,7 @@ HALF=$((CORES / 2))
 export MOETRAIN_CORE_REGISTRY="$TMP/registry"
 plural() { [ "$1" = 1 ] && echo "$1 $2" || echo "$1 $2s"; }
 
-{ zcat /usr/share/dictd/gcide.dict.dz || true; } | head -c 1200000 > "$TMP/text.txt"
-"$BIN" data build --input "$TMP/text.txt" --out "$TMP/ds" --tokenizer byte --val-tokens 8192 > /dev/null
+dict_dataset "$TMP" 1200000
 cat > "$TMP/m.json" << 'JSON'
 {
   "name": "shared",

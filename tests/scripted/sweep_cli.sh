@@ -13,10 +13,8 @@ PY=/usr/bin/python3
 "$PY" -c 'import matplotlib, numpy' 2> /dev/null ||
   fail "$PY cannot import matplotlib and numpy (scripts/setup.sh installs python3-matplotlib)"
 
-# Tiny real text: 200 kB of the GNU dictionary (dict-gcide, installed by scripts/setup.sh).
-{ zcat /usr/share/dictd/gcide.dict.dz || true; } | head -c 200000 > "$TMP/text.txt"
-[ -s "$TMP/text.txt" ] || fail "no text from /usr/share/dictd/gcide.dict.dz"
-"$BIN" data build --input "$TMP/text.txt" --out "$TMP/ds" --tokenizer byte --val-tokens 8192 > /dev/null
+# Tiny real text: 200 kB of the GNU dictionary.
+dict_dataset "$TMP" 200000
 
 # The dense reference as its own manifest (the MoE runs match its compute), and the sweep: the
 # reference, 0.5x and 2x its tokens, and two MoEs at the reference's compute. Paths are relative to

@@ -4,9 +4,8 @@
 # eval, export, init and grad work on what train wrote. Usage: train_cli.sh MOETRAIN SCRATCH_DIR
 source "$(dirname "$0")/../script_common.sh" "$@"
 
-# Real text: the first 1.5 MB of the GNU dictionary (dict-gcide, installed by scripts/setup.sh).
-{ zcat /usr/share/dictd/gcide.dict.dz || true; } | head -c 1500000 > "$TMP/text.txt"
-"$BIN" data build --input "$TMP/text.txt" --out "$TMP/ds" --tokenizer byte --val-tokens 20000 > /dev/null
+# Real text: the first 1.5 MB of the GNU dictionary.
+dict_dataset "$TMP" 1500000 20000
 
 M=manifests/examples/tiny_moe.json
 SET=(--set data.train="$TMP/ds" --set data.val="$TMP/ds" --set model.seq_len=32 --set train.tokens=102400

@@ -18,9 +18,7 @@ slurm_test_begin() {
 # (default 2000) with a metrics line every 10 steps, no checkpoints but the ones a stop writes.
 slurm_test_data() {
   local dir=$1 steps=${2:-2000}
-  { zcat /usr/share/dictd/gcide.dict.dz || true; } | head -c 200000 > "$dir/text.txt"
-  [ -s "$dir/text.txt" ] || fail "no text from /usr/share/dictd/gcide.dict.dz (scripts/setup.sh installs dict-gcide)"
-  "$BIN" data build --input "$dir/text.txt" --out "$dir/ds" --tokenizer byte --val-tokens 8192 > /dev/null
+  dict_dataset "$dir" 200000
   cat > "$dir/run.json" << EOF
 {
   "name": "tiny",

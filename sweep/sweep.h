@@ -2,8 +2,8 @@
 // folder it can be started again on: finished runs are skipped, interrupted ones resume. This is the
 // part below the CLI: writing the run folders (manifest.json with absolute paths, sweep.json for
 // --collect), the run status read back from a run folder, the scheduler (N runs at a time, a failed
-// run reported and the rest continuing) over a Launcher that tests replace, the fork/exec launcher,
-// and the Slurm job-array scripts.
+// run reported and the rest continuing) over a Launcher that tests replace, and the fork/exec launcher.
+// The Slurm job-array scripts are in slurm.h, the results table in results.h.
 #pragma once
 
 #include <functional>
@@ -16,6 +16,9 @@
 #include "engine/run/config.h"
 
 namespace mt {
+
+// The absolute, normalised form of `path`.
+std::string absolute_normal(const std::string& path);
 
 // A run manifest whose relative paths (data.train, data.val, train.match_compute) are made absolute
 // against `base_dir` (itself made absolute), so that the manifest works from any folder.
@@ -111,28 +114,5 @@ std::string shell_quote(const std::string& s);
 
 // The last non-empty line of a file ("" when there is none): a failed run's error message.
 std::string last_line(const std::string& path);
-
-struct SlurmOptions {
-  std::string moetrain;                 // the executable, absolute
-  int tasks_per_run = 0;                // ranks per run; 0: one per GPU (gpus_per_run), at least one
-  int cpus_per_task = 0;                // CPUs (OpenMP threads) per rank; 0: the site's default
-  int gpus_per_run = 0;                 // GPUs per run (on one node); 0: a CPU job
-  std::string srun_mpi = "pmix";        // srun --mpi=...; "": the site's MpiDefault
-  int signal_lead_s = 120;              // USR1 this long before the time limit: checkpoint and requeue
-  int max_parallel = 0;                 // array throttle (%N); 0: none
-  std::string device = "auto";
-  std::string precision = "auto";
-  std::vector<std::string> sbatch_lines;  // extra "#SBATCH ..." options (partition, account, time); last, so they win
-};
-
-// scripts/slurm/train.sbatch as built in: one run under srun that checkpoints before its time limit
-// and requeues itself (its header says how the signals work). `sweep --slurm` writes it to DIR/slurm/.
-const char* slurm_train_script();
-
-// DIR/sweep.sbatch: a job array with one task per run; each task runs DIR/slurm/train.sbatch on its run
-// (which skips a finished run, else trains it with --resume auto, requeueing itself near the time limit).
-std::string slurm_array_script(const SweepState& state, const std::string& dir, const SlurmOptions& opts);
-// DIR/collect.sbatch: `moetrain sweep --collect DIR` once the array is over (submitted afterany).
-std::string slurm_collect_script(const SweepState& state, const std::string& dir, const SlurmOptions& opts);
 
 }  // namespace mt

@@ -1,6 +1,6 @@
 // Why: what every backend shares on the host: the ALiBi slopes (part of the numerics contract,
-// DESIGN.md "The model") and the GEMM shape check.
-#include "engine/model/ops.h"
+// DESIGN.md "The model") and the checks of the GEMM shape and the attention sizes.
+#include "engine/ops/ops.h"
 
 #include <algorithm>
 #include <cmath>
@@ -17,6 +17,10 @@ void GemmShape::check() const {
   MT_CHECK(lda >= std::max(1, a_cols) && ldb >= std::max(1, b_cols) && ldc >= std::max(1, n),
            "gemm leading dimensions lda ", lda, " ldb ", ldb, " ldc ", ldc, " too small for m ", m, " n ", n, " k ",
            k);
+}
+
+void AttnDims::check() const {
+  MT_CHECK(B >= 0 && S >= 0 && H > 0 && Dh > 0, "attention sizes B ", B, " S ", S, " H ", H, " Dh ", Dh);
 }
 
 // Press et al.: for a power of two n, slope_h = 2^(-8 (h + 1) / n). Otherwise the n' = 2^floor(log2 n)

@@ -1,41 +1,17 @@
 // Why: the results of a sweep in the shape of the paper's resource tables (Table 3 of the explainer):
 // per run N, Na, ra, M, C, D, D-hat, epochs, FLOPs/token against the reference, val BPC and its
-// difference to the reference run, wall time; and the Efficiency Leverage of each MoE run (Tian et
-// al., "Towards Greater Leverage"): fit the dense runs' L(C) = a C^b + c, then EL = C_dense(L_moe) / C_moe.
-// Read from the run folders alone, so `moetrain sweep --collect DIR` works on a copied folder.
+// difference to the reference run, wall time; and the Efficiency Leverage of each MoE run from the fit
+// of the dense runs (fit.h). Read from the run folders alone, so `moetrain sweep --collect DIR` works on
+// a copied folder.
 #pragma once
 
 #include <string>
 #include <vector>
 
-#include "engine/run/sweep.h"
+#include "sweep/fit.h"
+#include "sweep/sweep.h"
 
 namespace mt {
-
-// L(C) = a * C^b + c.
-struct PowerLaw {
-  double a = 0, b = 0, c = 0;
-  double loss(double compute) const;
-  // The compute at which the law reaches `loss`; NaN when it never does (loss <= c).
-  double compute_for(double loss) const;
-};
-
-struct PowerLawFit {
-  bool ok = false;
-  PowerLaw law;
-  int points = 0;
-  int budgets = 0;        // distinct compute budgets among the points (1% apart)
-  double rms = 0;         // root mean square residual in loss units
-  std::string why;        // !ok: the reason, one line
-};
-
-// Least squares fit of L = a C^b + c with b < 0 and 0 <= c < min L: a grid over c with a linear fit of
-// log(L - c) against log C at each, then Levenberg-Marquardt on (log a, b, c). Needs points at three or
-// more distinct compute budgets.
-PowerLawFit fit_power_law(const std::vector<double>& compute, const std::vector<double>& loss);
-
-// EL = C_dense(loss) / compute; NaN when the dense law never reaches `loss`.
-double efficiency_leverage(const PowerLaw& dense, double loss, double compute);
 
 struct ResultRow {
   std::string name;
