@@ -126,20 +126,29 @@ __global__ void count_choices_kernel(int64_t* counts, int64_t* bad, const int32_
   }
 }
 
-// prob_sum[e] = sum over tokens of probs[t, e] in double, one block per expert, a fixed order.
-__global__ void prob_sum_kernel(double* prob_sum, const float* probs, int N, int E) {
+// prob_sum[e] = sum over tokens of probs[t, e] and plogp[e] = of probs[t, e] ln probs[t, e] (0 ln 0 = 0),
+// in double, one block per expert, a fixed order.
+__global__ void prob_sum_kernel(double* prob_sum, double* plogp, const float* probs, int N, int E) {
   __shared__ double red[32];
   const int e = blockIdx.x;
-  double s = 0;
-  for (int t = threadIdx.x; t < N; t += blockDim.x) s += double(probs[size_t(t) * E + e]);
+  double s = 0, h = 0;
+  for (int t = threadIdx.x; t < N; t += blockDim.x) {
+    const double p = double(probs[size_t(t) * E + e]);
+    s += p;
+    if (p > 0) h += p * log(p);
+  }
   s = block_sum(s, red);
-  if (threadIdx.x == 0) prob_sum[e] = s;
+  h = block_sum(h, red);
+  if (threadIdx.x == 0) {
+    prob_sum[e] = s;
+    plogp[e] = h;
+  }
 }
 
 // One block: losses[0] = E sum_e (counts[e] / N) (prob_sum[e] / N) (in expert order, as the CPU),
-// losses[1] = sum_t lse_t^2 / N in double (0 without lse).
-__global__ void balance_losses_kernel(double* losses, const int64_t* counts, const double* prob_sum, const float* lse,
-                                      int N, int E) {
+// losses[1] = sum_t lse_t^2 / N in double (0 without lse), losses[2] = -sum_e plogp[e] / N.
+__global__ void balance_losses_kernel(double* losses, const int64_t* counts, const double* prob_sum,
+                                      const double* plogp, const float* lse, int N, int E) {
   __shared__ double red[32];
   double z = 0;
   if (lse)
@@ -150,6 +159,9 @@ __global__ void balance_losses_kernel(double* losses, const int64_t* counts, con
     for (int e = 0; e < E; ++e) bal += (double(counts[e]) / N) * (prob_sum[e] / N);
     losses[0] = double(E) * bal;
     losses[1] = lse ? z / N : 0.0;
+    double h = 0;
+    for (int e = 0; e < E; ++e) h -= plogp[e];
+    losses[2] = h / N;
   }
 }
 
@@ -326,21 +338,22 @@ void CudaOps<T>::router_backward(P* dlogits, const P* dgates, const int64_t* cou
   count_launches(ctx_.device());
 }
 
-// Four launches, no wait: zero the counts, count, the per-expert probability sums, the two losses.
+// Four launches, no wait: zero the counts, count, the per-expert probability sums, the three losses.
 template <typename T>
 void CudaOps<T>::router_stats(double* losses, int64_t* counts, int64_t* bad, const int32_t* routing_map,
                               const P* probs, const P* lse, const RouteDims& d) {
   const int N = d.N, E = d.E, K = d.K;
   MT_CHECK(E > 0 && K > 0, "router_stats with E ", E, " K ", K);
-  double* prob_sum = static_cast<double*>(ctx_.scratch(sizeof(double) * E));
+  double* prob_sum = static_cast<double*>(ctx_.scratch(sizeof(double) * 2 * E));
+  double* plogp = prob_sum + E;
   MT_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int64_t) * E, ctx_.stream()));
   const size_t choices = size_t(N) * K;
   count_choices_kernel<<<grid_for(choices, kThreads, 4096), kThreads, 0, ctx_.stream()>>>(counts, bad, routing_map,
                                                                                         choices, E);
   MT_CUDA_CHECK_LAUNCH();
-  prob_sum_kernel<<<E, kThreads, 0, ctx_.stream()>>>(prob_sum, probs, N, E);
+  prob_sum_kernel<<<E, kThreads, 0, ctx_.stream()>>>(prob_sum, plogp, probs, N, E);
   MT_CUDA_CHECK_LAUNCH();
-  balance_losses_kernel<<<1, kThreads, 0, ctx_.stream()>>>(losses, counts, prob_sum, lse, N, E);
+  balance_losses_kernel<<<1, kThreads, 0, ctx_.stream()>>>(losses, counts, prob_sum, plogp, lse, N, E);
   MT_CUDA_CHECK_LAUNCH();
   count_launches(ctx_.device(), 4);
 }

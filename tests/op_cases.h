@@ -287,7 +287,7 @@ struct RouterCase : CaseBase {
         lse(dev, N), dlogits(dev, size_t(N) * E);
     Buf<int32_t> routing_map(dev, size_t(N) * K);
     Buf<int64_t> counts(dev, size_t(E)), bad(dev, Vec{0});
-    Buf<double> losses(dev, 2);
+    Buf<double> losses(dev, 3);
     ops.router_forward(routing_map, gates, probs, lse, logits, d, norm);
     ops.router_stats(losses, counts, bad, routing_map, probs, lse, d);
     ops.router_backward(dlogits, dgates, counts, 0.37, probs, lse, routing_map, gates, 0.25f, d, norm);
@@ -298,7 +298,7 @@ struct RouterCase : CaseBase {
             {"dlogits", dlogits.download(), Kind::Acc},
             {"counts", counts.download(), Kind::Exact},
             {"bad", bad.download(), Kind::Exact},
-            {"balance and z losses", losses.download(), Kind::Acc}};
+            {"balance, z-loss and entropy", losses.download(), Kind::Acc}};
   }
 };
 

@@ -1,9 +1,9 @@
 // Why: the MoE load metrics of metrics.jsonl (moe_load, moe_max_load, moe_dropped, moe_dead,
-// moe_tokens) must say what the router did over a log interval of several steps and micro-batches.
+// moe_entropy, moe_tokens) must say what the router did over a log interval of several steps and micro-batches.
 // With every router weight at zero each token's probabilities are exactly 1/E and top-K takes experts
 // 0..K-1 (ties go to the lower index), so the test knows every count without the model: it counts the
-// choices, the capacity's drops and the idle experts of that construction itself and compares each
-// number the window writes. A second case with sharp random routing checks the window
+// choices, the capacity's drops and the idle experts of that construction itself (and the entropy is
+// ln E) and compares each number the window writes. A second case with sharp random routing checks the window
 // against the per-micro-batch counts it was fed.
 #include <catch2/catch.hpp>
 #include <algorithm>
@@ -89,6 +89,7 @@ TEST_CASE("the MoE load window counts what a zero router chooses, drops and leav
         CHECK(j["moe_max_load"][l].get<double>() == Approx(double(kE) / kK));
         CHECK(j["moe_dead"][l].get<int>() == kE - kK);
         CHECK(j["moe_dropped"][l].get<double>() == Approx(dropped / choices_per_mb));
+        CHECK(j["moe_entropy"][l].get<double>() == Approx(std::log(double(kE))).margin(1e-4));  // uniform
       }
       if (cf > 0) CHECK(j["moe_dropped"][0].get<double>() > 0.5);
     }
@@ -120,6 +121,8 @@ TEST_CASE("the MoE load window sums the micro-batches and steps of its interval"
     CHECK(j["moe_max_load"][l].get<double>() == Approx(mx / (choices / kE)).margin(1e-4));
     CHECK(j["moe_dead"][l].get<int>() == dead);
     CHECK(j["moe_dropped"][l].get<double>() == 0.0);
+    CHECK(j["moe_entropy"][l].get<double>() > 0.0);
+    CHECK(j["moe_entropy"][l].get<double>() < std::log(double(kE)) - 0.1);  // sharper than uniform
   }
 }
 

@@ -268,13 +268,16 @@ TEST_CASE("cpu router_stats counts choices and gives the balance loss and the z-
   const std::vector<float> probs = {0.5f, 0.25f, 0.25f, 0.125f, 0.375f, 0.5f, 0.25f, 0.25f, 0.5f};
   const std::vector<float> lse = {1.f, -2.f, 0.5f};
   std::vector<int64_t> counts(3);
-  double losses[2] = {-1, -1};
+  double losses[3] = {-1, -1, -1};
   int64_t bad = 0;
   ops.router_stats(losses, counts.data(), &bad, idx.data(), probs.data(), lse.data(), {3, 3, 2});
   CHECK(counts == std::vector<int64_t>{2, 1, 3});
   // prob sums 0.875, 0.875, 1.25: E sum_e (counts_e / N) (prob_sum_e / N).
   CHECK(losses[0] == Approx(3 * (2 * 0.875 + 1 * 0.875 + 3 * 1.25) / 9).epsilon(1e-15));
   CHECK(losses[1] == Approx((1 + 4 + 0.25) / 3).epsilon(1e-15));
+  // Entropies of the rows: 1.5 ln 2 (twice) and -(1/8 ln 1/8 + 3/8 ln 3/8 + 1/2 ln 1/2).
+  const double h1 = 1.5 * std::log(2.0), h2 = -(0.125 * std::log(0.125) + 0.375 * std::log(0.375) + 0.5 * std::log(0.5));
+  CHECK(losses[2] == Approx((2 * h1 + h2) / 3).epsilon(1e-7));
   CHECK(bad == 0);
   ops.router_stats(losses, counts.data(), &bad, idx.data(), probs.data(), nullptr, {3, 3, 2});
   CHECK(losses[1] == 0);

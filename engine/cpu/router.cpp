@@ -110,13 +110,19 @@ void CpuOps<T>::router_stats(double* losses, int64_t* counts, int64_t* bad, cons
     }
     ++counts[routing_map[i]];
   }
-  std::vector<double> prob_sum(E, 0.0);
+  std::vector<double> prob_sum(E, 0.0), plogp(E, 0.0);
   for (int t = 0; t < N; ++t)
-    for (int e = 0; e < E; ++e) prob_sum[e] += double(probs[size_t(t) * E + e]);
-  double bal = 0;
+    for (int e = 0; e < E; ++e) {
+      const double p = double(probs[size_t(t) * E + e]);
+      prob_sum[e] += p;
+      if (p > 0) plogp[e] += p * std::log(p);
+    }
+  double bal = 0, entropy = 0;
   for (int i = 0; i < E; ++i) bal += (double(counts[i]) / N) * (prob_sum[i] / N);
+  for (int i = 0; i < E; ++i) entropy -= plogp[i];
   losses[0] = double(E) * bal;
   losses[1] = lse ? sum_squares(lse, size_t(N)) / N : 0.0;
+  losses[2] = entropy / N;
 }
 
 // ---- dispatch / combine -----------------------------------------------------------------------------------------

@@ -66,21 +66,22 @@ struct MoeDims {
 // once (Model::read_moe_stats) instead of each op waiting for the device.
 // Per balance group (moe.h) of the micro-batch: its losses and counts.
 struct MoeRecord {
-  double* losses = nullptr;   // (groups, 2) balance loss E sum_i f_i p_i, z-loss mean_t lse_t^2 [null: not kept]
+  double* losses = nullptr;   // (groups, 3) balance loss E sum_i f_i p_i, z-loss mean_t lse_t^2, router entropy
+                              //   mean_t -sum_e p ln p (router_stats)                          [null: not kept]
   int64_t* counts = nullptr;  // (groups, E) choices per expert before any drop               [null: not kept]
   int64_t* offsets = nullptr; // (E + 1) the routing plan's first row of each expert; offsets[E] = kept rows
   int64_t* bad = nullptr;     // (1) nonzero: a routing_map entry outside [0, E) (NaN router logits)
 
-  static size_t words(int E, int groups) { return size_t(groups) * (2 + size_t(E)) + size_t(E) + 1 + 1; }
+  static size_t words(int E, int groups) { return size_t(groups) * (3 + size_t(E)) + size_t(E) + 1 + 1; }
   // The record at `base` (words(E, groups) words); with_stats false leaves losses and counts null (a
   // forward whose statistics nobody reads: evaluation).
   static MoeRecord at(int64_t* base, int E, int groups, bool with_stats) {
     MoeRecord r;
     if (with_stats) {
       r.losses = reinterpret_cast<double*>(base);
-      r.counts = base + 2 * size_t(groups);
+      r.counts = base + 3 * size_t(groups);
     }
-    r.offsets = base + size_t(groups) * (2 + size_t(E));
+    r.offsets = base + size_t(groups) * (3 + size_t(E));
     r.bad = r.offsets + E + 1;
     return r;
   }

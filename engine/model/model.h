@@ -30,6 +30,7 @@ struct MicroBatchStats {
   std::vector<std::vector<int64_t>> tokens_per_expert;  // [MoE layer][E]: choices before any drop
   int64_t dropped = 0;          // choices dropped by the capacity factor
   std::vector<int64_t> layer_dropped;  // [MoE layer]: choices dropped by the capacity factor
+  std::vector<double> router_entropy;  // [MoE layer]: mean over tokens of -sum_e p ln p of the router (nats)
 };
 
 // The trainer's hook into the backward: once the backward has passed a layer, the gradients of a

@@ -517,18 +517,20 @@ void Model<T>::read_moe_stats(MicroBatchStats* stats, int n) {
       const int groups = im.moe_groups;
       const MoeRecord r = MoeRecord::at(words_of_layer, E, groups, true);
       MT_CHECK(*r.bad == 0, "MoE layer ", l, ": an expert index outside [0, ", E, ") (NaN router logits?)");
-      // The groups' two doubles each, as bytes (the host copy holds int64 words); the means over groups.
-      std::vector<double> losses(2 * size_t(groups));
+      // The groups' three doubles each, as bytes (the host copy holds int64 words); the means over groups.
+      std::vector<double> losses(3 * size_t(groups));
       std::memcpy(losses.data(), words_of_layer, sizeof(double) * losses.size());
-      double balance = 0, z = 0;
+      double balance = 0, z = 0, entropy = 0;
       std::vector<int64_t> counts(E, 0);
       for (int grp = 0; grp < groups; ++grp) {
-        balance += losses[2 * size_t(grp)];
-        z += losses[2 * size_t(grp) + 1];
+        balance += losses[3 * size_t(grp)];
+        z += losses[3 * size_t(grp) + 1];
+        entropy += losses[3 * size_t(grp) + 2];
         for (int e = 0; e < E; ++e) counts[e] += r.counts[size_t(grp) * E + e];
       }
       s.balance_loss += balance / groups;
       s.z_loss += z / groups;
+      s.router_entropy.push_back(entropy / groups);
       s.dropped += choices - r.offsets[E];
       s.layer_dropped.push_back(choices - r.offsets[E]);
       s.tokens_per_expert.push_back(std::move(counts));

@@ -166,7 +166,7 @@ class MoeLayer {
     if (record.losses)
       for (int grp = 0; grp < N / G; ++grp) {
         const size_t t = size_t(grp) * G;
-        ops_.router_stats(record.losses + 2 * size_t(grp), record.counts + size_t(grp) * E, record.bad,
+        ops_.router_stats(record.losses + 3 * size_t(grp), record.counts + size_t(grp) * E, record.bad,
                           routing_map_ + t * K, probs_ + t * E, d_.z_coef > 0 ? lse_ + t : nullptr, {G, E, K});
       }
   }

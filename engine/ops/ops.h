@@ -113,8 +113,9 @@ enum class AttentionImpl { Native, Cudnn };
                             float z_scale, const RouteDims& d, GateNorm norm))                                 \
   /* Balance statistics, on the device (nothing waits): counts (E) = tokens that chose each expert; */         \
   /* losses[0] = the balance loss E sum_e (counts[e] / N) (prob_sum[e] / N), prob_sum[e] the sum over */       \
-  /* tokens of probs in double; losses[1] = the z-loss sum_t lse_t^2 / N (0 when lse is null); *bad |= 1 */    \
-  /* if a routing_map entry is outside [0, E) (read with the step's statistics). */                            \
+  /* tokens of probs in double; losses[1] = the z-loss sum_t lse_t^2 / N (0 when lse is null); losses[2] */   \
+  /* = the router entropy -sum_t sum_e p ln p / N (nats; 0 ln 0 = 0); *bad |= 1 if a routing_map entry */      \
+  /* is outside [0, E) (read with the step's statistics). */                                                   \
   X(void, router_stats, (double* losses, int64_t* counts, int64_t* bad, const int32_t* routing_map,            \
                          const P* probs, const P* lse, const RouteDims& d))                                    \
   /* ---- dispatch / combine (the local part; the all-to-all lives in engine/model/dispatcher.h) ---- */       \

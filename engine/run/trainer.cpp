@@ -64,6 +64,8 @@ void StepStats::add(const MicroBatchStats& mb, int n_micro) {
   dropped += double(mb.dropped);
   if (layer_dropped.size() < mb.layer_dropped.size()) layer_dropped.resize(mb.layer_dropped.size(), 0.0);
   for (size_t l = 0; l < mb.layer_dropped.size(); ++l) layer_dropped[l] += double(mb.layer_dropped[l]);
+  if (router_entropy.size() < mb.router_entropy.size()) router_entropy.resize(mb.router_entropy.size(), 0.0);
+  for (size_t l = 0; l < mb.router_entropy.size(); ++l) router_entropy[l] += mb.router_entropy[l] / n_micro;
 }
 
 void StepStats::reduce_over_dp(const ProcessGrid& grid) {
@@ -72,6 +74,7 @@ void StepStats::reduce_over_dp(const ProcessGrid& grid) {
   sums.insert(sums.end(), expert_load.begin(), expert_load.end());
   sums.push_back(dropped);
   sums.insert(sums.end(), layer_dropped.begin(), layer_dropped.end());
+  sums.insert(sums.end(), router_entropy.begin(), router_entropy.end());
   grid.dp().allreduce_sum(sums.data(), sums.size(), DType::F64, MemSpace::Host);
   loss_sum = sums[0];
   tokens = sums[1];
@@ -81,6 +84,7 @@ void StepStats::reduce_over_dp(const ProcessGrid& grid) {
   for (double& c : expert_load) c = sums[i++];
   dropped = sums[i++];
   for (double& c : layer_dropped) c = sums[i++];
+  for (double& h : router_entropy) h = sums[i++] / grid.dp_size;
 }
 
 void MoeWindow::add(const StepStats& s) {
@@ -88,6 +92,8 @@ void MoeWindow::add(const StepStats& s) {
   if (dropped.size() < s.layer_dropped.size()) dropped.resize(s.layer_dropped.size(), 0.0);
   for (size_t i = 0; i < s.expert_load.size(); ++i) load[i] += s.expert_load[i];
   for (size_t l = 0; l < s.layer_dropped.size(); ++l) dropped[l] += s.layer_dropped[l];
+  if (entropy.size() < s.router_entropy.size()) entropy.resize(s.router_entropy.size(), 0.0);
+  for (size_t l = 0; l < s.router_entropy.size(); ++l) entropy[l] += s.router_entropy[l];
   tokens += s.tokens;
   ++steps;
 }
@@ -95,7 +101,8 @@ void MoeWindow::add(const StepStats& s) {
 json MoeWindow::to_json(int top_k) const {
   const auto round_to = [](double x, double scale) { return std::round(x * scale) / scale; };
   const double choices = tokens * top_k;
-  json share = json::array(), max_load = json::array(), drop = json::array(), dead = json::array();
+  json share = json::array(), max_load = json::array(), drop = json::array(), dead = json::array(),
+       ent = json::array();
   for (size_t l = 0; l * size_t(n_experts) < load.size(); ++l) {
     const double* c = load.data() + l * size_t(n_experts);
     json row = json::array();
@@ -111,9 +118,10 @@ json MoeWindow::to_json(int top_k) const {
     max_load.push_back(sum > 0 ? round_to(mx / (sum / n_experts), 1e4) : 0.0);
     drop.push_back(round_to((l < dropped.size() ? dropped[l] : 0.0) / choices, 1e5));
     dead.push_back(zero);
+    ent.push_back(round_to((l < entropy.size() ? entropy[l] : 0.0) / double(steps), 1e4));
   }
   return {{"moe_tokens", tokens}, {"moe_steps", steps},     {"moe_load", share},
-          {"moe_max_load", max_load}, {"moe_dropped", drop}, {"moe_dead", dead}};
+          {"moe_max_load", max_load}, {"moe_dropped", drop}, {"moe_dead", dead}, {"moe_entropy", ent}};
 }
 
 json StepStats::expert_load_json(int n_experts) const {

@@ -58,6 +58,7 @@ struct StepStats {
   std::vector<double> expert_load;  // [MoE layer * E + expert]: choices before any drop
   double dropped = 0;               // choices dropped by the capacity factor
   std::vector<double> layer_dropped;  // [MoE layer]: choices dropped by the capacity factor
+  std::vector<double> router_entropy;  // [MoE layer]: mean over tokens (and over dp after the reduction)
   double lr = 0;                    // the schedule's lr at this step
   double grad_norm = 0;             // global, before clipping
   double seconds = 0;               // wall time of the step on this rank
@@ -79,12 +80,15 @@ struct MoeWindow {
   double tokens = 0;                  // tokens routed by each MoE layer
   std::vector<double> load;           // [MoE layer * E + expert]: choices
   std::vector<double> dropped;        // [MoE layer]: choices dropped by the capacity factor
+  std::vector<double> entropy;        // [MoE layer]: sum over the steps of their mean router entropy
 
   void add(const StepStats& s);       // a step's numbers, already summed over dp
   bool empty() const { return steps == 0 || load.empty(); }
   // moe_tokens, moe_steps, and per MoE layer: moe_load (each expert's share of the N*K choices),
   // moe_max_load (max over mean of the experts' choices), moe_dropped (share of the choices dropped),
-  // moe_dead (experts that no token chose). Fractions rounded to 1e-5, ratios to 1e-4.
+  // moe_dead (experts that no token chose), moe_entropy (the mean over the tokens of the entropy of
+  // their router probabilities, nats; ln E at most). Fractions rounded to 1e-5, ratios and entropies
+  // to 1e-4.
   json to_json(int top_k) const;
   void clear() { *this = MoeWindow(n_experts); }
 };
