@@ -8,7 +8,9 @@
 # Usage: scripts/plot_sweep.py DIR [--out OUTDIR]
 #   reads DIR/results.csv, DIR/sweep.json (for the reference run) and DIR/RUN/metrics.jsonl and writes
 #   OUTDIR/fig_bpc_vs_ra.png, fig_delta_vs_ra_reuse.png, fig_bpc_vs_epochs.png and fig_curves.png
-#   (OUTDIR defaults to DIR). Runs without results (pending, failed) are left out of the first three.
+#   (OUTDIR defaults to DIR), and fig_load.png (a panel per MoE run: max/mean expert load per MoE layer
+#   over the steps) when a run logged load metrics. Runs without results (pending, failed) are left out
+#   of the first three.
 import argparse
 import csv
 import json
@@ -101,6 +103,56 @@ def read_metrics(path):
             if "val_bpc" in j:
                 evals.append((float(j["tokens"]), float(j["val_bpc"])))
     return train, evals
+
+
+def read_load(path):
+    """[(step, [max/mean load per MoE layer], [dead experts per MoE layer])] of a run's metrics.jsonl
+    (the lines with moe_max_load; unreadable lines are skipped)."""
+    points = []
+    try:
+        f = open(path)
+    except OSError:
+        return points
+    with f:
+        for line in f:
+            try:
+                j = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(j, dict) and isinstance(j.get("moe_max_load"), list) and "step" in j:
+                points.append((j["step"], j["moe_max_load"], j.get("moe_dead") or []))
+    return points
+
+
+def plot_load(plt, sweep_dir, runs, out):
+    """One panel per MoE run with load metrics: max/mean load per MoE layer over the steps."""
+    loads = [(r, read_load(os.path.join(sweep_dir, r["name"], "metrics.jsonl"))) for r in runs]
+    loads = [(r, p) for r, p in loads if p]
+    cols = min(4, len(loads))
+    rows = (len(loads) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False, sharey=True)
+    for i, (r, points) in enumerate(loads):
+        ax = axes[i // cols][i % cols]
+        steps = [s for s, _, _ in points]
+        for l in range(len(points[-1][1])):
+            ax.plot(steps, [m[l] if l < len(m) else math.nan for _, m, _ in points], linewidth=1,
+                    label="MoE layer %d" % l)
+        dead = points[-1][2]
+        ax.set_title("%s (dead at end: %s)" % (r["name"], ",".join(str(d) for d in dead) or "-"), fontsize=8)
+        ax.axhline(1.0, color="gray", linewidth=0.8, linestyle=":")
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=7)
+        if i % cols == 0:
+            ax.set_ylabel("max / mean expert load")
+        if i == 0:
+            ax.legend(fontsize=6)
+    for i in range(len(loads), rows * cols):
+        axes[i // cols][i % cols].axis("off")
+    fig.suptitle("Expert load per run (1 = balanced; dead: experts without a token in the last log interval)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
 
 
 def is_moe(r):
@@ -316,6 +368,10 @@ def main():
         ("fig_bpc_vs_epochs.png", lambda f: plot_bpc_vs_epochs(plt, runs, f)),
         ("fig_curves.png", lambda f: plot_curves(plt, a.dir, runs, f)),
     ]
+    if any(read_load(os.path.join(a.dir, r["name"], "metrics.jsonl")) for r in runs):
+        figures.append(("fig_load.png", lambda f: plot_load(plt, a.dir, runs, f)))
+    else:
+        print("no run has MoE load metrics (moe_max_load): fig_load.png not drawn")
     for name, draw in figures:
         path = os.path.join(out_dir, name)
         draw(path)

@@ -151,13 +151,13 @@ echo "failed run: exit $rc, $(cat "$TMP/bad.err")"
 
 # 6. The figures, of this sweep and of the fixture sweep (collected into a copy first).
 is_png() { [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
-FIGS=(fig_bpc_vs_ra.png fig_delta_vs_ra_reuse.png fig_bpc_vs_epochs.png fig_curves.png)
+FIGS=(fig_bpc_vs_ra.png fig_delta_vs_ra_reuse.png fig_bpc_vs_epochs.png fig_curves.png fig_load.png)
 cp -r tests/fixtures/sweep "$TMP/fixture"
 "$BIN" sweep --collect "$TMP/fixture" > /dev/null
 for src in "$D" "$TMP/fixture"; do
   out=$TMP/plots_$(basename "$src")
   "$PY" scripts/plot_sweep.py "$src" --out "$out" > "$TMP/plot.log" || fail "plot_sweep.py $src: exit $?"
-  [ "$(grep -c '^wrote ' "$TMP/plot.log")" -eq 4 ] || fail "plot_sweep.py output: $(cat "$TMP/plot.log")"
+  [ "$(grep -c '^wrote ' "$TMP/plot.log")" -eq 5 ] || fail "plot_sweep.py output: $(cat "$TMP/plot.log")"
   for f in "${FIGS[@]}"; do is_png "$out/$f" || fail "$out/$f: missing or not a PNG"; done
 done
 grep -q "moe_ra54_loose" "$TMP/plot.log" || fail "plot_sweep.py did not name the fixture's pending run"
@@ -168,5 +168,23 @@ rc=0
 "$PY" scripts/plot_sweep.py "$TMP/empty" > /dev/null 2> "$TMP/plot.err" || rc=$?
 [ $rc -eq 2 ] || fail "plot_sweep.py without results.csv: exit $rc, expected 2"
 [ "$(wc -l < "$TMP/plot.err")" -eq 1 ] && grep -q "results.csv" "$TMP/plot.err" || fail "plot error: $(cat "$TMP/plot.err")"
-echo "plots: 4 PNGs for the sweep and for the fixture; without results.csv: $(cat "$TMP/plot.err")"
+echo "plots: 5 PNGs for the sweep and for the fixture; without results.csv: $(cat "$TMP/plot.err")"
+
+# 7. The expert-load figures of one MoE run (scripts/plot_run.py), beside its files by default, and
+# one line with exit 2 for a run folder without MoE load metrics and for a malformed metrics line.
+"$PY" scripts/plot_run.py "$D/moe_a" > "$TMP/plot_run.log" || fail "plot_run.py: exit $?"
+for f in fig_load_heatmap.png fig_load_max_mean.png; do is_png "$D/moe_a/$f" || fail "plot_run.py: no $D/moe_a/$f"; done
+for bad in dense_1c broken; do
+  if [ $bad = broken ]; then
+    mkdir -p "$TMP/broken" && { head -1 "$D/moe_a/metrics.jsonl"; echo '{"step": 9, "moe_load": [[0.5]]}'; } \
+      > "$TMP/broken/metrics.jsonl"
+    src=$TMP/broken
+  else
+    src=$D/$bad
+  fi
+  rc=0
+  "$PY" scripts/plot_run.py "$src" > /dev/null 2> "$TMP/plot_run.err" || rc=$?
+  [ $rc -eq 2 ] && [ "$(wc -l < "$TMP/plot_run.err")" -eq 1 ] || fail "plot_run.py $bad: exit $rc, $(cat "$TMP/plot_run.err")"
+  echo "plot_run.py $bad: $(cat "$TMP/plot_run.err")"
+done
 echo "OK"
