@@ -47,7 +47,7 @@ void compute(const RunConfig& cfg, const GradArgs& a, int micro) {
   MicroBatchStats s = model.forward_backward(windows.data(), micro, 1.0f, nullptr);
   model.read_moe_stats(&s, 1);
   const double ce = s.loss_sum / double(s.tokens);
-  const double loss = ce + cfg.model.moe.balance_coef * s.balance_loss + cfg.model.moe.z_loss_coef * s.z_loss;
+  const double loss = ce + cfg.model.moe.trained_balance_coef() * s.balance_loss + cfg.model.moe.z_loss_coef * s.z_loss;
 
   std::vector<safetensors::TensorRef> refs;
   const DType dt = dtype_of<T>();

@@ -25,8 +25,10 @@ constexpr int kPlanTile = 256;     // choices per block of the routing plan
 __device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
 // ---- router: one warp per token ------------------------------------------------------------------------------
+// The top-K ranks experts by score = probability + select_bias (when given); the gate is the probability.
 __global__ void router_forward_kernel(int32_t* routing_map, float* gates, float* probs, float* lse,
-                                      const float* logits, int N, int E, int K, bool renormalize) {
+                                      const float* logits, const float* select_bias, int N, int E, int K,
+                                      bool renormalize) {
   const int row = blockIdx.x * kWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= N) return;
   const float* z = logits + size_t(row) * E;
@@ -46,28 +48,33 @@ __global__ void router_forward_kernel(int32_t* routing_map, float* gates, float*
   float* gate = gates + size_t(row) * K;
   float chosen_sum = 0.f;
   for (int k = 0; k < K; ++k) {
-    float bv = -INFINITY;
+    float bv = -INFINITY, bp = 0.f;  // the best score and its probability
     int bi = INT_MAX;
-    for (int e = lane, slot = 0; e < E; e += 32, ++slot)
-      if (!((taken >> slot) & 1ull) && better(p[e], e, bv, bi)) {
-        bv = p[e];
+    for (int e = lane, slot = 0; e < E; e += 32, ++slot) {
+      const float v = select_bias ? p[e] + select_bias[e] : p[e];
+      if (!((taken >> slot) & 1ull) && better(v, e, bv, bi)) {
+        bv = v;
+        bp = p[e];
         bi = e;
       }
+    }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
       const float ov = __shfl_xor_sync(kFullMask, bv, o);
+      const float op = __shfl_xor_sync(kFullMask, bp, o);
       const int oi = __shfl_xor_sync(kFullMask, bi, o);
       if (better(ov, oi, bv, bi)) {
         bv = ov;
+        bp = op;
         bi = oi;
       }
     }
     if (bi != INT_MAX && lane == (bi & 31)) taken |= 1ull << (bi >> 5);  // INT_MAX: all NaN
     if (lane == 0) {
       idx[k] = bi;
-      gate[k] = bv;
+      gate[k] = select_bias ? bp : bv;
     }
-    chosen_sum += bv;
+    chosen_sum += select_bias ? bp : bv;
   }
   if (renormalize && lane == 0)
     for (int k = 0; k < K; ++k) gate[k] /= chosen_sum;
@@ -313,14 +320,14 @@ __global__ void combine_backward_kernel(D* dexpert_out, float* dgate, const D* d
 }  // namespace
 
 template <typename T>
-void CudaOps<T>::router_forward(int32_t* routing_map, P* gates, P* probs, P* lse, const P* logits, const RouteDims& d,
-                                GateNorm norm) {
+void CudaOps<T>::router_forward(int32_t* routing_map, P* gates, P* probs, P* lse, const P* logits,
+                                const P* select_bias, const RouteDims& d, GateNorm norm) {
   const int N = d.N, E = d.E, K = d.K;
   MT_CHECK(E > 0 && K > 0 && K <= E, "router with E ", E, " K ", K);
   MT_CHECK(E <= kMaxExperts, "the CUDA router supports at most ", kMaxExperts, " experts, got ", E);
   if (N == 0) return;
-  router_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx_.stream()>>>(routing_map, gates, probs, lse, logits,
-                                                                            N, E, K, norm == GateNorm::Renormalize);
+  router_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx_.stream()>>>(
+      routing_map, gates, probs, lse, logits, select_bias, N, E, K, norm == GateNorm::Renormalize);
   MT_CUDA_CHECK_LAUNCH();
   count_launches(ctx_.device());
 }

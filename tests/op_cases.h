@@ -272,9 +272,12 @@ struct AttentionCase : CaseBase {
 
 // Logits on a grid of 1/64: equal logits are exact ties (the lower index wins on every backend), and
 // distinct ones lie too far apart for any precision to reorder them, so routing_map is exact.
+// With select_bias, an expert bias of whole numbers (0, 1, 2): it reorders experts of different bias
+// and leaves ties within one bias to the probabilities, so the choice stays exact.
 struct RouterCase : CaseBase {
   RouteDims d;
   GateNorm norm = GateNorm::None;
+  bool select_bias = false;
   template <typename T>
   Outputs operator()(Ops<T>& ops, bool b) const {
     using P = acc_t<T>;
@@ -288,7 +291,10 @@ struct RouterCase : CaseBase {
     Buf<int32_t> routing_map(dev, size_t(N) * K);
     Buf<int64_t> counts(dev, size_t(E)), bad(dev, Vec{0});
     Buf<double> losses(dev, 3);
-    ops.router_forward(routing_map, gates, probs, lse, logits, d, norm);
+    Vec bias_values(static_cast<size_t>(E), 0.0);
+    for (int e = 0; e < E; ++e) bias_values[e] = double((e * 7) % 3);
+    Buf<P> bias(dev, bias_values);
+    ops.router_forward(routing_map, gates, probs, lse, logits, select_bias ? bias.get() : nullptr, d, norm);
     ops.router_stats(losses, counts, bad, routing_map, probs, lse, d);
     ops.router_backward(dlogits, dgates, counts, 0.37, probs, lse, routing_map, gates, 0.25f, d, norm);
     return {{"routing_map", routing_map.download(), Kind::Exact},
@@ -691,6 +697,16 @@ inline std::vector<OpCase> op_cases() {
     c.rows = g.rows;
     all.push_back(op_case(std::string("grouped_linear ") + g.name, c, false));
   }
+  for (auto [E, K] : {std::pair{16, 4}, std::pair{40, 2}})
+    for (GateNorm norm : {GateNorm::None, GateNorm::Renormalize}) {
+      RouterCase c;
+      c.d = {203, E, K};
+      c.norm = norm;
+      c.select_bias = true;
+      all.push_back(op_case("router with an expert bias E " + std::to_string(E) + " K " + std::to_string(K) +
+                                (norm == GateNorm::Renormalize ? " renormalized" : ""),
+                            c));
+    }
   return all;
 }
 

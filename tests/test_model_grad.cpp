@@ -2,7 +2,7 @@
 // tensor's gradient is compared with central finite differences of the total loss (cross-entropy +
 // balance + z-loss) on sampled elements (the rule of tests/grad_check.h), for a dense model and MoE models in every layout and option
 // (K = 1 and K > 1, shared expert on / off, renormalised gates on / off, capacity dropping, z-loss,
-// balance groups of 1 sequence (two per micro-batch) and of 2 (one), tied embeddings).
+// balance groups of 1 sequence (two per micro-batch) and of 2 (one), tied embeddings, an expert bias).
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <random>
@@ -26,7 +26,7 @@ mt::ModelConfig tiny_config(const json& moe, int n_layers = 3) {
 }
 
 double total_loss(const mt::ModelConfig& cfg, const mt::MicroBatchStats& s) {
-  return s.loss_sum / double(s.tokens) + cfg.moe.balance_coef * s.balance_loss + cfg.moe.z_loss_coef * s.z_loss;
+  return s.loss_sum / double(s.tokens) + cfg.moe.trained_balance_coef() * s.balance_loss + cfg.moe.z_loss_coef * s.z_loss;
 }
 
 // Compares analytic and finite-difference gradients on `samples` elements of every tensor.
@@ -42,6 +42,11 @@ void check_gradients(const mt::ModelConfig& cfg, int micro_batch, uint64_t seed,
     double* p = model.params(g);
     for (size_t i = 0; i < model.numel(g); ++i) p[i] += normal(rng);
   }
+  // An expert bias (aux-loss-free balancing) that changes the choices: it selects only, so the
+  // gradients stay those of the loss.
+  std::vector<double> bias = model.expert_bias();
+  for (size_t i = 0; i < bias.size(); ++i) bias[i] = i % 2 ? 0.3 : -0.2;
+  model.set_expert_bias(bias);
   const int S = cfg.seq_len;
   std::vector<int32_t> windows(size_t(micro_batch) * (S + 1));
   std::uniform_int_distribution<int> tok(0, cfg.vocab_size - 1);
@@ -111,6 +116,9 @@ TEST_CASE("MoE gradients in every layout and option", "[model][grad]") {
                                              {"balance_coef", 0.1}}},
       {"full, balance groups of 2 sequences", {{"layout", "full"}, {"n_experts", 4}, {"top_k", 2}, {"d_expert", 5},
                                                {"balance_coef", 0.1}, {"balance_group", 2}}},
+      {"full, K=2, aux+bias with a nonzero expert bias", {{"layout", "full"}, {"n_experts", 4}, {"top_k", 2},
+                                                          {"d_expert", 5}, {"balance", "aux+bias"},
+                                                          {"balance_coef", 0.1}}},
   };
   for (auto& c : cases) {
     SECTION(c.name) { check_gradients(tiny_config(c.moe), 2, 3); }

@@ -241,7 +241,7 @@ TEST_CASE("cpu router_forward: softmax, top-K descending with ties to the lower 
       INFO("K " << K << " renormalise " << (norm == GateNorm::Renormalize));
       std::vector<int32_t> idx(size_t(2) * K);
       Vec gate(idx.size()), probs(logits.size()), lse(2);
-      ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), {2, E, K}, norm);
+      ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), nullptr, {2, E, K}, norm);
       const std::vector<int32_t> order0 = {1, 2, 4}, order1 = {3, 0, 4};
       for (int k = 0; k < K; ++k) {
         CHECK(idx[k] == order0[k]);

@@ -165,14 +165,14 @@ TEST_CASE("cpu router_backward is the gradient of gates, probabilities and the z
       const double balance_scale = 0.7;
       std::vector<int32_t> idx(size_t(N) * K);
       Vec gate(idx.size()), probs(logits.size()), lse(N);
-      ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), {N, E, K}, norm);
+      ops.router_forward(idx.data(), gate.data(), probs.data(), lse.data(), logits.data(), nullptr, {N, E, K}, norm);
       Vec dlogits(logits.size(), 1e9);
       ops.router_backward(dlogits.data(), Rg.data(), counts.data(), balance_scale, probs.data(), lse.data(),
                           idx.data(), gate.data(), z_scale, {N, E, K}, norm);
       auto loss = [&] {
         std::vector<int32_t> i2(idx.size());
         Vec g2(gate.size()), p2(probs.size()), l2(N);
-        ops.router_forward(i2.data(), g2.data(), p2.data(), l2.data(), logits.data(), {N, E, K}, norm);
+        ops.router_forward(i2.data(), g2.data(), p2.data(), l2.data(), logits.data(), nullptr, {N, E, K}, norm);
         REQUIRE(i2 == idx);  // the step never crosses a tie of the top-K
         double s = dot(g2, Rg) + z_scale * dot(l2, l2);
         for (int t = 0; t < N; ++t)

@@ -20,7 +20,8 @@ using namespace cpu;
 
 template <typename T>
 void CpuOps<T>::router_forward(int32_t* routing_map, acc_t<T>* gates, acc_t<T>* probs, acc_t<T>* lse,
-                               const acc_t<T>* logits, const RouteDims& dims, GateNorm norm) {
+                               const acc_t<T>* logits, const acc_t<T>* select_bias, const RouteDims& dims,
+                               GateNorm norm) {
   const int N = dims.N, E = dims.E, K = dims.K;
   MT_CHECK(E > 0 && K > 0 && K <= E, "router with E ", E, " K ", K);
 #pragma omp parallel for schedule(static) if (size_t(N) * E > cpu::kParallelMin)
@@ -36,8 +37,10 @@ void CpuOps<T>::router_forward(int32_t* routing_map, acc_t<T>* gates, acc_t<T>* 
     }
     lse[t] = mx + std::log(s);
     for (int e = 0; e < E; ++e) p[e] /= s;
-    // Top-K by repeated selection: the largest remaining probability, the lower index on ties (strict >
-    // keeps the first maximum). Chosen experts are remembered in idx, so K * (E + K) steps.
+    // Top-K by repeated selection: the largest remaining score (the probability, plus select_bias when
+    // given), the lower index on ties (strict > keeps the first maximum). Chosen experts are remembered
+    // in idx, so K * (E + K) steps. The gates are the probabilities: the bias only selects.
+    auto score = [&](int e) { return select_bias ? p[e] + select_bias[e] : p[e]; };
     int32_t* idx = routing_map + size_t(t) * K;
     P* gate = gates + size_t(t) * K;
     P chosen_sum = 0;
@@ -45,7 +48,7 @@ void CpuOps<T>::router_forward(int32_t* routing_map, acc_t<T>* gates, acc_t<T>* 
       int best = -1;
       for (int e = 0; e < E; ++e) {
         if (std::find(idx, idx + k, e) != idx + k) continue;
-        if (best < 0 || p[e] > p[best]) best = e;
+        if (best < 0 || score(e) > score(best)) best = e;
       }
       idx[k] = best;
       gate[k] = p[best];

@@ -79,6 +79,23 @@ class Model {
   // call until they are read, so a training loop reads them once per step.
   void read_moe_stats(MicroBatchStats* stats, int n);
 
+  // Aux-loss-free balancing (MoeConfig::balance bias or aux+bias; otherwise these do nothing and the
+  // bias is empty): after an optimizer step, each MoE layer's expert bias moves by bias_rate *
+  // sign(mean load - load_e), `load` (MoE layer * E + expert) being the step's choices per expert summed
+  // over every micro-batch and every dp rank (the trainer's StepStats::expert_load), so that every rank
+  // makes the same update. One host-to-device copy.
+  void update_expert_bias(const std::vector<double>& load);
+  // The bias (MoE layer * E + expert; empty without one), for checkpoints, and its restore (exact).
+  std::vector<double> expert_bias() const;
+  void set_expert_bias(const std::vector<double>& bias);
+
+  // How the MoE layers choose their experts: the router's top-K (Natural), or a round robin
+  // (ForceBalance: token t's k-th choice is expert (t K + k) mod E, so that every expert gets the same
+  // load; the gates stay the router's top-K probabilities). ForceBalance is for `moetrain bench
+  // --force-balance` (the speed of perfectly balanced experts), not for training.
+  enum class Routing { Natural, ForceBalance };
+  void set_routing(Routing routing);
+
   // Forward only: the summed cross-entropy (nats) over the targets of n_seqs windows.
   double forward_nll(const int32_t* windows_host, int n_seqs);
 

@@ -10,6 +10,12 @@ enum class MoeLayout { Full, OneDense, Interleave };
 
 const char* to_string(MoeLayout layout);
 
+// How the router's load is balanced (model.moe.balance): the balance loss (aux, the paper's), the
+// aux-loss-free expert bias of DeepSeek-V3 (bias: a per-expert bias added to the router scores for the
+// top-K only, moved after each optimizer step by bias_rate * sign(mean load - load); the balance loss is
+// then logged but not trained on), or both.
+enum class MoeBalance { Aux, Bias, AuxBias };
+
 struct MoeConfig {
   bool enabled = false;           // false: a dense model (no "moe" object in the manifest)
   MoeLayout layout = MoeLayout::OneDense;
@@ -22,6 +28,12 @@ struct MoeConfig {
   int balance_group = 1;          // sequences over which f_i and p_i are counted (divides every micro-batch)
   double z_loss_coef = 0.0;       // router z-loss coefficient (0: off)
   double capacity_factor = 0.0;   // > 0: at most ceil(cf * tokens * K / E) tokens per expert
+  MoeBalance balance = MoeBalance::Aux;
+  double bias_rate = 1e-3;        // the expert bias's step (balance bias or aux+bias)
+
+  bool uses_bias() const { return balance != MoeBalance::Aux; }
+  // The balance loss's coefficient in the gradient (0 with balance = bias).
+  double trained_balance_coef() const { return balance == MoeBalance::Bias ? 0.0 : balance_coef; }
 };
 
 struct ModelConfig {

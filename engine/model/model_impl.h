@@ -78,6 +78,11 @@ struct Model<T>::Impl {
   int record_slots = 0;                 // forward_backward calls the block holds
   int recorded = 0;                     // forward_backward calls since the last read
   int64_t* eval_record = nullptr;       // (n_moe, record_words) (arena)
+  // The expert bias of aux-loss-free balancing (MoeConfig::uses_bias), the host copy being the state.
+  P* expert_bias = nullptr;             // (n_moe, E) device (arena)                 [uses_bias]
+  std::vector<P> expert_bias_host;      // (n_moe, E)                                [uses_bias]
+  int32_t* round_robin = nullptr;       // (N, K) device, the routing_map of Routing::ForceBalance (owned)
+  bool force_balance = false;           // Routing::ForceBalance
 
   Impl(const ModelConfig& c, int micro_batch, const ProcessGrid& gr, Ops<T>& o)
       : cfg(c), grid(gr), ops(o), dev(o.device()), prof(o.device()), arena(o.device()) {
@@ -170,7 +175,7 @@ struct Model<T>::Impl {
       md.ep = ep;
       md.capacity = mc.capacity_factor > 0 ? int(std::ceil(mc.capacity_factor * double(N) * mc.top_k / mc.n_experts)) : -1;
       md.norm = mc.normalize_gates ? GateNorm::Renormalize : GateNorm::None;
-      md.balance_coef = float(mc.balance_coef);
+      md.balance_coef = float(mc.trained_balance_coef());
       // Balance groups of balance_group sequences (split_batch checks that they divide a training
       // micro-batch); a model for forward passes of fewer sequences (init, sample) counts over all.
       md.group = micro_batch % mc.balance_group == 0 ? mc.balance_group * S : N;
@@ -184,9 +189,14 @@ struct Model<T>::Impl {
         }
       record_words = MoeRecord::words(md.E, moe_groups);
       arena.request(&eval_record, size_t(n_moe) * record_words);
+      if (mc.uses_bias()) {
+        arena.request(&expert_bias, size_t(n_moe) * md.E);
+        expert_bias_host.assign(size_t(n_moe) * md.E, P(0));
+      }
       grow_records(8);
     }
     arena.allocate();
+    if (expert_bias) upload_expert_bias();
 
     std::vector<float> all(cfg.n_heads);
     alibi_slopes(all.data(), cfg.n_heads);
@@ -196,6 +206,10 @@ struct Model<T>::Impl {
   ~Impl() {
     for (void* p : owned) dev.release(p);
     if (records) dev.release(records);
+  }
+
+  void upload_expert_bias() {
+    dev.copy(expert_bias, expert_bias_host.data(), sizeof(P) * expert_bias_host.size(), CopyKind::HostToDevice);
   }
 
   // Room for `slots` forward_backward calls' records, keeping those recorded.
@@ -208,6 +222,14 @@ struct Model<T>::Impl {
     }
     records = bigger;
     record_slots = slots;
+  }
+
+  // The expert bias of MoE layer l (E, device), null without one.
+  const P* layer_bias(int l) const {
+    if (!expert_bias) return nullptr;
+    int index = 0;
+    for (int i = 0; i < l; ++i) index += moe[i] ? 1 : 0;
+    return expert_bias + size_t(index) * cfg.moe.n_experts;
   }
 
   // The record of MoE layer l for this forward: the next slot of the block (Record) or eval_record.
@@ -307,7 +329,8 @@ struct Model<T>::Impl {
         Profiler::Scope ps(prof, OpFamily::Linear);
         linear_forward(ops, prof, OpFamily::Linear, tmp, act[l], lw.w2, N, Fl, Dm);
       } else {
-        moe[l]->forward(tmp, ln2[l], lw, moe_record(l, mode));
+        const RouteControl<P> control{layer_bias(l), force_balance ? round_robin : nullptr};
+        moe[l]->forward(tmp, ln2[l], lw, moe_record(l, mode), control);
       }
       tp_allreduce(tmp, nd);
       dev.copy(x[l + 1], x_mid[l], sizeof(T) * nd, CopyKind::DeviceToDevice);
@@ -538,6 +561,55 @@ void Model<T>::read_moe_stats(MicroBatchStats* stats, int n) {
       if (im.grid.ep_size == 1) im.prof.add_flops(OpFamily::Experts, double(r.offsets[E]) * im.moe[l]->expert_flops_per_row());
     }
   }
+}
+
+template <typename T>
+void Model<T>::update_expert_bias(const std::vector<double>& load) {
+  auto& im = *impl_;
+  if (!im.expert_bias) return;
+  const int E = im.cfg.moe.n_experts;
+  MT_CHECK(load.size() == im.expert_bias_host.size(), "update_expert_bias: ", load.size(), " loads for ", im.n_moe,
+           " MoE layers of ", E, " experts");
+  const P rate = P(im.cfg.moe.bias_rate);
+  for (int m = 0; m < im.n_moe; ++m) {
+    const double* l = load.data() + size_t(m) * E;
+    double mean = 0;
+    for (int e = 0; e < E; ++e) mean += l[e];
+    mean /= E;
+    P* b = im.expert_bias_host.data() + size_t(m) * E;
+    for (int e = 0; e < E; ++e) b[e] += l[e] < mean ? rate : l[e] > mean ? -rate : P(0);
+  }
+  im.upload_expert_bias();
+}
+
+template <typename T>
+void Model<T>::set_routing(Routing routing) {
+  auto& im = *impl_;
+  im.force_balance = routing == Routing::ForceBalance && im.n_moe > 0;
+  if (!im.force_balance || im.round_robin) return;
+  const int K = im.cfg.moe.top_k;
+  std::vector<int32_t> map(size_t(im.N) * K);
+  // Token t, choice k: expert (t K + k) mod E, K distinct experts as K <= E.
+  for (size_t i = 0; i < map.size(); ++i) map[i] = int32_t(i % size_t(im.cfg.moe.n_experts));
+  im.round_robin = static_cast<int32_t*>(im.dev.alloc(sizeof(int32_t) * map.size()));
+  im.owned.push_back(im.round_robin);
+  im.dev.copy(im.round_robin, map.data(), sizeof(int32_t) * map.size(), CopyKind::HostToDevice);
+}
+
+template <typename T>
+std::vector<double> Model<T>::expert_bias() const {
+  const auto& h = impl_->expert_bias_host;
+  return std::vector<double>(h.begin(), h.end());
+}
+
+template <typename T>
+void Model<T>::set_expert_bias(const std::vector<double>& bias) {
+  auto& im = *impl_;
+  MT_CHECK(bias.size() == im.expert_bias_host.size(), "set_expert_bias: ", bias.size(), " values for ",
+           im.expert_bias_host.size());
+  if (bias.empty()) return;
+  for (size_t i = 0; i < bias.size(); ++i) im.expert_bias_host[i] = P(bias[i]);
+  im.upload_expert_bias();
 }
 
 template <typename T>

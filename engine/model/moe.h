@@ -63,6 +63,17 @@ struct MoeScratch {
   }
 };
 
+// What the model asks of a layer's routing besides the router's top-K.
+template <typename P>
+struct RouteControl {
+  // (E, device) the expert bias of aux-loss-free balancing: added to the router's probabilities for
+  // the top-K only (not in the gates; it carries no gradient). Null: none.
+  const P* select_bias = nullptr;
+  // (N, K, device) a routing_map that replaces the router's choice (Model::Routing::ForceBalance; the
+  // gates stay the router's top-K probabilities). Null: the router's choice.
+  const int32_t* forced_map = nullptr;
+};
+
 template <typename T>
 class MoeLayer {
  public:
@@ -88,8 +99,9 @@ class MoeLayer {
 
   // out (N, Dm) = routed experts + shared expert of ln2 (N, Dm); a partial sum over tp. The layer's
   // numbers go to `record` (device memory; its statistics are skipped when record.losses is null).
-  void forward(T* out, const T* ln2, const LayerTensors<T>& w, const MoeRecord& record) {
-    route(ln2, w, record);
+  void forward(T* out, const T* ln2, const LayerTensors<T>& w, const MoeRecord& record,
+               const RouteControl<P>& control) {
+    route(ln2, w, record, control);
     const ExpertRows<T> rows = dispatcher_->dispatch(ln2, routing_map_, record);
     {
       Profiler::Scope ps(prof_, OpFamily::Experts);
@@ -158,11 +170,13 @@ class MoeLayer {
  private:
   // Router logits, probs, the top-K routing_map and gates, and the balance / z-loss statistics (into
   // the record, on the device).
-  void route(const T* ln2, const LayerTensors<T>& w, const MoeRecord& record) {
+  void route(const T* ln2, const LayerTensors<T>& w, const MoeRecord& record, const RouteControl<P>& control) {
     const int N = d_.N, E = d_.E, K = d_.K, G = d_.group;
     Profiler::Scope ps(prof_, OpFamily::Router);
     linear_forward_acc(ops_, prof_, OpFamily::Router, logits_, ln2, w.router, N, d_.Dm, E);
-    ops_.router_forward(routing_map_, gates_, probs_, lse_, logits_, {N, E, K}, d_.norm);
+    ops_.router_forward(routing_map_, gates_, probs_, lse_, logits_, control.select_bias, {N, E, K}, d_.norm);
+    if (control.forced_map)
+      ops_.device().copy(routing_map_, control.forced_map, sizeof(int32_t) * N * K, CopyKind::DeviceToDevice);
     if (record.losses)
       for (int grp = 0; grp < N / G; ++grp) {
         const size_t t = size_t(grp) * G;

@@ -101,9 +101,11 @@ enum class AttentionImpl { Native, Cudnn };
   /* ---- router ---- */                                                                                       \
   /* probs (N, E) = softmax(logits) in P; lse (N) = logsumexp(logits); routing_map (N, K) the experts */       \
   /* of the K largest probabilities in descending order (ties: lower expert index first); gates (N, K) */      \
-  /* their probabilities, renormalised to sum to 1 when norm = Renormalize. */                                 \
+  /* their probabilities, renormalised to sum to 1 when norm = Renormalize. select_bias (E), when not */       \
+  /* null, is added to the probabilities for the top-K only (the expert bias of aux-loss-free */               \
+  /* balancing): it changes which experts are chosen, never the gates. */                                      \
   X(void, router_forward, (int32_t* routing_map, P* gates, P* probs, P* lse, const P* logits,                  \
-                           const RouteDims& d, GateNorm norm))                                                 \
+                           const P* select_bias, const RouteDims& d, GateNorm norm))                           \
   /* dlogits (N, E) =, from: dgates (N, K) the gradient of the loss w.r.t. gates; the balance loss's */        \
   /* gradient added to every dprobs[t, e], P(balance_scale * (counts[e] / N) / N) computed in double, with */  \
   /* counts (E) from router_stats (balance_scale = coef * loss scale * E: d(E sum_i f_i p_i)/d probs); */      \

@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -400,6 +401,21 @@ void export_checkpoint(const std::string& ckpt_dir, const std::string& out_path)
     refs.push_back({name, DType::F32, shape, data[i].data()});
   }
   safetensors::write(out_path, refs, {{"format", "pt"}});
+}
+
+std::vector<double> read_expert_bias(const json& state, const std::string& where, size_t n) {
+  const auto it = state.find("moe_bias");
+  MT_INPUT(it != state.end(), where, ": no moe_bias (the checkpoint was written without the expert bias of ",
+           "model.moe.balance bias / aux+bias)");
+  MT_INPUT(it->is_array() && it->size() == n, where, ": moe_bias must be an array of ", n,
+           " numbers (MoE layers x experts), got ", it->is_array() ? str(it->size(), " entries") : it->type_name());
+  std::vector<double> bias(n);
+  for (size_t i = 0; i < n; ++i) {
+    const json& v = (*it)[i];
+    MT_INPUT(v.is_number() && std::isfinite(v.get<double>()), where, ": moe_bias[", i, "] is not a finite number");
+    bias[i] = v.get<double>();
+  }
+  return bias;
 }
 
 }  // namespace mt

@@ -2,8 +2,10 @@
 // checkpoints/step_XXXXXXXX/ with
 //   model-tp{t}-ep{e}.safetensors      fp32 weights, DESIGN.md names, this shard's slice of each tensor
 //   optimizer-tp{t}-ep{e}.safetensors  Adam moments "exp_avg.NAME", "exp_avg_sq.NAME", same slices
-//   state.json                         step, tokens, loader state, seed, layout, every file's size and
-//                                      CRC-32, and its own CRC-32 (a corrupt or edited checkpoint is refused)
+//   state.json                         step, tokens, loader state, seed, layout, the expert bias
+//                                      (moe_bias, with model.moe.balance bias / aux+bias), every file's
+//                                      size and CRC-32, and its own CRC-32 (a corrupt or edited
+//                                      checkpoint is refused)
 // A checkpoint is written only from finite weights and moments.
 // Each safetensors file records, in its metadata, where every slice lies in the full tensor, so a
 // reader at any (tp, ep, dp) assembles its own slices from whichever shards hold them (resharding on
@@ -59,6 +61,10 @@ std::string latest_intact_checkpoint(const std::string& run_dir, json* state, bo
 // Verifies state.json against its own CRC-32 and the checkpoint's files against state.json (an
 // InputError names the corrupt file) and returns state.json (without its crc32).
 json verify_checkpoint(const std::string& ckpt_dir);
+
+// The expert bias of aux-loss-free balancing saved in a checkpoint's state.json ("moe_bias": n numbers,
+// MoE layer * E + expert), checked: bad input is an InputError naming `where` and the field.
+std::vector<double> read_expert_bias(const json& state, const std::string& where, size_t n);
 
 // CRC-32 of a state.json object (without its "crc32" key) as dumped compactly: the text is canonical,
 // so the sum survives the pretty-printing of the file.

@@ -195,6 +195,10 @@ void parse_moe(ObjReader& r, MoeConfig& m) {
   m.balance_group = int(r.optional_int("balance_group", m.balance_group, {1, kMaxBatch}));
   m.z_loss_coef = r.optional_number("z_loss_coef", m.z_loss_coef, {0, 1e6});
   m.capacity_factor = r.optional_number("capacity_factor", m.capacity_factor, {0, 1e6});  // 0: dropless
+  m.balance = MoeBalance(r.get_enum("balance", {"aux", "bias", "aux+bias"}, 0));
+  if (r.has("bias_rate") && !m.uses_bias())
+    r.fail("bias_rate", str("is set but ", r.key_path("balance"), " is aux (no expert bias): use bias or aux+bias"));
+  m.bias_rate = r.optional_number("bias_rate", m.bias_rate, {0, 1, true});
   if (m.top_k > m.n_experts)
     r.fail("top_k", str(m.top_k, " is larger than ", r.key_path("n_experts"), " (", m.n_experts, ")"));
   if (m.normalize_gates && m.top_k == 1)

@@ -370,6 +370,8 @@ void Trainer<T>::resume_or_init() {
   wall_before_ = st.value("wall_seconds", 0.0);
   resumes_ = st.value("resumes", int64_t(0)) + 1;
   with_json_errors(resume_dir + "/state.json: loader", [&] { loader_.restore(st.at("loader")); });
+  if (cfg_.model.moe.uses_bias())
+    model_.set_expert_bias(read_expert_bias(st, resume_dir + "/state.json", model_.expert_bias().size()));
   if (grid_.is_root()) {
     std::printf("resuming %s from %s (step %lld)\n", cfg_.name.c_str(), resume_dir.c_str(), (long long)step_);
   }
@@ -430,6 +432,9 @@ StepStats Trainer<T>::optimizer_step() {
                     " --resume auto --override-schedule --set train.lr=... --set train.warmup_iters=..."));
   }
   optim_.update(int(step_ + 1), s.lr, s.grad_norm);
+  // Aux-loss-free balancing: the expert bias follows the step's load over all micro-batches and dp
+  // ranks, which reduce_over_dp has already summed (no collective of its own).
+  if (cfg_.model.moe.uses_bias()) model_.update_expert_bias(s.expert_load);
   ++step_;
   dev_.synchronize();
   s.seconds = std::chrono::duration<double>(clock::now() - t0).count();
@@ -503,7 +508,8 @@ data::EvalResult Trainer<T>::evaluate(int64_t at_step) {
   return r;
 }
 
-// checkpoints/step_XXXXXXXX/: parameters, Adam moments, step and loader position (every rank takes part).
+// checkpoints/step_XXXXXXXX/: parameters, Adam moments, step, loader position and the expert bias (every
+// rank takes part).
 template <typename T>
 void Trainer<T>::checkpoint(int64_t at_step) {
   HostState<T> hs;
@@ -516,6 +522,7 @@ void Trainer<T>::checkpoint(int64_t at_step) {
   st["config"] = resolved_;
   st["wall_seconds"] = wall_before_ + std::chrono::duration<double>(clock::now() - t_start_).count();
   st["resumes"] = resumes_;
+  if (cfg_.model.moe.uses_bias()) st["moe_bias"] = model_.expert_bias();  // (MoE layer * E + expert)
   save_checkpoint(opts_.out_dir, at_step, st, grid_, model_.layout(), hs.view(), std::max(1, cfg_.checkpoint.keep));
   if (watchdog_) watchdog_->progress(at_step);
 }

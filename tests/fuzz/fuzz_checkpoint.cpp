@@ -1,7 +1,8 @@
 // Why: fuzzes the two checkpoint documents a resume or an export trusts. The input's first byte picks
 // the document: state.json (as given, and again with its CRC-32 made to match, so that the fuzzer gets
-// past the checksum to the file list, the step and the saved manifest), or the moetrain.slices
-// metadata of a shard holding tensors "a" [2, 3] and "b" [4], which `export` then assembles.
+// past the checksum to the file list, the step, the saved manifest and the expert bias), or the
+// moetrain.slices metadata of a shard holding tensors "a" [2, 3] and "b" [4], which `export` then
+// assembles.
 #include <zlib.h>
 
 #include <vector>
@@ -62,6 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto use = [&] {
     mt::json st = mt::verify_checkpoint(dir);
     if (st.contains("config")) (void)mt::parse_run(st["config"], "state.json config", "");
+    if (st.contains("moe_bias")) (void)mt::read_expert_bias(st, "state.json", 8);
     mt::export_checkpoint(dir, dir + "/out.safetensors");
   };
   mt::fuzz::expect_answer(use);
