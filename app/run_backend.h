@@ -49,7 +49,8 @@ auto with_backend(const RunArgs& args, const ParallelConfig& par, Fn&& fn,
   cpu::CpuThreads threads;
   CpuOps<float> ops;
   auto grid = make_grid(par.tp, par.ep, ops.device());
-  BackendInfo info{"cpu, " + threads.describe(), measure_cpu_gemm_flops()};
+  // The thread count of each host (one text on one host).
+  BackendInfo info{"cpu, " + grid->per_host(threads.describe()), measure_cpu_gemm_flops()};
   info.between_steps = [&threads] { return threads.rebalance() ? "cpu: now " + threads.describe() : std::string(); };
   return fn(ops, *grid, info);
 }
