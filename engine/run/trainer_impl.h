@@ -271,7 +271,7 @@ TrainResult Trainer<T>::run() {
   resume_or_init();
   start_metrics();
   print_header();
-  watchdog_ = std::make_unique<Watchdog>(cfg_.train.watchdog_s, grid_.world_rank, "train.watchdog_s");
+  watchdog_ = std::make_unique<Watchdog>(cfg_.train.watchdog_s, grid_, "train.watchdog_s");
   TrainResult result;
   while (step_ < plan_.iters) {
     const StepStats s = optimizer_step();
