@@ -122,24 +122,31 @@ std::string ProcessGrid::per_host(const std::string& mine) const {
   const std::vector<std::string> all = gather_text(world(), mine);
   const std::vector<HostRanks> n = ranks_by_host(hosts);
   if (n.size() < 2) return mine;
-  // Each host's text (its ranks' distinct texts joined by " / "), then hosts with the same text together.
-  std::vector<std::string> text(n.size()), groups_text;
-  std::vector<std::string> groups_hosts;
-  for (size_t i = 0; i < n.size(); ++i) {
+  // Each host's text (its ranks' distinct texts joined by " / "), then hosts with the same text together
+  // (the first three named, the others counted).
+  std::vector<std::string> groups_text;
+  std::vector<std::vector<std::string>> groups_hosts;
+  for (const HostRanks& h : n) {
     std::vector<std::string> seen;
-    for (int r : n[i].ranks)
+    for (int r : h.ranks)
       if (std::find(seen.begin(), seen.end(), all[r]) == seen.end()) seen.push_back(all[r]);
-    for (const auto& t : seen) text[i] += (text[i].empty() ? "" : " / ") + t;
-    const auto it = std::find(groups_text.begin(), groups_text.end(), text[i]);
-    if (it == groups_text.end()) {
-      groups_text.push_back(text[i]);
-      groups_hosts.push_back(n[i].host);
-    } else {
-      groups_hosts[it - groups_text.begin()] += ", " + n[i].host;
+    std::string text;
+    for (const auto& t : seen) text += (text.empty() ? "" : " / ") + t;
+    const size_t g = std::find(groups_text.begin(), groups_text.end(), text) - groups_text.begin();
+    if (g == groups_text.size()) {
+      groups_text.push_back(text);
+      groups_hosts.emplace_back();
     }
+    groups_hosts[g].push_back(h.host);
   }
   std::string s;
-  for (size_t g = 0; g < groups_text.size(); ++g) s += str(g ? "; " : "", groups_hosts[g], ": ", groups_text[g]);
+  for (size_t g = 0; g < groups_text.size(); ++g) {
+    const auto& hs = groups_hosts[g];
+    s += g ? "; " : "";
+    for (size_t i = 0; i < std::min<size_t>(hs.size(), 3); ++i) s += str(i ? ", " : "", hs[i]);
+    if (hs.size() > 3) s += str(" and ", hs.size() - 3, " more");
+    s += ": " + groups_text[g];
+  }
   return s;
 }
 

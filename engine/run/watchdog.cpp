@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -62,20 +63,17 @@ Watchdog::Watchdog(double limit_s, const ProcessGrid& grid, const char* what)
     : limit_s_(limit_s), rank_(grid.world_rank), what_(what) {
   last_ns_ = now_ns();
   if (limit_s_ <= 0) return;
+  MT_CHECK(::pipe2(wake_, O_CLOEXEC) == 0, "the watchdog's pipe: ", std::strerror(errno));
   open_probes(grid);
-  if (::pipe2(wake_, O_CLOEXEC) != 0) wake_[0] = wake_[1] = -1;
   thread_ = std::thread([this] { watch(); });
 }
 
 Watchdog::~Watchdog() {
   if (thread_.joinable()) {
     const char c = 0;
-    if (wake_[1] < 0 || ::write(wake_[1], &c, 1) != 1) {
-      // No pipe: the thread cannot be woken; it is left to end with the process.
-      thread_.detach();
-    } else {
-      thread_.join();
+    while (::write(wake_[1], &c, 1) != 1 && errno == EINTR) {
     }
+    thread_.join();
   }
   for (int fd : {sock_, wake_[0], wake_[1]})
     if (fd >= 0) ::close(fd);

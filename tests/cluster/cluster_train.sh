@@ -7,8 +7,8 @@
 #     the groups cross hosts: dp 4 x ep 2 with ZeRO-1 (ep groups span the nodes) and tp 2 x dp 2 (tp
 #     groups span them);
 #   - one rank per host without OMP_NUM_THREADS: each host's registry counts one process, so each rank
-#     takes both cores (the header says so per host); the checkpoint that ranks on both hosts write at
-#     step 3 resumes to the same bytes at step 6 as a run that never stopped;
+#     takes both cores (the header says so per host); and the checkpoint that ranks on both hosts write
+#     at step 3 resumes to the same bytes at step 6 as a run that never stopped;
 #   - `sbatch -N 2 --ntasks-per-node=2 scripts/slurm/train.sbatch` at dp 4 x ep 2: Slurm places ranks 0-1
 #     on node1 and 2-3 on node2, so the ep groups stay inside a node (the header says so).
 # Then the cluster is stopped and nothing of it may be left.
@@ -42,19 +42,22 @@ grep -q "on 2 nodes (node1: ranks 0,2, node2: ranks 1,3); ep groups span nodes" 
   fail "zero1_ep2_dp4: no line saying that the ep groups span the nodes: $(grep world "$L/zero1_ep2_dp4.log")"
 grep -q "tp groups span nodes" "$L/tp2_dp2.log" || fail "tp2_dp2: no line saying that the tp groups span the nodes"
 
-# One rank per host, threads from the cores: stop at 3 and resume to 6, against a run to 6.
+# One rank per host: without OMP_NUM_THREADS each takes both cores of its host (one step is enough to
+# see it); then, on one thread each, a run stopped at 3 and resumed against a run to 6.
 cd "$TMP"
 run_ep2() {
   local out=$1
   shift
-  (unset OMP_NUM_THREADS; CL_MPI_HOSTS=node1:1,node2:1 "$MT_MPIEXEC" --allow-run-as-root -np 2 "$BIN" train "$L/reference/config.json" \
-     --set parallel.ep=2 --out "$out" "$@" >> "$out.log" 2>&1) || fail "$out: $(tail -5 "$out.log")"
+  CL_MPI_HOSTS=node1:1,node2:1 "$MT_MPIEXEC" --allow-run-as-root -np 2 "$BIN" train "$L/reference/config.json" \
+    --set parallel.ep=2 --out "$out" "$@" >> "$out.log" 2>&1 || fail "$out: $(tail -5 "$out.log")"
 }
+(unset OMP_NUM_THREADS; run_ep2 threads --stop-after 1)
+grep -q "cpu, node1, node2: 2 threads (2 cores, 1 process: cores / processes)" threads.log ||
+  fail "not 2 threads per rank from 1 process per host: $(grep 'cpu,' threads.log)"
+echo "1 rank per host: $(grep -o 'cpu, node1, node2: [^;]*' threads.log) ($(took))"
 run_ep2 whole --stop-after 6
 run_ep2 parts --stop-after 3
 run_ep2 parts --resume auto --stop-after 6
-grep -q "cpu, node1, node2: 2 threads (2 cores, 1 process: cores / processes)" whole.log ||
-  fail "not 2 threads per rank from 1 process per host: $(grep 'cpu,' whole.log)"
 grep -q "resuming .* (step 3)" parts.log || fail "the second part did not resume at step 3: $(cat parts.log)"
 n=0
 for f in whole/checkpoints/step_00000006/*.safetensors; do
@@ -62,7 +65,7 @@ for f in whole/checkpoints/step_00000006/*.safetensors; do
   n=$((n + 1))
 done
 [ $n -eq 4 ] || fail "expected 4 shard files (model and optimizer of ep 0 and 1), found $n"
-echo "1 rank per host: $(grep -o 'cpu, node1, node2: [^;]*' whole.log); stopped at 3 and resumed: the $n shard files at step 6 are identical ($(took))"
+echo "ep 2 over node1 and node2, stopped at 3 and resumed: the $n shard files at step 6 are identical ($(took))"
 
 # sbatch -N 2 --ntasks-per-node=2 through train.sbatch.
 id=$(sbatch --parsable -N 2 --ntasks-per-node=2 --output="$TMP/job.out" "$SRC/scripts/slurm/train.sbatch" \
@@ -72,7 +75,8 @@ state=$(grep "JobId=$id " "$CL_DIR/log/jobcomp.txt" | sed 's/.* JobState=\([A-Z_
 [ "$state" = COMPLETED ] || fail "job $id: state '$state': $(tail -5 job.out)"
 grep -q "on 2 nodes (node1: ranks 0-1, node2: ranks 2-3); ep groups inside a node" job.out ||
   fail "sbatch: no line placing ranks 0-1 on node1 and the ep groups inside a node: $(grep world job.out)"
-echo "sbatch -N 2 --ntasks-per-node=2: $(grep -o 'world 4 .*node;' job.out) $($CMP "$L/reference" sb) ($(took))"
+verdict=$("$CMP" "$L/reference" sb) || fail "sbatch: the run differs from one process: $verdict"
+echo "sbatch -N 2 --ntasks-per-node=2: $(grep -o 'world 4 .*node;' job.out) $verdict ($(took))"
 
 cluster_stop
 cluster_check_clean || fail "the cluster left something behind"
