@@ -286,6 +286,21 @@ cluster_crash() {
 # Power on after a crash: a new holder, plugged in, munged and slurmd (which registers with slurmctld).
 cluster_boot() { cl_holder_up "$1" && cl_plug "$1" && cl_munge_up "$1" && on "$1" slurmd -f "$SLURM_CONF"; }
 
+# The start of the cluster tests (after tests/script_common.sh, in the source tree): CMP (compare_runs,
+# $1), tests/slurm/common.sh's helpers, a skip (exit 77) where the cluster cannot run, SRC and T_ALL,
+# ctl + 3 nodes in $TMP.cluster-PID (SlurmdTimeout $2, default 20 s), and Slurm's commands by name
+# running on ctl (the login node).
+cluster_test_begin() {
+  CMP=$(realpath "$1")
+  . tests/slurm/common.sh
+  cluster_can_run || exit 77
+  SRC=$PWD
+  T_ALL=$(date +%s)
+  CL_SLURMD_TIMEOUT=${2:-$CL_SLURMD_TIMEOUT} cluster_start "$TMP.cluster-$$" 3 || fail "the cluster did not start"
+  local c
+  for c in sbatch squeue scontrol sinfo; do eval "$c() { on ctl $c \"\$@\"; }"; done
+}
+
 # By hand: bash tests/cluster/cluster.sh DIR COMMAND [ARGS]
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail

@@ -15,19 +15,12 @@
 # or a repeat). Prints one line per event: seconds to end the job, the line, the resume step, the nodes.
 # Usage: cluster_faults.sh MOETRAIN SCRATCH_DIR COMPARE_RUNS
 source "$(dirname "$0")/../script_common.sh" "$@"
-CMP=$(realpath "$3")
 . tests/cluster/cluster.sh
-. tests/slurm/common.sh
-cluster_can_run || exit 77
-SRC=$PWD
+cluster_test_begin "$3" 10
 LIMIT=10   # train.watchdog_s
 STOP=100   # the run's last step (--stop-after): it ends there with exit 0
 export OMP_NUM_THREADS=1 MOETRAIN=$BIN
-T_ALL=$(date +%s)
 
-CL_SLURMD_TIMEOUT=10 cluster_start "$TMP.cluster-$$" 3 || fail "the cluster did not start"
-# Slurm's commands talk to slurmctld from the login node (ctl); tests/slurm/common.sh calls them by name.
-for c in sbatch squeue scontrol sinfo; do eval "$c() { on ctl $c \"\$@\"; }"; done
 slurm_test_data "$TMP"
 cd "$TMP"
 SETS=(--set train.watchdog_s=$LIMIT --set checkpoint.every=10 --set checkpoint.keep=3

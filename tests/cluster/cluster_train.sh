@@ -14,19 +14,13 @@
 # Then the cluster is stopped and nothing of it may be left.
 # Usage: cluster_train.sh MOETRAIN SCRATCH_DIR COMPARE_RUNS
 source "$(dirname "$0")/../script_common.sh" "$@"
-CMP=$(realpath "$3")
 . tests/cluster/cluster.sh
-. tests/slurm/common.sh
-cluster_can_run || exit 77
-SRC=$PWD
-T_ALL=$(date +%s)
+cluster_test_begin "$3"
 T_PART=$(date +%s.%N)
 # Seconds since the last call (or the start).
 took() { local t; t=$(date +%s.%N); awk -v a="$T_PART" -v b="$t" 'BEGIN { printf "%.1f s", b - a }'; T_PART=$t; }
 export OMP_NUM_THREADS=1 MOETRAIN=$BIN
 
-cluster_start "$TMP.cluster-$$" 3 || fail "the cluster did not start"
-for c in sbatch squeue scontrol sinfo; do eval "$c() { on ctl $c \"\$@\"; }"; done
 L=$TMP/layouts
 bash tests/mpi/layouts.sh "$BIN" "$CMP" "$L" setup > /dev/null
 echo "the single-process reference: $(took)"
