@@ -267,7 +267,7 @@ cluster_start() {
     [ "$st" = "idle " ] && break
     sleep 0.1
   done
-  echo "cluster: ctl + $n nodes up in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s ($CL_DIR)"
+  echo "cluster: ctl + $n node(s) up in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s ($CL_DIR)"
   [ "$st" = "idle " ] || { echo "cluster: node states '$st' after 30 s" >&2; return 1; }
 }
 
