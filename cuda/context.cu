@@ -68,7 +68,9 @@ Context::Context(CudaDevice& device) : device_(device) {
   workspace_bytes_ = kWorkspaceBytes;
   MT_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
   MT_CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, workspace_bytes_));
-  MT_CUDA_CHECK(cudaMalloc(&scratch_, kScratchBytes));
+  // Scratch is stream-ordered memory from its first byte to its last (cudaMallocAsync / cudaFreeAsync,
+  // never mixed with cudaMalloc / cudaFree), so that growing it never waits for the device.
+  MT_CUDA_CHECK(cudaMallocAsync(&scratch_, kScratchBytes, device.stream()));
   scratch_bytes_ = kScratchBytes;
   MT_CUDA_CHECK(cudaMallocHost(&host_scratch_, kHostScratchBytes));
   host_scratch_bytes_ = kHostScratchBytes;
@@ -89,7 +91,10 @@ Context::~Context() {
   if (blas_) cublasDestroy(blas_);
   if (lt_) cublasLtDestroy(lt_);
   if (workspace_) cudaFree(workspace_);
-  if (scratch_) cudaFree(scratch_);
+  if (scratch_) {
+    cudaFreeAsync(scratch_, device_.stream());
+    cudaStreamSynchronize(device_.stream());
+  }
   if (host_scratch_) cudaFreeHost(host_scratch_);
 }
 

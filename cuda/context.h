@@ -38,8 +38,9 @@ class Context {
   int sm_count() const { return device_.info().sm_count; }
 
   // Device scratch of at least `bytes` (256-byte aligned), valid until the next scratch() call. Work on
-  // the stream is ordered, so an op may reuse it freely within its own launches. A demand beyond the
-  // reservation grows it stream-ordered (cudaFreeAsync / cudaMallocAsync: no device synchronisation).
+  // the stream is ordered, so an op may reuse it freely within its own launches. It is stream-ordered
+  // memory throughout (cudaMallocAsync at construction; a demand beyond the reservation frees and
+  // allocates again with cudaFreeAsync / cudaMallocAsync: no device synchronisation).
   void* scratch(size_t bytes);
   // Pinned host memory of at least `bytes`, for small results read back by the host.
   void* host_scratch(size_t bytes);

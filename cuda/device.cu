@@ -7,13 +7,21 @@
 
 namespace mt::cuda {
 
+DeviceProbe probe_devices() {
+  DeviceProbe p;
+  const cudaError_t e = cudaGetDeviceCount(&p.count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky error
+    p.count = 0;
+    p.error = int(e);
+    p.error_text = str(cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
+  }
+  return p;
+}
+
 DeviceInfo device_info(int device) {
   DeviceInfo info;
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count <= device) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return info;
-  }
+  if (probe_devices().count <= device) return info;
   cudaDeviceProp prop;
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return info;
   info.present = true;
@@ -98,11 +106,4 @@ void CudaDevice::synchronize() { MT_CUDA_CHECK(cudaStreamSynchronize(stream_)); 
 }  // namespace mt::cuda
 
 // The CPU library asks through a weak symbol whether a GPU is usable (engine/backend.cpp).
-extern "C" int mt_cuda_device_count() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return count;
-}
+extern "C" int mt_cuda_device_count() { return mt::cuda::probe_devices().count; }

@@ -20,8 +20,7 @@
 #include "cuda/cuda_ops.h"
 #include "engine/cpu/cpu_ops.h"
 #include "engine/model/ops.h"
-
-extern "C" int mt_cuda_device_count();
+#include "tests/gpu/gpu_probe.h"
 
 namespace {
 
@@ -180,21 +179,32 @@ int main(int argc, char** argv) {
   const bool probe = argc > 1 && std::string(argv[1]) == "--probe";
   try {
     if (probe) {
+      // What CUDA answers, and (rank 0) the lines run.sh reads: "cuda:", "gpus:", "device". Exit 0: the
+      // GPU opened; 77: no NVIDIA GPU on the machine; 3: a GPU CUDA cannot use; 1: it would not open.
       const int world = init_distributed();
       int rank = 0;
       if (world > 1) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-      const int gpus = mt_cuda_device_count();
-      std::string what = "no CUDA GPU visible";
-      if (gpus > 0) what = cuda::open_backend(cuda::Compute::Bf16)->describe();
+      const cuda::DeviceProbe cu = cuda::probe_devices();
+      const gputest::GpuPresence gpu = gputest::gpu_presence();
+      std::string what = gpu.why;
+      int rc = gpu.verdict == gputest::GpuVerdict::Skip ? gputest::kSkipped : 3;
+      if (gpu.verdict == gputest::GpuVerdict::Run) {
+        try {
+          what = cuda::open_backend(cuda::Compute::Bf16)->describe();
+          rc = 0;
+        } catch (const std::exception& e) {
+          what = std::string("cannot open the GPU: ") + e.what();
+          rc = 1;
+        }
+      }
       std::printf("probe rank %d of %d: %s\n", rank, world, what.c_str());
-      if (rank == 0) std::printf("device %s\ngpus: %d\n", what.c_str(), gpus);
+      if (rank == 0)
+        std::printf("cuda: %s\ngpus: %d\ndevice %s\n", cu.error ? cu.error_text.c_str() : "ok", cu.count, what.c_str());
+      std::fflush(stdout);
       if (world > 1) MPI_Finalize();
-      return gpus > 0 ? 0 : 77;
+      return rc;
     }
-    if (mt_cuda_device_count() <= 0) {
-      std::printf("gpu_attention_job: no CUDA GPU visible: skipped\n");
-      return 77;
-    }
+    gputest::require_gpu_or_exit("gpu_attention_job");
     auto gpu = cuda::open_backend(cuda::Compute::Bf16);
     bool ok = compare_cudnn(*gpu);
     ok = time_attention(*gpu, AttentionImpl::Native, "attention_speed_native") && ok;
