@@ -98,6 +98,11 @@ Context::~Context() {
   if (host_scratch_) cudaFreeHost(host_scratch_);
 }
 
+void Context::wait() {
+  MT_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  device_.counters().host_syncs += 1;
+}
+
 CudnnAttention& Context::cudnn() {
   if (!cudnn_) cudnn_ = std::make_unique<CudnnAttention>(*this);
   return *cudnn_;

@@ -37,6 +37,13 @@ class Context {
   cudaStream_t stream() const { return device_.stream(); }
   int sm_count() const { return device_.info().sm_count; }
 
+  // The device's structural counters (engine/core/device.h DeviceCounters): kernel launches go through
+  // MT_LAUNCH (common.cuh), library calls that queue device work count themselves here, and every wait
+  // of the host for the stream goes through wait() (or the device's copy / synchronize, which count).
+  void count_launches(int n) { device_.counters().launches += n; }
+  // Waits for the stream: one host sync.
+  void wait();
+
   // Device scratch of at least `bytes` (256-byte aligned), valid until the next scratch() call. Work on
   // the stream is ordered, so an op may reuse it freely within its own launches. It is stream-ordered
   // memory throughout (cudaMallocAsync at construction; a demand beyond the reservation frees and
