@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "cuda/device.h"
+#include "cuda/flash_attention.h"
 #include "engine/core/check.h"
 #include "engine/model/model_config.h"
 #include "engine/model/ops.h"
@@ -36,6 +37,7 @@ class Context {
   CudaDevice& device() { return device_; }
   cudaStream_t stream() const { return device_.stream(); }
   int sm_count() const { return device_.info().sm_count; }
+  const DeviceInfo& device_info() const { return device_.info(); }
 
   // The device's structural counters (engine/core/device.h DeviceCounters): kernel launches go through
   // MT_LAUNCH (common.cuh), library calls that queue device work count themselves here, and every wait
@@ -55,6 +57,9 @@ class Context {
   // Which attention kernels the bf16 ops run (model.attention_impl); fp32 always runs the native ones.
   AttentionImpl attention() const { return attention_; }
   void set_attention(AttentionImpl impl) { attention_ = impl; }
+  // Under "native": the tensor-core kernels by the rule of flash_attention.h (Auto), or one forced.
+  NativeAttention native_attention() const { return native_attention_; }
+  void set_native_attention(NativeAttention which) { native_attention_ = which; }
   // The cuDNN attention of this context (handle and plans), made on first use.
   CudnnAttention& cudnn();
 
@@ -97,6 +102,7 @@ class Context {
   void* host_scratch_ = nullptr;
   size_t host_scratch_bytes_ = 0;
   AttentionImpl attention_ = AttentionImpl::Native;
+  NativeAttention native_attention_ = NativeAttention::Auto;
   std::unique_ptr<CudnnAttention> cudnn_;
 };
 

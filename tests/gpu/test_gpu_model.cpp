@@ -25,10 +25,11 @@ using mt::optest::Vec;
 
 namespace {
 
-// top_k 2 of 4 experts; top_k 4 chooses every expert, so that no routing decision is discrete.
-ModelConfig small_config(int top_k = 2) {
+// top_k 2 of 4 experts; top_k 4 chooses every expert, so that no routing decision is discrete. Heads of
+// 16 (the fp32-FMA attention kernels) or, with head_dim 64, two heads (the tensor-core ones).
+ModelConfig small_config(int top_k = 2, int head_dim = 16) {
   json j = {{"model",
-             {{"vocab_size", 97}, {"d_model", 64}, {"n_layers", 2}, {"n_heads", 4}, {"head_dim", 16},
+             {{"vocab_size", 97}, {"d_model", 64}, {"n_layers", 2}, {"n_heads", 64 / head_dim}, {"head_dim", head_dim},
               {"d_ffn", 96}, {"seq_len", 40},
               {"moe",
                {{"layout", "1dense"}, {"n_experts", 4}, {"top_k", top_k}, {"d_expert", 32}, {"d_shared", 16},
@@ -119,7 +120,13 @@ struct Reference {
 // more intermediate to bf16 (the probabilities P before P V, and dS: cuDNN, the tensor-core kernel) that
 // rounding adds independent error, in quadrature: factor 3. The loss, one signed sum, gets a floor of
 // 2e-4 (four times the plain version's typical 5e-5) for that independent part.
-void check_bf16(Reference& r, AttentionImpl impl, double factor) {
+// Which bf16 attention kernel: model.attention_impl, and under "native" which of ours.
+struct Attention {
+  AttentionImpl impl = AttentionImpl::Native;
+  cuda::NativeAttention native = cuda::NativeAttention::Auto;
+};
+
+void check_bf16(Reference& r, Attention attention, double factor) {
   const ModelConfig& cfg = r.cfg;
   const int B = r.B;
   Model<double>& ref = r.model;
@@ -133,11 +140,13 @@ void check_bf16(Reference& r, AttentionImpl impl, double factor) {
   // The GPU.
   auto& g = gpu();
   auto gpu_grid = make_grid(1, 1, g.device);
-  g.ctx.set_attention(impl);
+  g.ctx.set_attention(attention.impl);
+  g.ctx.set_native_attention(attention.native);
   Model<bf16> m(cfg, B, *gpu_grid, g.bf16_ops);
   set_params(m, g.device, cfg, r.seed);
   const MicroBatchStats s = m.forward_backward(r.windows.data(), B, 1.f, nullptr);
   g.ctx.set_attention(AttentionImpl::Native);
+  g.ctx.set_native_attention(cuda::NativeAttention::Auto);
   const double floor = 1e-5, loss_floor = 2e-4;
   {
     const double e = std::fabs(s.loss_sum - r.stats.loss_sum) / std::fabs(r.stats.loss_sum);
@@ -195,13 +204,19 @@ TEST_CASE("gpu forward_backward matches the CPU model (fp32 tight, bf16 per tens
   }
   Reference every_expert(small_config(4));
   INFO("bf16 seed " << every_expert.seed);
-  check_bf16(every_expert, AttentionImpl::Native, 2.0);
+  check_bf16(every_expert, {AttentionImpl::Native, cuda::NativeAttention::Simt}, 2.0);
 }
 
 TEST_CASE("gpu forward_backward with cuDNN attention matches the CPU model (bf16 per tensor)", "[gpu]") {
-  Reference r(small_config(4));
+  Reference r(small_config(4, 64));
   INFO("seed " << r.seed);
-  check_bf16(r, AttentionImpl::Cudnn, 3.0);
+  check_bf16(r, {AttentionImpl::Cudnn}, 3.0);
+}
+
+TEST_CASE("gpu forward_backward with tensor-core attention matches the CPU model (bf16 per tensor)", "[gpu]") {
+  Reference r(small_config(4, 64));
+  INFO("seed " << r.seed);
+  check_bf16(r, {AttentionImpl::Native, cuda::NativeAttention::TensorCore}, 3.0);
 }
 
 TEST_CASE("gpu training steps (clipping, AdamW) match the CPU in fp32", "[gpu]") {
