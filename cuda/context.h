@@ -1,8 +1,11 @@
 // Why: the state that every CUDA op of a backend shares: the device and its stream, the cuBLASLt handle
 // with its workspace and a bounded cache of GEMM plans (the heuristic query costs more than a small GEMM,
-// so it runs once per shape while the shape stays in the cache), and scratch memory (device and pinned
-// host) for the ops' temporaries, reserved once at construction for what a step's ops ask (the largest
-// is rmsnorm's 512 x C partial sums: 16 MiB at C = 8192), so that the step loop does not allocate.
+// so it runs once per plan), and scratch memory (device and pinned host) for the ops' temporaries,
+// reserved once at construction for what a step's ops ask (the largest is rmsnorm's 512 x C partial
+// sums: 16 MiB at C = 8192), so that the step loop does not allocate. A plan is keyed by m and k rounded
+// up to a power of two (the rest exact): dropless MoE gives every expert a new row count every step,
+// which as exact keys would fill the cache with one-use plans; the plan's layouts take the exact sizes
+// at each call.
 #pragma once
 
 #include <cublasLt.h>
@@ -70,7 +73,7 @@ class Context {
 
  private:
   struct PlanKey {
-    int ab_type, c_type, ta, tb, m, n, k, lda, ldb, ldc, align_a, align_b, align_c;
+    int ab_type, c_type, ta, tb, m_bucket, n, k_bucket, lda, ldb, ldc, align_a, align_b, align_c;
     bool operator==(const PlanKey& o) const;
   };
   struct PlanKeyHash {
@@ -81,9 +84,12 @@ class Context {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
     bool have_algo = false;  // false: cuBLASLt found none; the plain cuBLAS GemmEx path is used
+    bool trans_a = false, trans_b = false;  // of the row-major GemmShape
   };
-  // The cached plan of `key` (made on a miss), now the most recently used; beyond kMaxPlans the least
-  // recently used plan is destroyed: dropless MoE brings new expert row counts every step.
+  // The plan's layouts for row-major sizes m, n, k.
+  static void set_sizes(Plan& p, int m, int n, int k);
+  // The cached plan of `key` (made on a miss, its algorithm chosen for the bucket sizes), now the most
+  // recently used; beyond kMaxPlans the least recently used plan is destroyed.
   Plan& plan(const PlanKey& key);
   static void destroy(Plan& p);
   // C = beta C for k = 0 (no product).

@@ -64,6 +64,7 @@ void* CudaDevice::alloc(size_t bytes) {
                     " MiB held by moetrain): lower train.micro_batch_size or the model size"));
   }
   MT_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_));
+  counters().launches += 1;
   sizes_[p] = bytes;
   current_ += bytes;
   if (current_ > peak_) peak_ = current_;
@@ -76,16 +77,20 @@ void CudaDevice::release(void* ptr) {
   MT_CHECK(it != sizes_.end(), "release of a pointer not allocated by ", name());
   current_ -= it->second;
   sizes_.erase(it);
-  // cudaFree waits for the device, so work still queued on the buffer completes first.
+  // cudaFree waits for the device, so work still queued on the buffer completes first: a host sync.
   MT_CUDA_CHECK(cudaFree(ptr));
+  counters().host_syncs += 1;
 }
 
 void CudaDevice::zero(void* ptr, size_t bytes) {
-  if (bytes) MT_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_));
+  if (!bytes) return;
+  MT_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_));
+  counters().launches += 1;
 }
 
 void CudaDevice::copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
   if (bytes == 0 || dst == src) return;
+  counters().launches += 1;
   switch (kind) {
     case CopyKind::DeviceToDevice:
       MT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
@@ -98,10 +103,13 @@ void CudaDevice::copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
       break;
   }
   // The host buffer may be read or reused as soon as copy() returns.
-  MT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  synchronize();
 }
 
-void CudaDevice::synchronize() { MT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+void CudaDevice::synchronize() {
+  MT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  counters().host_syncs += 1;
+}
 
 }  // namespace mt::cuda
 

@@ -122,6 +122,9 @@ class PlainBf16Ops final : public Ops<float> {
     round(out, n);
   }
   double sum_squares(const P* x, size_t n) override { return inner_.sum_squares(x, n); }
+  void sum_squares_groups(double* sums_host, int n_groups, const SquaresSpan<P>* spans_host, int n_spans) override {
+    inner_.sum_squares_groups(sums_host, n_groups, spans_host, n_spans);
+  }
   double sum(const P* x, size_t n) override { return inner_.sum(x, n); }
   void adamw(P* param, const P* grad, P* m, P* v, size_t n, const AdamWArgs& args) override {
     inner_.adamw(param, grad, m, v, n, args);
