@@ -94,6 +94,40 @@ __device__ __forceinline__ void acc_as_a(uint32_t a[4], const float lo[4], const
   a[3] = pack_bf16(hi[2], hi[3]);
 }
 
+// acc (16 x 8 ND) += the 16 x BC accumulator tile s, rounded to bf16, times a shared tile (BC x 8 ND)
+// stored [k][n].
+template <int BC, int ND>
+__device__ __forceinline__ void acc_times_tile(float acc[ND][4], const float s[BC / 8][4], const bf* tile, int ld,
+                                               int lane) {
+#pragma unroll
+  for (int kc = 0; kc < BC / 16; ++kc) {
+    uint32_t a[4];
+    acc_as_a(a, s[2 * kc], s[2 * kc + 1]);
+#pragma unroll
+    for (int nd = 0; nd < ND; nd += 2) {
+      uint32_t b0[2], b1[2];
+      load_b_trans(b0, b1, tile, ld, kc * 16, nd * 8, lane);
+      mma_bf16(acc[nd], a, b0);
+      mma_bf16(acc[nd + 1], a, b1);
+    }
+  }
+}
+
+// Rows row[0] and row[1] (those before T) of a 16 x 8 ND accumulator tile, row r times mul[r], as bf16
+// into the rows of `dst` (row stride ld).
+template <int ND>
+__device__ __forceinline__ void store_rows(bf* dst, size_t ld, const int row[2], int T, const float acc[ND][4],
+                                           const float mul[2], int t) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (row[r] >= T) continue;
+    bf* d = dst + size_t(row[r]) * ld + 2 * t;
+#pragma unroll
+    for (int nd = 0; nd < ND; ++nd)
+      *reinterpret_cast<uint32_t*>(d + nd * 8) = pack_bf16(acc[nd][2 * r] * mul[r], acc[nd][2 * r + 1] * mul[r]);
+  }
+}
+
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(kFullMask, v, 1));
   return fmaxf(v, __shfl_xor_sync(kFullMask, v, 2));
@@ -132,6 +166,25 @@ struct Head {
   }
 };
 
+// Where a block and its thread work: the block's (sequence b, head h) and its tile of `rows` rows (the
+// last tile first when `last_first`: the longest work first), the thread's warp, lane and fragment
+// coordinates g, t, and the tile rows r[2] of its accumulators.
+struct Place {
+  int b, h, tile, warp, lane, g, t, r[2];
+  __device__ Place(int B, int H, int T, int rows, bool last_first) {
+    const int BH = B * H, n_tiles = (T + rows - 1) / rows, k = int(blockIdx.x / BH), bh = int(blockIdx.x % BH);
+    tile = last_first ? n_tiles - 1 - k : k;
+    b = bh / H;
+    h = bh % H;
+    warp = threadIdx.x >> 5;
+    lane = threadIdx.x & 31;
+    g = lane >> 2;
+    t = lane & 3;
+    r[0] = tile * rows + warp * 16 + g;
+    r[1] = r[0] + 8;
+  }
+};
+
 // The biased, masked score of query i and key j from the raw product (fp32 registers).
 __device__ __forceinline__ float score(float qk, int i, int j, float scale, float slope) {
   return j <= i ? qk * scale - slope * float(i - j) : -INFINITY;
@@ -148,13 +201,10 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(bf* out, float*
   bf* Ks = Qs + BR * LD;                     // (BC, LD)
   bf* Vs = Ks + BC * LD;                     // (BC, LD)
 
-  const int BH = B * H, n_tiles = (T + BR - 1) / BR;
-  const int qt = n_tiles - 1 - int(blockIdx.x / BH);  // the longest (last) query tiles first
-  const int bh = int(blockIdx.x % BH), b = bh / H, h = bh % H;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const Head hd(qkv, b, h, T, H, D);
-  const float slope = slopes[h];
-  const int i0 = qt * BR, row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
+  const Place pl(B, H, T, BR, true);
+  const int warp = pl.warp, lane = pl.lane, g = pl.g, t = pl.t, i0 = pl.tile * BR, *row = pl.r;
+  const Head hd(qkv, pl.b, pl.h, T, H, D);
+  const float slope = slopes[pl.h];
 
   load_rows<D>(Qs, hd.q, hd.ld_qkv, i0, BR, T);
   __syncthreads();
@@ -218,32 +268,17 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(bf* out, float*
       o[nd][3] *= corr[1];
     }
     // O += P V, P rounded to bf16.
-#pragma unroll
-    for (int kc = 0; kc < BC / 16; ++kc) {
-      uint32_t pa[4];
-      acc_as_a(pa, s[2 * kc], s[2 * kc + 1]);
-#pragma unroll
-      for (int nd = 0; nd < ND; nd += 2) {
-        uint32_t b0[2], b1[2];
-        load_b_trans(b0, b1, Vs, LD, kc * 16, nd * 8, lane);
-        mma_bf16(o[nd], pa, b0);
-        mma_bf16(o[nd + 1], pa, b1);
-      }
-    }
+    acc_times_tile<BC, ND>(o, s, Vs, LD, lane);
   }
 
+  float inv[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float sum = quad_sum(l[r]);
-    const int i = row[r];
-    if (i >= T) continue;
-    const float inv = 1.f / sum;
-    bf* dst = out + hd.out_at + size_t(i) * hd.ld_out;
-#pragma unroll
-    for (int nd = 0; nd < ND; ++nd)
-      *reinterpret_cast<uint32_t*>(dst + nd * 8 + 2 * t) = pack_bf16(o[nd][2 * r] * inv, o[nd][2 * r + 1] * inv);
-    if (t == 0) lse[hd.lse_at + i] = m[r] + logf(sum);
+    inv[r] = 1.f / sum;
+    if (t == 0 && row[r] < T) lse[hd.lse_at + row[r]] = m[r] + logf(sum);
   }
+  store_rows<ND>(out + hd.out_at, hd.ld_out, row, T, o, inv, t);
 }
 
 // ---- backward: dQ for 64 queries, over key tiles of 32 -----------------------------------------------------
@@ -258,13 +293,10 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(bf* dqkv, const bf* 
   bf* Ks = Gs + BR * LD;                     // (BC, LD)
   bf* Vs = Ks + BC * LD;                     // (BC, LD)
 
-  const int BH = B * H, n_tiles = (T + BR - 1) / BR;
-  const int qt = n_tiles - 1 - int(blockIdx.x / BH);
-  const int bh = int(blockIdx.x % BH), b = bh / H, h = bh % H;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const Head hd(qkv, b, h, T, H, D);
-  const float slope = slopes[h];
-  const int i0 = qt * BR, row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
+  const Place pl(B, H, T, BR, true);
+  const int warp = pl.warp, lane = pl.lane, g = pl.g, t = pl.t, i0 = pl.tile * BR, *row = pl.r;
+  const Head hd(qkv, pl.b, pl.h, T, H, D);
+  const float slope = slopes[pl.h];
 
   load_rows<D>(Qs, hd.q, hd.ld_qkv, i0, BR, T);
   load_rows<D>(Gs, dout + hd.out_at, hd.ld_out, i0, BR, T);
@@ -317,29 +349,11 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(bf* dqkv, const bf* 
         s[nb][e] = p * (dp[nb][e] - row_d[r]);
       }
     // dQ += dS k (k read [key][d]: ldmatrix.trans).
-#pragma unroll
-    for (int kc = 0; kc < BC / 16; ++kc) {
-      uint32_t da[4];
-      acc_as_a(da, s[2 * kc], s[2 * kc + 1]);
-#pragma unroll
-      for (int nd = 0; nd < ND; nd += 2) {
-        uint32_t b0[2], b1[2];
-        load_b_trans(b0, b1, Ks, LD, kc * 16, nd * 8, lane);
-        mma_bf16(dq[nd], da, b0);
-        mma_bf16(dq[nd + 1], da, b1);
-      }
-    }
+    acc_times_tile<BC, ND>(dq, s, Ks, LD, lane);
   }
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int i = row[r];
-    if (i >= T) continue;
-    bf* dst = dqkv + (hd.q - qkv) + size_t(i) * hd.ld_qkv;
-#pragma unroll
-    for (int nd = 0; nd < ND; ++nd)
-      *reinterpret_cast<uint32_t*>(dst + nd * 8 + 2 * t) = pack_bf16(dq[nd][2 * r] * scale, dq[nd][2 * r + 1] * scale);
-  }
+  const float mul[2] = {scale, scale};
+  store_rows<ND>(dqkv + (hd.q - qkv), hd.ld_qkv, row, T, dq, mul, t);
 }
 
 // ---- backward: dK, dV for 64 keys, over query tiles of 32 --------------------------------------------------
@@ -356,13 +370,11 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(bf* dqkv, const bf*
   float* Ls = reinterpret_cast<float*>(Gs + BC * LD);  // (BC) its lse
   float* Ds = Ls + BC;                               // (BC) its D
 
-  const int BH = B * H;
-  const int kt = int(blockIdx.x / BH);  // key tile kt sees the queries from j0 on: the first ones work most
-  const int bh = int(blockIdx.x % BH), b = bh / H, h = bh % H;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const Head hd(qkv, b, h, T, H, D);
-  const float slope = slopes[h];
-  const int j0 = kt * BR, key[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};
+  // Key tile k sees the queries from its first key on: the first tiles work most, and go first.
+  const Place pl(B, H, T, BR, false);
+  const int warp = pl.warp, lane = pl.lane, g = pl.g, t = pl.t, j0 = pl.tile * BR, *key = pl.r;
+  const Head hd(qkv, pl.b, pl.h, T, H, D);
+  const float slope = slopes[pl.h];
 
   load_rows<D>(Ks, hd.k, hd.ld_qkv, j0, BR, T);
   load_rows<D>(Vs, hd.v, hd.ld_qkv, j0, BR, T);
@@ -415,36 +427,13 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(bf* dqkv, const bf*
         dp[nb][e] = p * (dp[nb][e] - Ds[c]);
       }
     // dV += P^T dO, dK += dS^T q (dO and q read [query][d]: ldmatrix.trans).
-#pragma unroll
-    for (int kc = 0; kc < BC / 16; ++kc) {
-      uint32_t pa[4], da[4];
-      acc_as_a(pa, s[2 * kc], s[2 * kc + 1]);
-      acc_as_a(da, dp[2 * kc], dp[2 * kc + 1]);
-#pragma unroll
-      for (int nd = 0; nd < ND; nd += 2) {
-        uint32_t b0[2], b1[2];
-        load_b_trans(b0, b1, Gs, LD, kc * 16, nd * 8, lane);
-        mma_bf16(dv[nd], pa, b0);
-        mma_bf16(dv[nd + 1], pa, b1);
-        load_b_trans(b0, b1, Qs, LD, kc * 16, nd * 8, lane);
-        mma_bf16(dk[nd], da, b0);
-        mma_bf16(dk[nd + 1], da, b1);
-      }
-    }
+    acc_times_tile<BC, ND>(dv, s, Gs, LD, lane);
+    acc_times_tile<BC, ND>(dk, dp, Qs, LD, lane);
   }
 
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int j = key[r];
-    if (j >= T) continue;
-    bf* dst_k = dqkv + (hd.k - qkv) + size_t(j) * hd.ld_qkv;
-    bf* dst_v = dqkv + (hd.v - qkv) + size_t(j) * hd.ld_qkv;
-#pragma unroll
-    for (int nd = 0; nd < ND; ++nd) {
-      *reinterpret_cast<uint32_t*>(dst_k + nd * 8 + 2 * t) = pack_bf16(dk[nd][2 * r] * scale, dk[nd][2 * r + 1] * scale);
-      *reinterpret_cast<uint32_t*>(dst_v + nd * 8 + 2 * t) = pack_bf16(dv[nd][2 * r], dv[nd][2 * r + 1]);
-    }
-  }
+  const float k_mul[2] = {scale, scale}, v_mul[2] = {1.f, 1.f};
+  store_rows<ND>(dqkv + (hd.k - qkv), hd.ld_qkv, key, T, dk, k_mul, t);
+  store_rows<ND>(dqkv + (hd.v - qkv), hd.ld_qkv, key, T, dv, v_mul, t);
 }
 
 // ---- launch -------------------------------------------------------------------------------------------------
