@@ -73,12 +73,30 @@ struct PermuteDims {
 // Renormalisation of the K chosen router probabilities.
 enum class GateNorm { None, Renormalize };
 
+// A run of consecutive elements of a flat buffer with one weight decay: [the previous run's end, end).
+struct DecayRun {
+  size_t end = 0;
+  float weight_decay = 0;
+};
+
 struct AdamWArgs {
   float lr = 0;
   float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
   float weight_decay = 0;  // decoupled: param -= lr * wd * param (0 for tensors that do not decay)
   float grad_scale = 1;    // multiplies the gradient first (global-norm clipping)
   int step = 1;            // 1-based, for bias correction
+  // Optional (host memory): n_runs runs covering [0, n) in order, each with its own weight decay in
+  // place of weight_decay, so that a whole buffer of tensors is one call (one launch on the GPU).
+  const DecayRun* runs = nullptr;
+  int n_runs = 0;
+};
+
+// A span of a buffer whose squares sum_squares_groups adds to the total of `group`.
+template <typename P>
+struct SquaresSpan {
+  const P* data = nullptr;
+  size_t n = 0;
+  int group = 0;
 };
 
 template <typename T>
@@ -166,6 +184,10 @@ class Ops {
   virtual void add_inplace(T* x, const T* y, size_t n) = 0;                 // x += y
   virtual void to_compute(T* out, const P* in, size_t n) = 0;               // P -> T
   virtual double sum_squares(const P* x, size_t n) = 0;                     // synchronises
+  // sums_host[g] (n_groups, host) = the sum over the spans of group g (spans_host: n_spans, host) of
+  // their sums of squares, each taken as sum_squares takes it, added in span order: the squared
+  // gradient norm of many tensors in one pass and one wait. Synchronises (once).
+  virtual void sum_squares_groups(double* sums_host, int n_groups, const SquaresSpan<P>* spans_host, int n_spans) = 0;
   virtual double sum(const P* x, size_t n) = 0;                            // synchronises
   virtual void adamw(P* param, const P* grad, P* m, P* v, size_t n, const AdamWArgs& args) = 0;
 };
