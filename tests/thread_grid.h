@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -28,12 +29,29 @@ struct WorldAbort {
   std::atomic<bool> aborted{false};
 };
 
-// The shared state of one communicator: a reusable barrier and one posted pointer per rank.
+// The shared state of one communicator: a reusable barrier and what each rank posted for the
+// collective in progress (which one, its buffer and its size), so that ranks that call different
+// collectives fail at once instead of reading each other's buffers.
 class ThreadGroup {
  public:
-  ThreadGroup(int size, std::shared_ptr<WorldAbort> abort) : size_(size), slots_(size_t(size)), abort_(std::move(abort)) {}
+  struct Post {
+    const char* op = nullptr;
+    const void* buf = nullptr;
+    size_t bytes = 0;
+  };
+  ThreadGroup(int size, std::shared_ptr<WorldAbort> abort) : size_(size), posts_(size_t(size)), abort_(std::move(abort)) {}
   int size() const { return size_; }
-  const void*& slot(int rank) { return slots_[size_t(rank)]; }
+  const Post& post(int rank) const { return posts_[size_t(rank)]; }
+
+  // Posts this rank's part, waits for every rank, and checks that all posted the same collective.
+  void meet(int rank, const char* op, const void* buf, size_t bytes) {
+    posts_[size_t(rank)] = {op, buf, bytes};
+    barrier();
+    for (const Post& p : posts_)
+      MT_CHECK(std::string(p.op) == op && p.bytes == bytes, "ThreadComm: rank ", rank, " called ", op, " of ", bytes,
+               " bytes while another rank called ", p.op, " of ", p.bytes, " bytes");
+    barrier();  // every rank has checked before any posts again
+  }
 
   void barrier() {
     std::unique_lock<std::mutex> lock(mu_);
@@ -44,11 +62,11 @@ class ThreadGroup {
       cv_.notify_all();
       return;
     }
-    const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (generation_ == gen) {
       if (abort_->aborted) throw Error("ThreadComm: another rank failed");
       MT_CHECK(cv_.wait_until(lock, limit) != std::cv_status::timeout || generation_ != gen,
-               "ThreadComm: a rank waited 60 s at a collective that the others did not reach");
+               "ThreadComm: a rank waited 30 s at a collective that the others did not reach");
     }
   }
   void wake() {
@@ -58,7 +76,7 @@ class ThreadGroup {
 
  private:
   const int size_;
-  std::vector<const void*> slots_;
+  std::vector<Post> posts_;
   std::shared_ptr<WorldAbort> abort_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -88,12 +106,11 @@ class ThreadComm final : public Comm {
     return std::make_unique<Done>();
   }
   void broadcast(void* buf, size_t count, DType dtype, int root, MemSpace) override {
-    group_->slot(rank_) = buf;
-    group_->barrier();
-    if (rank_ != root && count) std::memcpy(buf, group_->slot(root), count * dtype_size(dtype));
+    group_->meet(rank_, "broadcast", buf, count * dtype_size(dtype));
+    if (rank_ != root && count) std::memcpy(buf, group_->post(root).buf, count * dtype_size(dtype));
     group_->barrier();
   }
-  void barrier() override { group_->barrier(); }
+  void barrier() override { group_->meet(rank_, "barrier", nullptr, 0); }
   void allgather(const void*, void*, size_t, DType, MemSpace) override { unused("allgather"); }
   void reduce_scatter_sum(const void*, void*, size_t, DType, MemSpace) override { unused("reduce_scatter_sum"); }
   void alltoallv(const void*, const size_t*, const size_t*, void*, const size_t*, const size_t*, DType,
@@ -109,11 +126,10 @@ class ThreadComm final : public Comm {
   static void unused(const char* what) { MT_CHECK(false, "ThreadComm has no ", what, " (not needed by these tests)"); }
   template <typename X>
   void sum(X* buf, size_t count) {
-    group_->slot(rank_) = buf;
-    group_->barrier();
+    group_->meet(rank_, "allreduce_sum", buf, count * sizeof(X));
     std::vector<X> total(count, X(0));
     for (int r = 0; r < size(); ++r) {
-      const X* p = static_cast<const X*>(group_->slot(r));
+      const X* p = static_cast<const X*>(group_->post(r).buf);
       for (size_t i = 0; i < count; ++i) total[i] += p[i];
     }
     group_->barrier();  // every rank has read every buffer

@@ -339,10 +339,11 @@ StepStats Trainer<T>::optimizer_step() {
   return s;
 }
 
-// The stop flag (SIGTERM / SIGINT) summed over the world, so that every rank stops at the same step.
+// The stop flag (opts.should_stop: SIGTERM / SIGINT) summed over the world, so that every rank stops at
+// the same step.
 template <typename T>
 bool Trainer<T>::stop_agreed() const {
-  double flag = stop_requested() ? 1 : 0;
+  double flag = opts_.should_stop && opts_.should_stop() ? 1 : 0;
   if (grid_.world_size > 1) grid_.world().allreduce_sum(&flag, 1, DType::F64, MemSpace::Host);
   return flag > 0;
 }
