@@ -205,7 +205,7 @@ TEST_CASE("a truncated or damaged checkpoint file is refused with a message nami
   }
 }
 
-TEST_CASE("a save that died half-way leaves the previous checkpoint as the latest; the next save cleans up",
+TEST_CASE("a save that died half-way leaves the previous checkpoint as the latest, and the next save cleans up",
           "[checkpoint]") {
   const std::string dir = mt::test::scratch_dir("ckpt_atomic");
   const mt::ModelConfig cfg = moe_config();
