@@ -32,6 +32,7 @@ struct BenchArgs {
   int warmup = 2;
   int micro = 0;
   bool as_json = false;
+  bool count_only = false;
 };
 
 // The lr of every bench step (the schedule does not change the work).
@@ -135,8 +136,8 @@ json bench(RunConfig cfg, const BenchArgs& a, Ops<T>& ops, const ProcessGrid& gr
     if (const std::string note = info.between_steps(); !note.empty() && grid.is_root()) std::fprintf(stderr, "%s\n", note.c_str());
   };
   for (int s = 1; s <= a.warmup; ++s) step(s);
-  // Untimed steps for the rate and the counts, then the same number with per-family timing (it
-  // synchronises around every section, which would add host syncs).
+  // Untimed steps for the rate and the counts, then (unless --count-only) the same number with
+  // per-family timing (it synchronises around every section, which would add host syncs).
   prof.set_timing(false);
   prof.reset();
   dev.synchronize();
@@ -146,15 +147,6 @@ json bench(RunConfig cfg, const BenchArgs& a, Ops<T>& ops, const ProcessGrid& gr
   const DeviceCounters c1 = dev.counters();  // the step ends synchronised: nothing is left queued
   const double seconds = std::chrono::duration<double>(clock::now() - t0).count() / a.steps;
   const double step_flops = prof.total_flops() / a.steps;
-  prof.set_timing(true);
-  prof.reset();
-  for (int s = 1; s <= a.steps; ++s) step(a.warmup + a.steps + s);
-  prof.set_timing(false);
-
-  const Shape big = largest_gemm(cfg.model, split.micro, grid.tp_size);
-  const double gemm = gemm_rate(ops, big);
-  const double tokens_per_step = double(plan.batch_size) * S;
-  const double model_flops_per_s = plan.flops_per_token * tokens_per_step / seconds / grid.world_size;  // per rank
   json r;
   r["name"] = cfg.name;
   r["device"] = info.name;
@@ -165,10 +157,21 @@ json bench(RunConfig cfg, const BenchArgs& a, Ops<T>& ops, const ProcessGrid& gr
   r["batch"] = {{"sequences", plan.batch_size}, {"seq_len", S}, {"micro_batch", split.micro},
                 {"micro_batches", split.n_micro}};
   r["grad_sync"] = {{"all_reduce", runner.syncs_gradients()}, {"what", runner.describe_sync()}};
-  r["step_seconds"] = seconds;
-  r["tok_per_s"] = tokens_per_step / seconds;
   r["launches_per_step"] = double(c1.launches - c0.launches) / a.steps;
   r["host_syncs_per_step"] = double(c1.host_syncs - c0.host_syncs) / a.steps;
+  r["root"] = grid.is_root();
+  if (a.count_only) return r;
+
+  prof.set_timing(true);
+  prof.reset();
+  for (int s = 1; s <= a.steps; ++s) step(a.warmup + a.steps + s);
+  prof.set_timing(false);
+  const Shape big = largest_gemm(cfg.model, split.micro, grid.tp_size);
+  const double gemm = gemm_rate(ops, big);
+  const double tokens_per_step = double(plan.batch_size) * S;
+  const double model_flops_per_s = plan.flops_per_token * tokens_per_step / seconds / grid.world_size;  // per rank
+  r["step_seconds"] = seconds;
+  r["tok_per_s"] = tokens_per_step / seconds;
   r["executed_flops_per_step"] = step_flops * grid.world_size;
   r["flops_per_s"] = step_flops / seconds;  // per rank
   r["model_flops_per_token"] = plan.flops_per_token;
@@ -196,7 +199,6 @@ json bench(RunConfig cfg, const BenchArgs& a, Ops<T>& ops, const ProcessGrid& gr
                    {"flops_per_s", prof.flops(OpFamily(f)) > 0 ? prof.flops(OpFamily(f)) / prof.seconds(OpFamily(f)) : 0.0}});
   }
   r["families"] = fam;
-  r["root"] = grid.is_root();
   return r;
 }
 
@@ -212,10 +214,11 @@ void print(const json& r) {
               r["batch"]["micro_batches"].get<int>());
   std::printf("  step: the trainer's: micro-batches, %s, gradient norm, clipping, AdamW\n",
               r["grad_sync"]["what"].get<std::string>().c_str());
-  std::printf("  step %.4f s, %s tokens/s\n", r["step_seconds"].get<double>(), fmt_count(r["tok_per_s"].get<double>()).c_str());
   const double launches = r["launches_per_step"].get<double>(), syncs = r["host_syncs_per_step"].get<double>();
   std::printf("  per step (rank 0): %s launch%s, %s host sync%s\n", fmt_per_step(launches).c_str(), launches == 1 ? "" : "es",
               fmt_per_step(syncs).c_str(), syncs == 1 ? "" : "s");
+  if (!r.contains("step_seconds")) return;  // --count-only
+  std::printf("  step %.4f s, %s tokens/s\n", r["step_seconds"].get<double>(), fmt_count(r["tok_per_s"].get<double>()).c_str());
   std::printf("  model FLOPs: %.2f GFLOP/s per rank at M = %s FLOPs per token\n", r["model_flops_per_s"].get<double>() / 1e9,
               fmt_sci(r["model_flops_per_token"].get<double>()).c_str());
   std::printf("  executed: %.2f GFLOP/s per rank\n", r["flops_per_s"].get<double>() / 1e9);
@@ -250,6 +253,8 @@ RegisterCommand reg("bench", 60, [](CLI::App& app) {
   sub->add_option("--warmup", args->warmup, "untimed steps first (default 2)")->check(CLI::NonNegativeNumber);
   sub->add_option("--micro-batch", args->micro, "sequences per micro-batch (sets train.micro_batch_size; it must divide the per-rank batch)");
   sub->add_flag("--json", args->as_json, "print a JSON object");
+  sub->add_flag("--count-only", args->count_only,
+                "only the launches and host syncs per step: no timing per op family, no GEMM reference");
   add_run_options(sub, &args->run);
   sub->callback([args] {
     RunConfig cfg = load_run(args->run.config, args->run.overrides);
