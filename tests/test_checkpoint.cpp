@@ -7,7 +7,7 @@
 // temporary folder left behind) leaves the previous checkpoint as the latest.
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -93,32 +93,35 @@ void check_slices(const mt::ParamTable& local, const mt::ParamTable& full, const
   }
 }
 
-std::string input_error(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const mt::InputError& e) {
-    return e.what();
-  }
-  return "(no InputError)";
-}
-
 std::string step_dir(const std::string& run, int step) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "step_%08d", step);
   return run + "/checkpoints/" + buf;
 }
 
-}  // namespace
-
-TEST_CASE("checkpoints reshard: saved at tp 1 and at tp 2 x ep 2, loaded float-exact at another layout",
-          "[checkpoint]") {
-  const std::string dir = mt::test::scratch_dir("ckpt_reshard");
+// A scratch run folder and the full (tp 1) layout of moe_config() with distinct values, saved by one
+// rank as `save(step)` does.
+struct OneRankRun {
+  const std::string dir;
   const mt::ModelConfig cfg = moe_config();
   const mt::ParamLayout full = mt::build_param_layout(cfg, {});
   const Buffers want = full_values(full);
   mt::CpuOps<float> ops;
-  auto single = mt::make_grid(1, 1, ops.device());
-  mt::save_checkpoint(dir + "/a", 1, json{{"note", "tp1"}}, *single, full, want.view(), 2);
+  std::unique_ptr<mt::ProcessGrid> grid = mt::make_grid(1, 1, ops.device());
+
+  explicit OneRankRun(const std::string& name) : dir(mt::test::scratch_dir(name)) {}
+  void save(int step) { mt::save_checkpoint(dir, step, json::object(), *grid, full, want.view(), 2); }
+};
+
+}  // namespace
+
+TEST_CASE("checkpoints reshard: saved at tp 1 and at tp 2 x ep 2, loaded float-exact at another layout",
+          "[checkpoint]") {
+  OneRankRun a("ckpt_reshard");
+  a.save(1);
+  const mt::ModelConfig& cfg = a.cfg;
+  const mt::ParamLayout& full = a.full;
+  const Buffers& want = a.want;  // the full tensors, saved at tp 1
 
   // tp 2 x dp 2 with ep 2 (four ranks): each loads its slices from the tp-1 checkpoint, checked
   // element by element, and all save them together.
@@ -128,16 +131,16 @@ TEST_CASE("checkpoints reshard: saved at tp 1 and at tp 2 x ep 2, loaded float-e
     const mt::ShardSpec sh{g.tp_rank, g.tp_size, g.ep_rank, g.ep_size};
     const mt::ParamLayout layout = mt::build_param_layout(cfg, sh);
     Buffers mine(layout);
-    mt::load_checkpoint(step_dir(dir + "/a", 1), layout, mine.view_mut());
+    mt::load_checkpoint(step_dir(a.dir, 1), layout, mine.view_mut());
     check_slices(layout.dense, full.dense, mine.dense, want.dense, sh, false);
     check_slices(layout.dense, full.dense, mine.dense_v, want.dense_v, sh, false);
     check_slices(layout.expert, full.expert, mine.expert, want.expert, sh, true);
     check_slices(layout.expert, full.expert, mine.expert_m, want.expert_m, sh, true);
-    mt::save_checkpoint(dir + "/b", 1, json{{"note", "tp2 ep2"}}, g, layout, mine.view(), 2);
+    mt::save_checkpoint(a.dir + "/b", 1, json::object(), g, layout, mine.view(), 2);
   });
 
   // The four-rank checkpoint: four shards per kind, every element of the model stored once.
-  const std::string b = step_dir(dir + "/b", 1);
+  const std::string b = step_dir(a.dir + "/b", 1);
   const json state = mt::verify_checkpoint(b);
   CHECK(state["layout"] == json{{"world", 4}, {"tp", 2}, {"ep", 2}, {"dp", 2}});
   size_t stored = 0;
@@ -165,13 +168,11 @@ TEST_CASE("checkpoints reshard: saved at tp 1 and at tp 2 x ep 2, loaded float-e
 }
 
 TEST_CASE("a truncated or damaged checkpoint file is refused with a message naming it", "[checkpoint]") {
-  const std::string dir = mt::test::scratch_dir("ckpt_corrupt");
-  const mt::ModelConfig cfg = moe_config();
-  const mt::ParamLayout full = mt::build_param_layout(cfg, {});
-  const Buffers want = full_values(full);
-  mt::CpuOps<float> ops;
-  auto grid = mt::make_grid(1, 1, ops.device());
-  mt::save_checkpoint(dir, 1, json::object(), *grid, full, want.view(), 2);
+  OneRankRun run("ckpt_corrupt");
+  run.save(1);
+  const std::string& dir = run.dir;
+  const mt::ParamLayout& full = run.full;
+  const Buffers& want = run.want;
   const std::string ck = step_dir(dir, 1);
   std::vector<float> dense(full.dense.numel), expert(full.expert.numel);
   mt::load_weights(ck, full, dense.data(), expert.data());
@@ -180,19 +181,19 @@ TEST_CASE("a truncated or damaged checkpoint file is refused with a message nami
   SECTION("a shard cut short") {
     const std::string victim = ck + "/optimizer-tp0-ep0.safetensors";
     fs::resize_file(victim, fs::file_size(victim) - 7);
-    CHECK_THAT(input_error([&] { mt::verify_checkpoint(ck); }),
-               Catch::Contains("optimizer-tp0-ep0.safetensors does not match its recorded size"));
+    CHECK_THROWS_AS(mt::verify_checkpoint(ck), mt::InputError);
+    CHECK_THROWS_WITH(mt::verify_checkpoint(ck), Catch::Contains("optimizer-tp0-ep0.safetensors does not match its recorded size"));
     json st;
-    CHECK_THAT(input_error([&] { mt::latest_intact_checkpoint(dir, &st, false); }),
-               Catch::Contains("optimizer-tp0-ep0.safetensors"));
+    CHECK_THROWS_WITH(mt::latest_intact_checkpoint(dir, &st, false), Catch::Contains("optimizer-tp0-ep0.safetensors"));
   }
   SECTION("one byte changed in place") {
     const std::string victim = ck + "/model-tp0-ep0.safetensors";
     std::string bytes = mt::test::read_file(victim);
     bytes[bytes.size() - 3] ^= 0x10;
     mt::test::write_file(victim, bytes);
-    CHECK_THAT(input_error([&] { mt::load_weights(ck, full, dense.data(), expert.data()); }),
-               Catch::Contains("model-tp0-ep0.safetensors does not match its recorded size and CRC-32"));
+    CHECK_THROWS_AS(mt::load_weights(ck, full, dense.data(), expert.data()), mt::InputError);
+    CHECK_THROWS_WITH(mt::load_weights(ck, full, dense.data(), expert.data()),
+                      Catch::Contains("model-tp0-ep0.safetensors does not match its recorded size and CRC-32"));
   }
   SECTION("a single-file export cut short") {
     const std::string file = dir + "/w.safetensors";
@@ -200,20 +201,16 @@ TEST_CASE("a truncated or damaged checkpoint file is refused with a message nami
     mt::load_weights(file, full, dense.data(), expert.data());
     CHECK(expert == want.expert);
     fs::resize_file(file, fs::file_size(file) - 5);
-    CHECK_THAT(input_error([&] { mt::load_weights(file, full, dense.data(), expert.data()); }),
-               Catch::StartsWith(file + ": "));
+    CHECK_THROWS_AS(mt::load_weights(file, full, dense.data(), expert.data()), mt::InputError);
+    CHECK_THROWS_WITH(mt::load_weights(file, full, dense.data(), expert.data()), Catch::StartsWith(file + ": "));
   }
 }
 
 TEST_CASE("a save that died half-way leaves the previous checkpoint as the latest, and the next save cleans up",
           "[checkpoint]") {
-  const std::string dir = mt::test::scratch_dir("ckpt_atomic");
-  const mt::ModelConfig cfg = moe_config();
-  const mt::ParamLayout full = mt::build_param_layout(cfg, {});
-  const Buffers want = full_values(full);
-  mt::CpuOps<float> ops;
-  auto grid = mt::make_grid(1, 1, ops.device());
-  mt::save_checkpoint(dir, 1, json::object(), *grid, full, want.view(), 2);
+  OneRankRun run("ckpt_atomic");
+  run.save(1);
+  const std::string& dir = run.dir;
 
   // What a crash during step 2's save leaves: its temporary folder with a part of a shard and no
   // state.json. And a step folder without state.json (copied by hand, half-way).
@@ -228,12 +225,12 @@ TEST_CASE("a save that died half-way leaves the previous checkpoint as the lates
 
   // The next save of step 2 replaces the leftover and becomes the latest; with keep 2, a third
   // complete save removes the oldest.
-  mt::save_checkpoint(dir, 2, json::object(), *grid, full, want.view(), 2);
+  run.save(2);
   CHECK_FALSE(fs::exists(tmp));
   CHECK(mt::latest_checkpoint(dir) == step_dir(dir, 2));
   CHECK(mt::verify_checkpoint(step_dir(dir, 2))["step"] == 2);
   fs::remove_all(step_dir(dir, 3));
-  mt::save_checkpoint(dir, 4, json::object(), *grid, full, want.view(), 2);
+  run.save(4);
   CHECK_FALSE(fs::exists(step_dir(dir, 1)));
   CHECK(fs::exists(step_dir(dir, 2) + "/state.json"));
   CHECK(mt::latest_checkpoint(dir) == step_dir(dir, 4));

@@ -44,6 +44,17 @@ mt::OptimConfig adamw_config() {
   return c;
 }
 
+// small_moe() and its optimizer (adamw_config()) on `grid`, the weights initialised from `seed`.
+struct ModelAndOptimizer {
+  mt::CpuOps<double> ops;
+  mt::Model<double> model;
+  mt::Optimizer<double> opt;
+  ModelAndOptimizer(const mt::ProcessGrid& grid, uint64_t seed, mt::ZeroStage zero)
+      : model(small_moe(), 1, grid, ops), opt(model, adamw_config(), grid, ops, zero) {
+    model.init_params(seed);
+  }
+};
+
 // The RMSNorm weights are the tensors that do not decay (README "What the engine computes").
 bool is_norm(const std::string& name) {
   const std::string suffix = "norm.weight";
@@ -116,11 +127,10 @@ TEST_CASE("AdamW: decoupled decay except on norm weights, bias correction and gl
           "[optim]") {
   const mt::ModelConfig cfg = small_moe();
   const mt::OptimConfig oc = adamw_config();
-  mt::CpuOps<double> ops;
-  auto grid = mt::make_grid(1, 1, ops.device());
-  mt::Model<double> model(cfg, 1, *grid, ops);
-  model.init_params(5);
-  mt::Optimizer<double> opt(model, oc, *grid, ops, mt::ZeroStage::None);
+  auto grid = mt::make_grid(1, 1, mt::cpu_device());
+  ModelAndOptimizer mo(*grid, 5, mt::ZeroStage::None);
+  mt::Model<double>& model = mo.model;
+  mt::Optimizer<double>& opt = mo.opt;
   Reference ref[2] = {reference_of(model, ParamGroup::Dense), reference_of(model, ParamGroup::Expert)};
   REQUIRE(model.numel(ParamGroup::Expert) > 0);
   int norms = 0;
@@ -168,14 +178,11 @@ TEST_CASE("AdamW: decoupled decay except on norm weights, bias correction and gl
 
 TEST_CASE("ZeRO-1: five dp ranks update contiguous shares and end bit-identical to the step without ZeRO",
           "[optim]") {
-  const mt::ModelConfig cfg = small_moe();
-  const mt::OptimConfig oc = adamw_config();
-  mt::CpuOps<double> ops;
   // The step without ZeRO, on one rank.
-  auto single = mt::make_grid(1, 1, ops.device());
-  mt::Model<double> plain(cfg, 1, *single, ops);
-  plain.init_params(7);
-  mt::Optimizer<double> plain_opt(plain, oc, *single, ops, mt::ZeroStage::None);
+  auto single = mt::make_grid(1, 1, mt::cpu_device());
+  ModelAndOptimizer one(*single, 7, mt::ZeroStage::None);
+  mt::Model<double>& plain = one.model;
+  mt::Optimizer<double>& plain_opt = one.opt;
   for (int t = 1; t <= 2; ++t) {
     draw_grads(plain, 200 + uint64_t(t), 0.05);
     plain_opt.update(t, 1e-2, plain_opt.grad_norm());
@@ -191,11 +198,9 @@ TEST_CASE("ZeRO-1: five dp ranks update contiguous shares and end bit-identical 
   for (auto& v : end) v.resize(kRanks);
   std::vector<std::vector<double>> params(kRanks), m(kRanks);
   world.run([&](int r) {
-    const mt::ProcessGrid& grid = *world.grids[size_t(r)];
-    mt::CpuOps<double> rank_ops;
-    mt::Model<double> model(cfg, 1, grid, rank_ops);
-    model.init_params(7);
-    mt::Optimizer<double> opt(model, oc, grid, rank_ops, mt::ZeroStage::Stage1);
+    ModelAndOptimizer mine(*world.grids[size_t(r)], 7, mt::ZeroStage::Stage1);
+    mt::Model<double>& model = mine.model;
+    mt::Optimizer<double>& opt = mine.opt;
     for (ParamGroup g : kGroups) {
       begin[int(g)][size_t(r)] = opt.share_begin(g);
       end[int(g)][size_t(r)] = opt.share_end(g);
