@@ -121,7 +121,7 @@ class StepRunner {
     std::string groups = str("dense over dp ", grid_.dp_size);
     if (model_.numel(ParamGroup::Expert) > 0)
       groups += grid_.edp_size > 1 ? str(", experts over edp ", grid_.edp_size)
-                                   : std::string(", experts not (edp 1: one copy of each expert)");
+                                   : std::string(", none for the experts (edp 1: one copy of each)");
     return str("the gradient all-reduce (", groups, "; ", kGradBucketBytes >> 20,
                " MiB buckets from the last micro-batch's backward)");
   }
