@@ -12,7 +12,7 @@
 namespace mt {
 
 template <typename T>
-class CountingOps final : public Ops<T> {
+class CountingOps : public Ops<T> {
  public:
   using P = acc_t<T>;
   explicit CountingOps(Ops<T>& inner) : inner_(inner), counters_(inner.device().counters()) {}
