@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "cuda/check.h"
+#include "cuda/context.h"
 #include "engine/core/dtype.h"
 
 namespace mt::cuda {
@@ -93,5 +94,14 @@ inline unsigned grid_for(size_t n, int threads, unsigned cap = 65535u * 8) {
 }
 
 inline unsigned ceil_div(size_t a, size_t b) { return unsigned((a + b - 1) / b); }
+
+// Every kernel launch of the backend: queued on the context's stream, its configuration checked, and
+// counted (DeviceCounters::launches). A kernel template with several arguments goes in parentheses.
+#define MT_LAUNCH(ctx, kernel, grid, block, smem, ...)                               \
+  do {                                                                               \
+    (kernel)<<<(grid), (block), (smem), (ctx).stream()>>>(__VA_ARGS__);              \
+    MT_CUDA_CHECK_LAUNCH();                                                          \
+    (ctx).count_launches(1);                                                         \
+  } while (0)
 
 }  // namespace mt::cuda
