@@ -2,8 +2,8 @@
 // DeviceCounters) so that the structure of a step can be measured where no GPU runs. The CPU backend
 // counts them here, in one place: CountingOps wraps any Ops<T> (the CPU's in app/run_backend.h) and
 // counts every op call as one launch, and the ops documented "Synchronises" in engine/model/ops.h
-// (router_stats, moe_route_plan, sum_squares, sum) also as a host sync, into the wrapped backend's
-// device counters. The device counts its own zero and copy calls, the comms their collectives. (The
+// (router_stats, moe_route_plan, sum_squares, sum_squares_groups, sum) also as a host sync, into the
+// wrapped backend's device counters. The device counts its own zero and copy calls, the comms their collectives. (The
 // CUDA backend counts at its launch sites instead: one op may launch several kernels there.)
 #pragma once
 
@@ -77,6 +77,8 @@ class CountingOps : public Ops<T> {
   void to_compute(T* out, const P* in, size_t n) override MT_LAUNCH(to_compute(out, in, n))
   double sum_squares(const P* x, size_t n) override MT_LAUNCH_SYNC(sum_squares(x, n))
   double sum(const P* x, size_t n) override MT_LAUNCH_SYNC(sum(x, n))
+  void sum_squares_groups(double* sums_host, int n_groups, const SquaresSpan<P>* spans_host, int n_spans) override
+      MT_LAUNCH_SYNC(sum_squares_groups(sums_host, n_groups, spans_host, n_spans))
   void adamw(P* param, const P* grad, P* m, P* v, size_t n, const AdamWArgs& args) override
       MT_LAUNCH(adamw(param, grad, m, v, n, args))
 
