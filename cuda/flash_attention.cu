@@ -113,14 +113,14 @@ __device__ __forceinline__ void acc_times_tile(float acc[ND][4], const float s[B
   }
 }
 
-// Rows row[0] and row[1] (those before T) of a 16 x 8 ND accumulator tile, row r times mul[r], as bf16
+// Rows row[0] and row[1] (those before S) of a 16 x 8 ND accumulator tile, row r times mul[r], as bf16
 // into the rows of `dst` (row stride ld).
 template <int ND>
-__device__ __forceinline__ void store_rows(bf* dst, size_t ld, const int row[2], int T, const float acc[ND][4],
+__device__ __forceinline__ void store_rows(bf* dst, size_t ld, const int row[2], int S, const float acc[ND][4],
                                            const float mul[2], int t) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    if (row[r] >= T) continue;
+    if (row[r] >= S) continue;
     bf* d = dst + size_t(row[r]) * ld + 2 * t;
 #pragma unroll
     for (int nd = 0; nd < ND; ++nd)
@@ -137,32 +137,33 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(kFullMask, v, 2);
 }
 
-// Rows [r0, r0 + rows) of a (T, D) view with row stride `ld` into a shared tile; rows at or past T zero.
+// Rows [r0, r0 + rows) of a (S, D) view with row stride `ld` into a shared tile; rows at or past S zero.
 template <int D>
-__device__ void load_rows(bf* tile, const bf* src, size_t ld, int r0, int rows, int T) {
+__device__ void load_rows(bf* tile, const bf* src, size_t ld, int r0, int rows, int S) {
   constexpr int V = D / 8;  // 16-byte vectors per row
   for (int idx = threadIdx.x; idx < rows * V; idx += blockDim.x) {
     const int r = idx / V, c = (idx % V) * 8;
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (r0 + r < T) v = *reinterpret_cast<const uint4*>(src + size_t(r0 + r) * ld + c);
+    if (r0 + r < S) v = *reinterpret_cast<const uint4*>(src + size_t(r0 + r) * ld + c);
     *reinterpret_cast<uint4*>(tile + r * (D + kPad) + c) = v;
   }
 }
 
-// Where one (sequence, head) lives: q, k, v rows in qkv (B, T, 3, H, D), out rows in out (B, T, H, D).
+// Where one (sequence, head) lives: q, k, v rows in qkv (B, S, 3, H, D), out rows in out (B, S, H, D).
+// (The layout is AttnDims's, engine/ops/dims.h.)
 struct Head {
   const bf* q;
   const bf* k;
   const bf* v;
-  size_t ld_qkv, ld_out, out_at, lse_at;  // out_at: offset of token 0 in out / dout; lse_at in lse (B, H, T)
-  __device__ Head(const bf* qkv, int b, int h, int T, int H, int D) {
-    ld_qkv = 3 * size_t(H) * D;
-    ld_out = size_t(H) * D;
-    q = qkv + size_t(b) * T * ld_qkv + size_t(h) * D;
-    k = q + size_t(H) * D;
-    v = q + 2 * size_t(H) * D;
-    out_at = size_t(b) * T * ld_out + size_t(h) * D;
-    lse_at = (size_t(b) * H + h) * T;
+  size_t ld_qkv, ld_out, out_at, lse_at;  // out_at: offset of token 0 in out / dout; lse_at in lse (B, H, S)
+  __device__ Head(const bf* qkv, int b, int h, const AttnDims& dims) {
+    ld_qkv = size_t(dims.ld_qkv());
+    ld_out = size_t(dims.ld_out());
+    q = qkv + dims.qkv_at(b, 0, 0, h);
+    k = qkv + dims.qkv_at(b, 0, 1, h);
+    v = qkv + dims.qkv_at(b, 0, 2, h);
+    out_at = dims.out_at(b, 0, h);
+    lse_at = dims.lse_at(b, h, 0);
   }
 };
 
@@ -171,11 +172,12 @@ struct Head {
 // coordinates g, t, and the tile rows r[2] of its accumulators.
 struct Place {
   int b, h, tile, warp, lane, g, t, r[2];
-  __device__ Place(int B, int H, int T, int rows, bool last_first) {
-    const int BH = B * H, n_tiles = (T + rows - 1) / rows, k = int(blockIdx.x / BH), bh = int(blockIdx.x % BH);
+  __device__ Place(const AttnDims& dims, int rows, bool last_first) {
+    const int BH = dims.B * dims.H, n_tiles = (dims.S + rows - 1) / rows, k = int(blockIdx.x / BH),
+              bh = int(blockIdx.x % BH);
     tile = last_first ? n_tiles - 1 - k : k;
-    b = bh / H;
-    h = bh % H;
+    b = bh / dims.H;
+    h = bh % dims.H;
     warp = threadIdx.x >> 5;
     lane = threadIdx.x & 31;
     g = lane >> 2;
@@ -193,20 +195,20 @@ __device__ __forceinline__ float score(float qk, int i, int j, float scale, floa
 // ---- forward -----------------------------------------------------------------------------------------------
 template <int D>
 __global__ void __launch_bounds__(kThreads) flash_forward_kernel(bf* out, float* lse, const bf* qkv,
-                                                                  const float* slopes, int B, int T, int H,
-                                                                  float scale) {
+                                                                  const float* slopes, AttnDims dims, float scale) {
   constexpr int BR = 16 * kWarps, BC = 64, LD = D + kPad, NB = BC / 8, KD = D / 16, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf* Qs = reinterpret_cast<bf*>(smem_raw);  // (BR, LD)
   bf* Ks = Qs + BR * LD;                     // (BC, LD)
   bf* Vs = Ks + BC * LD;                     // (BC, LD)
 
-  const Place pl(B, H, T, BR, true);
+  const Place pl(dims, BR, true);
   const int warp = pl.warp, lane = pl.lane, g = pl.g, t = pl.t, i0 = pl.tile * BR, *row = pl.r;
-  const Head hd(qkv, pl.b, pl.h, T, H, D);
+  const Head hd(qkv, pl.b, pl.h, dims);
+  const int S = dims.S;
   const float slope = slopes[pl.h];
 
-  load_rows<D>(Qs, hd.q, hd.ld_qkv, i0, BR, T);
+  load_rows<D>(Qs, hd.q, hd.ld_qkv, i0, BR, S);
   __syncthreads();
   uint32_t qf[KD][4];
 #pragma unroll
@@ -216,11 +218,11 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(bf* out, float*
 #pragma unroll
   for (int nd = 0; nd < ND; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f;
 
-  const int j_end = min(i0 + BR, T);  // keys past the tile's last query are all masked: never visited
+  const int j_end = min(i0 + BR, S);  // keys past the tile's last query are all masked: never visited
   for (int j0 = 0; j0 < j_end; j0 += BC) {
     __syncthreads();  // the previous tile's K, V are no longer read
-    load_rows<D>(Ks, hd.k, hd.ld_qkv, j0, BC, T);
-    load_rows<D>(Vs, hd.v, hd.ld_qkv, j0, BC, T);
+    load_rows<D>(Ks, hd.k, hd.ld_qkv, j0, BC, S);
+    load_rows<D>(Vs, hd.v, hd.ld_qkv, j0, BC, S);
     __syncthreads();
 
     float s[NB][4];
@@ -276,16 +278,16 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(bf* out, float*
   for (int r = 0; r < 2; ++r) {
     const float sum = quad_sum(l[r]);
     inv[r] = 1.f / sum;
-    if (t == 0 && row[r] < T) lse[hd.lse_at + row[r]] = m[r] + logf(sum);
+    if (t == 0 && row[r] < S) lse[hd.lse_at + row[r]] = m[r] + logf(sum);
   }
-  store_rows<ND>(out + hd.out_at, hd.ld_out, row, T, o, inv, t);
+  store_rows<ND>(out + hd.out_at, hd.ld_out, row, S, o, inv, t);
 }
 
 // ---- backward: dQ for 64 queries, over key tiles of 32 -----------------------------------------------------
 template <int D>
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(bf* dqkv, const bf* dout, const bf* qkv, const float* lse,
-                                                             const float* dvec, const float* slopes, int B, int T,
-                                                             int H, float scale) {
+                                                             const float* dvec, const float* slopes, AttnDims dims,
+                                                             float scale) {
   constexpr int BR = 16 * kWarps, BC = 32, LD = D + kPad, NB = BC / 8, KD = D / 16, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf* Qs = reinterpret_cast<bf*>(smem_raw);  // (BR, LD)
@@ -293,13 +295,14 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(bf* dqkv, const bf* 
   bf* Ks = Gs + BR * LD;                     // (BC, LD)
   bf* Vs = Ks + BC * LD;                     // (BC, LD)
 
-  const Place pl(B, H, T, BR, true);
+  const Place pl(dims, BR, true);
   const int warp = pl.warp, lane = pl.lane, g = pl.g, t = pl.t, i0 = pl.tile * BR, *row = pl.r;
-  const Head hd(qkv, pl.b, pl.h, T, H, D);
+  const Head hd(qkv, pl.b, pl.h, dims);
+  const int S = dims.S;
   const float slope = slopes[pl.h];
 
-  load_rows<D>(Qs, hd.q, hd.ld_qkv, i0, BR, T);
-  load_rows<D>(Gs, dout + hd.out_at, hd.ld_out, i0, BR, T);
+  load_rows<D>(Qs, hd.q, hd.ld_qkv, i0, BR, S);
+  load_rows<D>(Gs, dout + hd.out_at, hd.ld_out, i0, BR, S);
   __syncthreads();
   uint32_t qf[KD][4], gf[KD][4];
 #pragma unroll
@@ -310,18 +313,18 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(bf* dqkv, const bf* 
   float row_lse[2], row_d[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    row_lse[r] = row[r] < T ? lse[hd.lse_at + row[r]] : 0.f;
-    row_d[r] = row[r] < T ? dvec[hd.lse_at + row[r]] : 0.f;
+    row_lse[r] = row[r] < S ? lse[hd.lse_at + row[r]] : 0.f;
+    row_d[r] = row[r] < S ? dvec[hd.lse_at + row[r]] : 0.f;
   }
   float dq[ND][4];
 #pragma unroll
   for (int nd = 0; nd < ND; ++nd) dq[nd][0] = dq[nd][1] = dq[nd][2] = dq[nd][3] = 0.f;
 
-  const int j_end = min(i0 + BR, T);
+  const int j_end = min(i0 + BR, S);
   for (int j0 = 0; j0 < j_end; j0 += BC) {
     __syncthreads();
-    load_rows<D>(Ks, hd.k, hd.ld_qkv, j0, BC, T);
-    load_rows<D>(Vs, hd.v, hd.ld_qkv, j0, BC, T);
+    load_rows<D>(Ks, hd.k, hd.ld_qkv, j0, BC, S);
+    load_rows<D>(Vs, hd.v, hd.ld_qkv, j0, BC, S);
     __syncthreads();
 
     float s[NB][4], dp[NB][4];
@@ -345,7 +348,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(bf* dqkv, const bf* 
       for (int e = 0; e < 4; ++e) {
         const int r = e >> 1, i = row[r];
         const float v = score(s[nb][e], i, j0 + nb * 8 + 2 * t + (e & 1), scale, slope);
-        const float p = (v == -INFINITY || i >= T) ? 0.f : expf(v - row_lse[r]);
+        const float p = (v == -INFINITY || i >= S) ? 0.f : expf(v - row_lse[r]);
         s[nb][e] = p * (dp[nb][e] - row_d[r]);
       }
     // dQ += dS k (k read [key][d]: ldmatrix.trans).
@@ -353,14 +356,14 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(bf* dqkv, const bf* 
   }
 
   const float mul[2] = {scale, scale};
-  store_rows<ND>(dqkv + (hd.q - qkv), hd.ld_qkv, row, T, dq, mul, t);
+  store_rows<ND>(dqkv + (hd.q - qkv), hd.ld_qkv, row, S, dq, mul, t);
 }
 
 // ---- backward: dK, dV for 64 keys, over query tiles of 32 --------------------------------------------------
 template <int D>
 __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(bf* dqkv, const bf* dout, const bf* qkv, const float* lse,
-                                                              const float* dvec, const float* slopes, int B, int T,
-                                                              int H, float scale) {
+                                                              const float* dvec, const float* slopes, AttnDims dims,
+                                                              float scale) {
   constexpr int BR = 16 * kWarps, BC = 32, LD = D + kPad, NB = BC / 8, KD = D / 16, ND = D / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf* Ks = reinterpret_cast<bf*>(smem_raw);          // (BR, LD) this block's keys
@@ -371,27 +374,28 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(bf* dqkv, const bf*
   float* Ds = Ls + BC;                               // (BC) its D
 
   // Key tile k sees the queries from its first key on: the first tiles work most, and go first.
-  const Place pl(B, H, T, BR, false);
+  const Place pl(dims, BR, false);
   const int warp = pl.warp, lane = pl.lane, g = pl.g, t = pl.t, j0 = pl.tile * BR, *key = pl.r;
-  const Head hd(qkv, pl.b, pl.h, T, H, D);
+  const Head hd(qkv, pl.b, pl.h, dims);
+  const int S = dims.S;
   const float slope = slopes[pl.h];
 
-  load_rows<D>(Ks, hd.k, hd.ld_qkv, j0, BR, T);
-  load_rows<D>(Vs, hd.v, hd.ld_qkv, j0, BR, T);
+  load_rows<D>(Ks, hd.k, hd.ld_qkv, j0, BR, S);
+  load_rows<D>(Vs, hd.v, hd.ld_qkv, j0, BR, S);
   float dk[ND][4], dv[ND][4];
 #pragma unroll
   for (int nd = 0; nd < ND; ++nd)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[nd][e] = dv[nd][e] = 0.f;
 
-  for (int i0 = j0; i0 < T; i0 += BC) {  // queries before j0 see none of these keys
+  for (int i0 = j0; i0 < S; i0 += BC) {  // queries before j0 see none of these keys
     __syncthreads();
-    load_rows<D>(Qs, hd.q, hd.ld_qkv, i0, BC, T);
-    load_rows<D>(Gs, dout + hd.out_at, hd.ld_out, i0, BC, T);
+    load_rows<D>(Qs, hd.q, hd.ld_qkv, i0, BC, S);
+    load_rows<D>(Gs, dout + hd.out_at, hd.ld_out, i0, BC, S);
     for (int c = threadIdx.x; c < BC; c += blockDim.x) {
       const int i = i0 + c;
-      Ls[c] = i < T ? lse[hd.lse_at + i] : 0.f;
-      Ds[c] = i < T ? dvec[hd.lse_at + i] : 0.f;
+      Ls[c] = i < S ? lse[hd.lse_at + i] : 0.f;
+      Ds[c] = i < S ? dvec[hd.lse_at + i] : 0.f;
     }
     __syncthreads();
 
@@ -422,7 +426,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(bf* dqkv, const bf*
       for (int e = 0; e < 4; ++e) {
         const int c = nb * 8 + 2 * t + (e & 1), i = i0 + c, j = key[e >> 1];
         const float v = score(s[nb][e], i, j, scale, slope);
-        const float p = (v == -INFINITY || i >= T) ? 0.f : expf(v - Ls[c]);
+        const float p = (v == -INFINITY || i >= S) ? 0.f : expf(v - Ls[c]);
         s[nb][e] = p;
         dp[nb][e] = p * (dp[nb][e] - Ds[c]);
       }
@@ -432,8 +436,8 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(bf* dqkv, const bf*
   }
 
   const float k_mul[2] = {scale, scale}, v_mul[2] = {1.f, 1.f};
-  store_rows<ND>(dqkv + (hd.k - qkv), hd.ld_qkv, key, T, dk, k_mul, t);
-  store_rows<ND>(dqkv + (hd.v - qkv), hd.ld_qkv, key, T, dv, v_mul, t);
+  store_rows<ND>(dqkv + (hd.k - qkv), hd.ld_qkv, key, S, dk, k_mul, t);
+  store_rows<ND>(dqkv + (hd.v - qkv), hd.ld_qkv, key, S, dv, v_mul, t);
 }
 
 // ---- launch -------------------------------------------------------------------------------------------------
@@ -455,15 +459,15 @@ void allow_smem(Kernel kernel, size_t bytes) {
     MT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
-unsigned tiles(int T, int rows, const AttnDims& d) { return ceil_div(size_t(T), size_t(rows)) * unsigned(d.B * d.H); }
+unsigned tiles(const AttnDims& d, int rows) { return ceil_div(size_t(d.S), size_t(rows)) * unsigned(d.B * d.H); }
 
 template <int D>
 void forward_d(Context& ctx, bf* out, float* lse, const bf* qkv, const float* slopes, const AttnDims& d) {
   const size_t smem = smem_forward<D>();
   static const bool raised = (allow_smem(flash_forward_kernel<D>, smem), true);
   (void)raised;
-  MT_LAUNCH(ctx, flash_forward_kernel<D>, tiles(d.S, 16 * kWarps, d), kThreads, smem, out, lse, qkv, slopes, d.B, d.S,
-            d.H, 1.f / std::sqrt(float(D)));
+  MT_LAUNCH(ctx, flash_forward_kernel<D>, tiles(d, 16 * kWarps), kThreads, smem, out, lse, qkv, slopes, d,
+            1.f / std::sqrt(float(D)));
 }
 
 template <int D>
@@ -473,10 +477,10 @@ void backward_d(Context& ctx, bf* dqkv, const bf* dout, const bf* qkv, const flo
   static const bool raised = (allow_smem(flash_dq_kernel<D>, smem), allow_smem(flash_dkv_kernel<D>, smem), true);
   (void)raised;
   const float scale = 1.f / std::sqrt(float(D));
-  MT_LAUNCH(ctx, flash_dq_kernel<D>, tiles(d.S, 16 * kWarps, d), kThreads, smem, dqkv, dout, qkv, lse, dvec, slopes,
-            d.B, d.S, d.H, scale);
-  MT_LAUNCH(ctx, flash_dkv_kernel<D>, tiles(d.S, 16 * kWarps, d), kThreads, smem, dqkv, dout, qkv, lse, dvec, slopes,
-            d.B, d.S, d.H, scale);
+  MT_LAUNCH(ctx, flash_dq_kernel<D>, tiles(d, 16 * kWarps), kThreads, smem, dqkv, dout, qkv, lse, dvec, slopes,
+            d, scale);
+  MT_LAUNCH(ctx, flash_dkv_kernel<D>, tiles(d, 16 * kWarps), kThreads, smem, dqkv, dout, qkv, lse, dvec, slopes,
+            d, scale);
 }
 
 }  // namespace
