@@ -13,7 +13,7 @@
 namespace mt {
 
 template <typename T>
-class CountingOps final : public ForwardingOps<T> {
+class CountingOps : public ForwardingOps<T> {  // not final: tests derive from it
  public:
   explicit CountingOps(Ops<T>& inner) : ForwardingOps<T>(inner), counters_(inner.device().counters()) {}
 
