@@ -33,6 +33,7 @@ struct BenchArgs {
   int micro = 0;
   bool as_json = false;
   bool count_only = false;
+  bool force_balance = false;
 };
 
 // The lr of every bench step (the schedule does not change the work).
@@ -111,8 +112,23 @@ double gemm_rate(Ops<T>& ops, const Shape& s) {
   return best;
 }
 
+// The largest max/mean load over the experts of any MoE layer in a step (1: even), 0 without MoE layers.
+double max_over_mean_load(const StepStats& st, int n_experts) {
+  double worst = 0;
+  for (size_t l = 0; n_experts > 0 && (l + 1) * size_t(n_experts) <= st.expert_load.size(); ++l) {
+    double mx = 0, sum = 0;
+    for (int e = 0; e < n_experts; ++e) {
+      mx = std::max(mx, st.expert_load[l * n_experts + e]);
+      sum += st.expert_load[l * n_experts + e];
+    }
+    if (sum > 0) worst = std::max(worst, mx / (sum / n_experts));
+  }
+  return worst;
+}
+
 template <typename T>
-json bench(RunConfig cfg, const BenchArgs& a, Ops<T>& ops, const ProcessGrid& grid, const BackendInfo& info) {
+json bench(RunConfig cfg, const BenchArgs& a, MoeRouting routing, Ops<T>& ops, const ProcessGrid& grid,
+           const BackendInfo& info) {
   using clock = std::chrono::steady_clock;
   if (a.micro > 0) cfg.train.micro_batch_size = a.micro;
   const Plan plan = make_plan(cfg);
@@ -124,14 +140,16 @@ json bench(RunConfig cfg, const BenchArgs& a, Ops<T>& ops, const ProcessGrid& gr
   Optimizer<T> opt(model, cfg.train, grid, ops, cfg.parallel.zero1 ? ZeroStage::Stage1 : ZeroStage::None);
   StepRunner<T> runner(model, opt, grid, split, dev);
   model.init_params(cfg.train.seed);
+  model.set_routing(routing);
   std::vector<int32_t> tokens(size_t(split.local) * (S + 1));
   std::mt19937 rng(uint32_t(cfg.train.seed) + uint32_t(grid.dp_rank));
   std::uniform_int_distribution<int32_t> tok(0, cfg.model.vocab_size - 1);
   for (auto& t : tokens) t = tok(rng);
   Profiler& prof = model.profiler();
 
+  StepStats last;
   auto step = [&](int s) {
-    runner.run(tokens.data(), s, kBenchLr);
+    last = runner.run(tokens.data(), s, kBenchLr);
     // stderr: --json owns stdout
     if (const std::string note = info.between_steps(); !note.empty() && grid.is_root()) std::fprintf(stderr, "%s\n", note.c_str());
   };
@@ -157,6 +175,10 @@ json bench(RunConfig cfg, const BenchArgs& a, Ops<T>& ops, const ProcessGrid& gr
   r["batch"] = {{"sequences", plan.batch_size}, {"seq_len", S}, {"micro_batch", split.micro},
                 {"micro_batches", split.n_micro}};
   r["grad_sync"] = {{"all_reduce", runner.syncs_gradients()}, {"what", runner.describe_sync()}};
+  if (cfg.model.moe.enabled) {
+    r["routing"] = routing == MoeRouting::ForceBalance ? "force_balance" : "natural";
+    r["expert_load_max_over_mean"] = max_over_mean_load(last, cfg.model.moe.n_experts);  // the last timed step
+  }
   r["launches_per_step"] = double(c1.launches - c0.launches) / a.steps;
   r["host_syncs_per_step"] = double(c1.host_syncs - c0.host_syncs) / a.steps;
   r["root"] = grid.is_root();
@@ -205,7 +227,8 @@ json bench(RunConfig cfg, const BenchArgs& a, Ops<T>& ops, const ProcessGrid& gr
 // A count as an integer when it is one, else with one decimal.
 std::string fmt_per_step(double x) { return x == std::floor(x) ? fmt_count(x) : fmt_fixed(x, 1); }
 
-void print(const json& r) {
+// with_convention: the MFU convention under the table (once per output).
+void print(const json& r, bool with_convention = true) {
   std::printf("%s on %s, %d rank(s) (tp %d, dp %d, ep %d): N %s, Na %s; batch %d x %d (micro %d x %d per rank)\n",
               r["name"].get<std::string>().c_str(), r["device"].get<std::string>().c_str(), r["ranks"].get<int>(),
               r["layout"]["tp"].get<int>(), r["layout"]["dp"].get<int>(), r["layout"]["ep"].get<int>(),
@@ -215,6 +238,11 @@ void print(const json& r) {
   std::printf("  step: the trainer's: micro-batches, %s, gradient norm, clipping, AdamW\n",
               r["grad_sync"]["what"].get<std::string>().c_str());
   const double launches = r["launches_per_step"].get<double>(), syncs = r["host_syncs_per_step"].get<double>();
+  if (r.contains("routing"))
+    std::printf("  routing: %s; expert load max/mean %.2f (worst MoE layer, last step, all ranks)\n",
+                r["routing"] == "natural" ? "natural (the router's top-K)"
+                                          : "forced balance (round robin: token t's k-th choice is expert (t K + k) mod E)",
+                r["expert_load_max_over_mean"].get<double>());
   std::printf("  per step (rank 0): %s launch%s, %s host sync%s\n", fmt_per_step(launches).c_str(), launches == 1 ? "" : "es",
               fmt_per_step(syncs).c_str(), syncs == 1 ? "" : "s");
   if (!r.contains("step_seconds")) return;  // --count-only
@@ -238,7 +266,7 @@ void print(const json& r) {
            fmt_pct(f["share"].get<double>(), 1),
            f["flops_per_s"].get<double>() > 0 ? fmt_fixed(f["flops_per_s"].get<double>() / 1e9, 1) : "-"});
   std::printf("%s", t.text().c_str());
-  std::printf("%s\n", r["mfu_convention"].get<std::string>().c_str());
+  if (with_convention) std::printf("%s\n", r["mfu_convention"].get<std::string>().c_str());
 }
 
 RegisterCommand reg("bench", 60, [](CLI::App& app) {
@@ -253,20 +281,39 @@ RegisterCommand reg("bench", 60, [](CLI::App& app) {
   sub->add_option("--warmup", args->warmup, "untimed steps first (default 2)")->check(CLI::NonNegativeNumber);
   sub->add_option("--micro-batch", args->micro, "sequences per micro-batch (sets train.micro_batch_size; it must divide the per-rank batch)");
   sub->add_flag("--json", args->as_json, "print a JSON object");
+  sub->add_flag("--force-balance", args->force_balance,
+                "also time the step with the tokens spread evenly over the experts (a round-robin routing_map, same "
+                "K), beside natural routing: the speed of perfectly balanced experts (MoE models only)");
   sub->add_flag("--count-only", args->count_only,
                 "only the launches and host syncs per step: no timing per op family, no GEMM reference");
   add_run_options(sub, &args->run);
   sub->callback([args] {
     RunConfig cfg = load_run(args->run.config, args->run.overrides);
+    MT_INPUT(!args->force_balance || cfg.model.moe.enabled, args->run.config,
+             ": --force-balance needs an MoE model (no model.moe)");
+    // Natural routing, then with --force-balance the same step with forced balance: {"natural", "force_balance"}.
     json r = with_backend(args->run, cfg.parallel, [&](auto& ops, const ProcessGrid& grid, const BackendInfo& info) {
-      return bench(cfg, *args, ops, grid, info);
+      json natural = bench(cfg, *args, MoeRouting::Natural, ops, grid, info);
+      if (!args->force_balance) return natural;
+      return json{{"natural", natural}, {"force_balance", bench(cfg, *args, MoeRouting::ForceBalance, ops, grid, info)},
+                  {"root", natural["root"]}};
     }, cfg.model.attention_impl);
     if (!r["root"].get<bool>()) return;
     r.erase("root");
-    if (args->as_json)
+    if (args->as_json) {
+      if (r.contains("natural"))
+        for (const char* k : {"natural", "force_balance"}) r[k].erase("root");
       std::printf("%s\n", r.dump(2).c_str());
-    else
+    } else if (r.contains("natural")) {
+      print(r["natural"], false);
+      std::printf("\n");
+      print(r["force_balance"]);
+      if (r["natural"].contains("tok_per_s"))
+        std::printf("force-balance / natural: %.2fx tokens/s\n",
+                    r["force_balance"]["tok_per_s"].get<double>() / r["natural"]["tok_per_s"].get<double>());
+    } else {
       print(r);
+    }
   });
 });
 
