@@ -11,6 +11,7 @@
 #include "data/shards.h"
 #include "engine/core/check.h"
 #include "engine/run/checkpoint.h"
+#include "engine/run/weights.h"
 #include "engine/cpu/cpu_ops.h"
 #include "engine/model/model.h"
 
@@ -35,14 +36,7 @@ void compute(const RunConfig& cfg, const GradArgs& a, int micro) {
   CpuOps<T> ops;
   auto grid = make_grid(1, 1, ops.device());
   Model<T> model(cfg.model, micro, *grid, ops);
-  {
-    const auto& L = model.layout();
-    std::vector<float> dense(L.dense.numel), expert(L.expert.numel);
-    load_weights(a.checkpoint, L, dense.data(), expert.data());
-    std::copy(dense.begin(), dense.end(), model.params(ParamGroup::Dense));
-    std::copy(expert.begin(), expert.end(), model.params(ParamGroup::Expert));
-    model.refresh_compute_weights();
-  }
+  load_model_weights(model, a.checkpoint, ops.device());
   model.zero_grads();
   MicroBatchStats s = model.forward_backward(windows.data(), micro, 1.0f, nullptr);
   model.read_moe_stats(&s, 1);

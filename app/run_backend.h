@@ -10,6 +10,7 @@
 #include "app/common.h"
 #include "comm/grid.h"
 #include "engine/core/backend.h"
+#include "engine/cpu/counting_ops.h"
 #include "engine/cpu/cpu_ops.h"
 #include "engine/cpu/gemm_rate.h"
 #include "engine/cpu/threads.h"
@@ -48,9 +49,11 @@ auto with_backend(const RunArgs& args, const ParallelConfig& par, Fn&& fn,
   (void)attention;
 #endif
   cpu::CpuThreads threads;
-  CpuOps<float> ops;
+  CpuOps<float> kernels;
+  CountingOps<float> ops(kernels);  // launches and host syncs, counted as a GPU would (bench prints them)
   auto grid = make_grid(par.tp, par.ep, ops.device());
-  BackendInfo info{"cpu, " + threads.describe(), cpu::measure_gemm_flops()};
+  // The thread count of each host (one text on one host).
+  BackendInfo info{"cpu, " + grid->per_host(threads.describe()), cpu::measure_gemm_flops()};
   info.between_steps = [&threads] { return threads.rebalance() ? "cpu: now " + threads.describe() : std::string(); };
   return fn(ops, *grid, info);
 }

@@ -104,6 +104,7 @@ class MpiComm final : public Comm {
   std::string describe() const override { return str("mpi ", label_, " ", rank_, "/", size_); }
 
   void allreduce_sum(void* buf, size_t count, DType dtype, MemSpace space) override {
+    count_launch(space);
     const MPI_Datatype t = sum_type(dtype);
     const size_t es = dtype_size(dtype), bytes = count * es;
     if (!staged(space)) return allreduce_host(static_cast<char*>(buf), count, es, t);
@@ -114,6 +115,7 @@ class MpiComm final : public Comm {
 
   std::unique_ptr<CommRequest> iallreduce_sum(void* buf, size_t count, DType dtype,
                                               MemSpace space) override {
+    count_launch(space);
     const MPI_Datatype t = sum_type(dtype);
     const size_t es = dtype_size(dtype), bytes = count * es;
     char* p = static_cast<char*>(buf);
@@ -134,6 +136,7 @@ class MpiComm final : public Comm {
   }
 
   void allgather(const void* send, void* recv, size_t count, DType dtype, MemSpace space) override {
+    count_launch(space);
     const MPI_Datatype t = mpi_type(dtype);
     const size_t es = dtype_size(dtype), bytes = count * es;
     if (count == 0) return;
@@ -146,6 +149,7 @@ class MpiComm final : public Comm {
 
   void reduce_scatter_sum(const void* send, void* recv, size_t count, DType dtype,
                           MemSpace space) override {
+    count_launch(space);
     const MPI_Datatype t = sum_type(dtype);
     const size_t es = dtype_size(dtype), bytes = count * es;
     if (count == 0) return;
@@ -160,6 +164,7 @@ class MpiComm final : public Comm {
   void alltoallv(const void* send, const size_t* send_counts, const size_t* send_displs, void* recv,
                  const size_t* recv_counts, const size_t* recv_displs, DType dtype,
                  MemSpace space) override {
+    count_launch(space);
     const MPI_Datatype t = mpi_type(dtype);
     const size_t es = dtype_size(dtype);
     if (!staged(space)) {
@@ -206,6 +211,7 @@ class MpiComm final : public Comm {
 
   void broadcast(void* buf, size_t count, DType dtype, int root, MemSpace space) override {
     MT_CHECK(root >= 0 && root < size_, "broadcast root ", root, " outside ", describe());
+    count_launch(space);
     const MPI_Datatype t = mpi_type(dtype);
     const size_t es = dtype_size(dtype), bytes = count * es;
     if (count == 0) return;
@@ -232,6 +238,12 @@ class MpiComm final : public Comm {
   void give_back(std::unique_ptr<HostBuffer> b) { free_buffers_.push_back(std::move(b)); }
 
  private:
+  // A collective on device buffers is one launch (DeviceCounters), as NCCL's is on a GPU; staging
+  // copies count as the device's own.
+  void count_launch(MemSpace space) {
+    if (space == MemSpace::Device) ++device_.counters().launches;
+  }
+
   // Device buffers go through the host unless the device is the host.
   bool staged(MemSpace space) const {
     return space == MemSpace::Device && device_.kind() != DeviceKind::Cpu;

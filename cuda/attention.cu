@@ -19,13 +19,18 @@
 // stored as fp32 in shared memory with rows padded to D + 1 floats, so that both the column-wise
 // (lanes over rows) and the row-wise (lanes over d) reads are free of bank conflicts. Dh is padded
 // with zeros to D, a multiple of 32 (32, 64, 128 or 256). Arithmetic is fp32 throughout; these kernels
-// use the FMA units, not the tensor cores (correctness first; a tensor-core version is future work).
+// use the FMA units: fp32 runs, and bf16 runs whose head dimension the tensor-core kernels
+// (flash_attention.cu) do not support.
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
+#include "cuda/attention_rows.cuh"
 #include "cuda/common.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/cudnn_attention.h"
+#include "cuda/flash_attention.h"
 
 namespace mt::cuda {
 
@@ -156,20 +161,6 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dt* out, fl
     }
     if (lane == 0) lse[g.lse_at(b, h, i)] = m[rr] + logf(l[rr]);
   }
-}
-
-// ---- backward: D_i = dout_i . out_i, one warp per (token, head) -------------------------------------------
-template <typename Dt>
-__global__ void attention_dvec_kernel(float* dvec, const Dt* dout, const Dt* out, AttnDims g) {
-  const size_t row = blockIdx.x * size_t(kWarps) + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (row >= size_t(g.B) * g.S * g.H) return;
-  const int h = int(row % g.H), t = int((row / g.H) % g.S), b = int(row / (size_t(g.H) * g.S));
-  const size_t at = g.out_at(b, t, h);
-  float s = 0.f;
-  for (int d = lane; d < g.Dh; d += 32) s += to_f(dout[at + d]) * to_f(out[at + d]);
-  s = warp_sum(s);
-  if (lane == 0) dvec[g.lse_at(b, h, t)] = s;
 }
 
 // ---- backward: dQ for one query tile -------------------------------------------------------------------------
@@ -427,8 +418,7 @@ void forward_d(Context& ctx, Dt* out, float* lse, const Dt* qkv, const float* sl
   auto kernel = attention_forward_kernel<Dt, D, C::RPW, C::CPL>;
   allow_smem(kernel, smem);
   const unsigned blocks = unsigned(ceil_div(g.S, BR)) * unsigned(g.B * g.H);
-  kernel<<<blocks, kThreads, smem, ctx.stream()>>>(out, lse, qkv, slopes, g, 1.f / std::sqrt(float(g.Dh)));
-  MT_CUDA_CHECK_LAUNCH();
+  MT_LAUNCH(ctx, kernel, blocks, kThreads, smem, out, lse, qkv, slopes, g, 1.f / std::sqrt(float(g.Dh)));
 }
 
 template <typename Dt, int D>
@@ -441,14 +431,12 @@ void backward_d(Context& ctx, Dt* dqkv, const Dt* dout, const Dt* qkv, const flo
   auto dq = attention_dq_kernel<Dt, D, C::RPW, C::CPL>;
   allow_smem(dq, smem_dq);
   const unsigned blocks = unsigned(ceil_div(g.S, BR)) * unsigned(g.B * g.H);
-  dq<<<blocks, kThreads, smem_dq, ctx.stream()>>>(dqkv, dout, qkv, lse, dvec, slopes, g, scale);
-  MT_CUDA_CHECK_LAUNCH();
+  MT_LAUNCH(ctx, dq, blocks, kThreads, smem_dq, dqkv, dout, qkv, lse, dvec, slopes, g, scale);
   const size_t smem_kv = sizeof(float) * (2 * size_t(BR) * (D + 1) + 2 * size_t(BC) * (D + 1) +
                                           2 * size_t(BR) * BC + 2 * size_t(BC));
   auto dkv = attention_dkv_kernel<Dt, D, C::RPW, C::CPL>;
   allow_smem(dkv, smem_kv);
-  dkv<<<blocks, kThreads, smem_kv, ctx.stream()>>>(dqkv, dout, qkv, lse, dvec, slopes, g, scale);
-  MT_CUDA_CHECK_LAUNCH();
+  MT_LAUNCH(ctx, dkv, blocks, kThreads, smem_kv, dqkv, dout, qkv, lse, dvec, slopes, g, scale);
 }
 
 void check_sizes(const AttnDims& d) {
@@ -458,14 +446,33 @@ void check_sizes(const AttnDims& d) {
            d.H, " S ", d.S);
 }
 
+// Whether bf16 attention under "native" runs the tensor-core kernels (flash_attention.h: the rule, or the
+// context's forced choice). Their 16-byte loads need 16-byte aligned buffers (arena blocks are 256).
+bool use_tensor_cores(const Context& ctx, const AttnDims& d, std::initializer_list<const void*> buffers) {
+  bool aligned = true;
+  for (const void* p : buffers) aligned = aligned && reinterpret_cast<uintptr_t>(p) % 16 == 0;
+  switch (ctx.native_attention()) {
+    case NativeAttention::Simt: return false;
+    case NativeAttention::TensorCore:
+      MT_CHECK(flash_attention_supports(ctx, d) && aligned, "tensor-core attention forced for head_dim ", d.Dh,
+               " (it supports 64 and 128 on sm_80 or newer, 16-byte aligned buffers)");
+      return true;
+    case NativeAttention::Auto: break;
+  }
+  return flash_attention_supports(ctx, d) && aligned;
+}
+
 }  // namespace
 
-// bf16 goes to cuDNN when the context says so (model.attention_impl "cudnn"); fp32 always runs these kernels.
+// bf16 goes to cuDNN when the context says so (model.attention_impl "cudnn"), else to the tensor-core
+// kernels where they apply (flash_attention.h); fp32 always runs these kernels.
 template <typename T>
 void CudaOps<T>::attention_forward(T* out, P* lse, const T* qkv, const float* slopes, const AttnDims& d) {
-  if constexpr (std::is_same_v<T, mt::bf16>)
+  if constexpr (std::is_same_v<T, mt::bf16>) {
     if (ctx_.attention() == AttentionImpl::Cudnn)
       return ctx_.cudnn().forward(out, lse, qkv, slopes, d.B, d.S, d.H, d.Dh);
+    if (use_tensor_cores(ctx_, d, {out, qkv})) return flash_attention_forward(ctx_, out, lse, qkv, slopes, d);
+  }
   check_sizes(d);
   if (d.B == 0 || d.S == 0) return;
   auto o = dptr(out);
@@ -479,15 +486,17 @@ void CudaOps<T>::attention_forward(T* out, P* lse, const T* qkv, const float* sl
 template <typename T>
 void CudaOps<T>::attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const P* lse,
                                     const float* slopes, const AttnDims& d) {
-  if constexpr (std::is_same_v<T, mt::bf16>)
+  if constexpr (std::is_same_v<T, mt::bf16>) {
     if (ctx_.attention() == AttentionImpl::Cudnn)
       return ctx_.cudnn().backward(dqkv, dout, qkv, out, lse, slopes, d.B, d.S, d.H, d.Dh);
+    if (use_tensor_cores(ctx_, d, {dqkv, dout, qkv, out}))
+      return flash_attention_backward(ctx_, dqkv, dout, qkv, out, lse, slopes, d);
+  }
   check_sizes(d);
   if (d.B == 0 || d.S == 0) return;
   const size_t rows = size_t(d.B) * d.S * d.H;
   float* dvec = static_cast<float*>(ctx_.scratch(sizeof(float) * rows));
-  attention_dvec_kernel<<<ceil_div(rows, kWarps), kThreads, 0, ctx_.stream()>>>(dvec, dptr(dout), dptr(out), d);
-  MT_CUDA_CHECK_LAUNCH();
+  attention_row_dot(ctx_, dvec, dptr(dout), dptr(out), d);
   auto dq = dptr(dqkv);
   auto go = dptr(dout);
   auto q = dptr(qkv);

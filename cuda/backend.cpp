@@ -49,6 +49,7 @@ double Backend::peak_flops() const {
 Compute Backend::compute() const { return impl_->compute; }
 
 void Backend::set_attention(AttentionImpl impl) { impl_->ctx->set_attention(impl); }
+void Backend::set_native_attention(NativeAttention which) { impl_->ctx->set_native_attention(which); }
 Ops<bf16>& Backend::ops_bf16() { return *impl_->bf16; }
 Ops<float>& Backend::ops_fp32() { return *impl_->fp32; }
 Device& Backend::device() { return *impl_->device; }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "comm/grid.h"
+#include "cuda/flash_attention.h"
 #include "engine/core/device.h"
 #include "engine/core/dtype.h"
 #include "engine/ops/ops.h"
@@ -31,8 +32,10 @@ class Backend {
   // mode, the plain fp32 (FMA, not TF32) peak in fp32 mode, which computes in true fp32.
   double peak_flops() const;
   Compute compute() const;
-  // model.attention_impl for the bf16 ops (see Context::set_attention).
+  // model.attention_impl for the bf16 ops (see Context::set_attention), and under "native" which of our
+  // kernels (Context::set_native_attention; Auto, the default, is flash_attention.h's rule).
   void set_attention(AttentionImpl impl);
+  void set_native_attention(NativeAttention which);
   Ops<bf16>& ops_bf16();
   Ops<float>& ops_fp32();
   Device& device();

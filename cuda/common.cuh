@@ -12,7 +12,7 @@
 #include <type_traits>
 
 #include "cuda/check.h"
-#include "engine/core/device.h"
+#include "cuda/context.h"
 #include "engine/core/dtype.h"
 
 namespace mt::cuda {
@@ -95,8 +95,13 @@ inline unsigned grid_for(size_t n, int threads, unsigned cap = 65535u * 8) {
 
 inline unsigned ceil_div(size_t a, size_t b) { return unsigned((a + b - 1) / b); }
 
-// The structural counters of engine/core/device.h: each launch site counts what it queues (kernels,
-// memsets, device-to-device copies) next to the launch.
-inline void count_launches(Device& device, int n = 1) { device.counters().launches += n; }
+// Every kernel launch of the backend: queued on the context's stream, its configuration checked, and
+// counted (DeviceCounters::launches). A kernel template with several arguments goes in parentheses.
+#define MT_LAUNCH(ctx, kernel, grid, block, smem, ...)                               \
+  do {                                                                               \
+    (kernel)<<<(grid), (block), (smem), (ctx).stream()>>>(__VA_ARGS__);              \
+    MT_CUDA_CHECK_LAUNCH();                                                          \
+    (ctx).count_launches(1);                                                         \
+  } while (0)
 
 }  // namespace mt::cuda

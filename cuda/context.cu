@@ -22,8 +22,15 @@ constexpr size_t kWorkspaceBytes = size_t(32) << 20;
 // The scratch reservations (see context.h): device, and pinned host (router counts, route plans).
 constexpr size_t kScratchBytes = size_t(64) << 20;
 constexpr size_t kHostScratchBytes = size_t(1) << 20;
-// GEMM plans kept: a dense step has a few dozen shapes; an MoE step adds a few per expert and layer.
+// GEMM plans kept: a dense step has a few dozen shapes; an MoE step adds a few per row-count bucket.
 constexpr size_t kMaxPlans = 4096;
+
+// The bucket of a size in the plan key: the next power of two, at least 16.
+int bucket(int x) {
+  int b = 16;
+  while (b < x) b <<= 1;
+  return b;
+}
 
 // Largest power of two (at most 256) that divides the address: cuBLASLt chooses kernels by it.
 int alignment_of(const void* p) {
@@ -45,14 +52,14 @@ __global__ void scale_matrix_kernel(D* c, int m, int n, int ldc, float beta) {
 }  // namespace
 
 bool Context::PlanKey::operator==(const PlanKey& o) const {
-  return ab_type == o.ab_type && c_type == o.c_type && ta == o.ta && tb == o.tb && m == o.m && n == o.n &&
-         k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && align_a == o.align_a &&
+  return ab_type == o.ab_type && c_type == o.c_type && ta == o.ta && tb == o.tb && m_bucket == o.m_bucket &&
+         n == o.n && k_bucket == o.k_bucket && lda == o.lda && ldb == o.ldb && ldc == o.ldc && align_a == o.align_a &&
          align_b == o.align_b && align_c == o.align_c;
 }
 
 size_t Context::PlanKeyHash::operator()(const PlanKey& k) const {
   size_t h = 0;
-  for (int v : {k.ab_type, k.c_type, k.ta, k.tb, k.m, k.n, k.k, k.lda, k.ldb, k.ldc, k.align_a, k.align_b,
+  for (int v : {k.ab_type, k.c_type, k.ta, k.tb, k.m_bucket, k.n, k.k_bucket, k.lda, k.ldb, k.ldc, k.align_a, k.align_b,
                 k.align_c})
     h = h * 1000003u ^ std::hash<int>()(v);
   return h;
@@ -68,7 +75,9 @@ Context::Context(CudaDevice& device) : device_(device) {
   workspace_bytes_ = kWorkspaceBytes;
   MT_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
   MT_CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, workspace_bytes_));
-  MT_CUDA_CHECK(cudaMalloc(&scratch_, kScratchBytes));
+  // Scratch is stream-ordered memory from its first byte to its last (cudaMallocAsync / cudaFreeAsync,
+  // never mixed with cudaMalloc / cudaFree), so that growing it never waits for the device.
+  MT_CUDA_CHECK(cudaMallocAsync(&scratch_, kScratchBytes, device.stream()));
   scratch_bytes_ = kScratchBytes;
   MT_CUDA_CHECK(cudaMallocHost(&host_scratch_, kHostScratchBytes));
   host_scratch_bytes_ = kHostScratchBytes;
@@ -89,8 +98,16 @@ Context::~Context() {
   if (blas_) cublasDestroy(blas_);
   if (lt_) cublasLtDestroy(lt_);
   if (workspace_) cudaFree(workspace_);
-  if (scratch_) cudaFree(scratch_);
+  if (scratch_) {
+    cudaFreeAsync(scratch_, device_.stream());
+    cudaStreamSynchronize(device_.stream());
+  }
   if (host_scratch_) cudaFreeHost(host_scratch_);
+}
+
+void Context::wait() {
+  MT_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  device_.counters().host_syncs += 1;
 }
 
 CudnnAttention& Context::cudnn() {
@@ -115,7 +132,7 @@ void* Context::scratch(size_t bytes) {
 void* Context::host_scratch(size_t bytes) {
   if (bytes > host_scratch_bytes_) {
     // Beyond the reservation only. The stream may still copy into the old block: wait before freeing it.
-    MT_CUDA_CHECK(cudaStreamSynchronize(device_.stream()));
+    wait();
     if (host_scratch_) MT_CUDA_CHECK(cudaFreeHost(host_scratch_));
     host_scratch_ = nullptr;
     host_scratch_bytes_ = 0;
@@ -144,13 +161,20 @@ Context::Plan& Context::plan(const PlanKey& key) {
   MT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   MT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
   MT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  // Column-major shapes: A' is (n x k) after op, B' is (k x m) after op, C' is (n x m).
+  // Column-major shapes: A' is (n x k) after op, B' is (k x m) after op, C' is (n x m); here with the
+  // bucket sizes (the heuristic's question), set to the exact ones at each call (set_sizes).
   const auto ab = cudaDataType_t(key.ab_type), ct = cudaDataType_t(key.c_type);
-  MT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab, ta == CUBLAS_OP_N ? key.n : key.k,
-                                             ta == CUBLAS_OP_N ? key.k : key.n, key.ldb));
-  MT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, ab, tb == CUBLAS_OP_N ? key.k : key.m,
-                                             tb == CUBLAS_OP_N ? key.m : key.k, key.lda));
-  MT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ct, key.n, key.m, key.ldc));
+  MT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab, 1, 1, key.ldb));
+  MT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, ab, 1, 1, key.lda));
+  MT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ct, 1, 1, key.ldc));
+  p.trans_a = key.ta != 0;
+  p.trans_b = key.tb != 0;
+  // The bucket sizes, but no more rows than a leading dimension holds (the exact sizes always fit).
+  int m_h = key.m_bucket, k_h = key.k_bucket;
+  if (key.ta) m_h = std::min(m_h, key.lda);
+  else k_h = std::min(k_h, key.lda);
+  if (key.tb) k_h = std::min(k_h, key.ldb);
+  set_sizes(p, m_h, key.n, k_h);
 
   cublasLtMatmulPreference_t pref = nullptr;
   MT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -181,14 +205,26 @@ Context::Plan& Context::plan(const PlanKey& key) {
   return plans_.front().second;
 }
 
+void Context::set_sizes(Plan& p, int m, int n, int k) {
+  auto set = [](cublasLtMatrixLayout_t l, uint64_t rows, uint64_t cols) {
+    MT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_ROWS, &rows, sizeof(rows)));
+    MT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof(cols)));
+  };
+  // A' = B: (n x k) after op, stored (k x n) when B is not transposed in the row-major view.
+  set(p.a, p.trans_b ? uint64_t(k) : uint64_t(n), p.trans_b ? uint64_t(n) : uint64_t(k));
+  // B' = A: (k x m) after op, stored (m x k) when A is transposed in the row-major view.
+  set(p.b, p.trans_a ? uint64_t(m) : uint64_t(k), p.trans_a ? uint64_t(k) : uint64_t(m));
+  set(p.c, uint64_t(n), uint64_t(m));
+}
+
 void Context::scale_matrix(void* c, cudaDataType_t c_type, int m, int n, int ldc, float beta) {
   const int threads = 256;
   const unsigned blocks = grid_for(size_t(m) * n, threads, 4096);
   if (c_type == CUDA_R_32F)
-    scale_matrix_kernel<<<blocks, threads, 0, stream()>>>(static_cast<float*>(c), m, n, ldc, beta);
+    MT_LAUNCH(*this, scale_matrix_kernel<float>, blocks, threads, 0, static_cast<float*>(c), m, n, ldc, beta);
   else
-    scale_matrix_kernel<<<blocks, threads, 0, stream()>>>(static_cast<__nv_bfloat16*>(c), m, n, ldc, beta);
-  MT_CUDA_CHECK_LAUNCH();
+    MT_LAUNCH(*this, scale_matrix_kernel<__nv_bfloat16>, blocks, threads, 0, static_cast<__nv_bfloat16*>(c), m, n, ldc,
+              beta);
 }
 
 void Context::gemm(void* c, cudaDataType_t c_type, const void* a, const void* b, cudaDataType_t ab_type,
@@ -197,19 +233,26 @@ void Context::gemm(void* c, cudaDataType_t c_type, const void* a, const void* b,
   if (s.m == 0 || s.n == 0) return;
   if (s.k == 0) return scale_matrix(c, c_type, s.m, s.n, s.ldc, beta);
 
-  PlanKey key{int(ab_type), int(c_type), s.trans_a == Trans::Yes, s.trans_b == Trans::Yes, s.m, s.n, s.k,
-              s.lda, s.ldb, s.ldc, alignment_of(a), alignment_of(b), alignment_of(c)};
+  PlanKey key{int(ab_type), int(c_type), s.trans_a == Trans::Yes, s.trans_b == Trans::Yes, bucket(s.m), s.n,
+              bucket(s.k), s.lda, s.ldb, s.ldc, alignment_of(a), alignment_of(b), alignment_of(c)};
   Plan& p = plan(key);
   if (p.have_algo) {
-    MT_CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &alpha, b, p.a, a, p.b, &beta, c, p.c, c, p.c, &p.algo, workspace_,
-                                   workspace_bytes_, stream()));
-    return;
+    set_sizes(p, s.m, s.n, s.k);
+    const cublasStatus_t st = cublasLtMatmul(lt_, p.op, &alpha, b, p.a, a, p.b, &beta, c, p.c, c, p.c, &p.algo,
+                                             workspace_, workspace_bytes_, stream());
+    if (st == CUBLAS_STATUS_SUCCESS) {
+      count_launches(1);
+      return;
+    }
+    // The bucket's algorithm refuses these exact sizes: the general path below.
+    if (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE) MT_CUBLAS_CHECK(st);
   }
-  // No cuBLASLt kernel for this alignment / leading dimension: the general cuBLAS path (same math).
+  // No cuBLASLt kernel for this alignment / leading dimension (or size): the general cuBLAS path (same math).
   MT_CUBLAS_CHECK(cublasGemmEx(blas_, s.trans_b == Trans::Yes ? CUBLAS_OP_T : CUBLAS_OP_N,
                                s.trans_a == Trans::Yes ? CUBLAS_OP_T : CUBLAS_OP_N, s.n, s.m, s.k, &alpha, b, ab_type,
                                s.ldb, a, ab_type, s.lda, &beta, c, c_type, s.ldc, CUBLAS_COMPUTE_32F,
                                CUBLAS_GEMM_DEFAULT));
+  count_launches(1);
 }
 
 }  // namespace mt::cuda

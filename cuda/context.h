@@ -1,8 +1,11 @@
 // Why: the state that every CUDA op of a backend shares: the device and its stream, the cuBLASLt handle
 // with its workspace and a bounded cache of GEMM plans (the heuristic query costs more than a small GEMM,
-// so it runs once per shape while the shape stays in the cache), and scratch memory (device and pinned
-// host) for the ops' temporaries, reserved once at construction for what a step's ops ask (the largest
-// is rmsnorm's 512 x Dm partial sums: 16 MiB at Dm = 8192), so that the step loop does not allocate.
+// so it runs once per plan), and scratch memory (device and pinned host) for the ops' temporaries,
+// reserved once at construction for what a step's ops ask (the largest is rmsnorm's 512 x Dm partial
+// sums: 16 MiB at Dm = 8192), so that the step loop does not allocate. A plan is keyed by m and k rounded
+// up to a power of two (the rest exact): dropless MoE gives every expert a new row count every step,
+// which as exact keys would fill the cache with one-use plans; the plan's layouts take the exact sizes
+// at each call.
 #pragma once
 
 #include <cublasLt.h>
@@ -18,6 +21,7 @@
 #include <utility>
 
 #include "cuda/device.h"
+#include "cuda/flash_attention.h"
 #include "engine/core/check.h"
 #include "engine/ops/ops.h"
 
@@ -35,10 +39,19 @@ class Context {
   CudaDevice& device() { return device_; }
   cudaStream_t stream() const { return device_.stream(); }
   int sm_count() const { return device_.info().sm_count; }
+  const DeviceInfo& device_info() const { return device_.info(); }
+
+  // The device's structural counters (engine/core/device.h DeviceCounters): kernel launches go through
+  // MT_LAUNCH (common.cuh), library calls that queue device work count themselves here, and every wait
+  // of the host for the stream goes through wait() (or the device's copy / synchronize, which count).
+  void count_launches(int n) { device_.counters().launches += n; }
+  // Waits for the stream: one host sync.
+  void wait();
 
   // Device scratch of at least `bytes` (256-byte aligned), valid until the next scratch() call. Work on
-  // the stream is ordered, so an op may reuse it freely within its own launches. A demand beyond the
-  // reservation grows it stream-ordered (cudaFreeAsync / cudaMallocAsync: no device synchronisation).
+  // the stream is ordered, so an op may reuse it freely within its own launches. It is stream-ordered
+  // memory throughout (cudaMallocAsync at construction; a demand beyond the reservation frees and
+  // allocates again with cudaFreeAsync / cudaMallocAsync: no device synchronisation).
   void* scratch(size_t bytes);
   // Pinned host memory of at least `bytes`, for small results read back by the host.
   void* host_scratch(size_t bytes);
@@ -46,6 +59,9 @@ class Context {
   // Which attention kernels the bf16 ops run (model.attention_impl); fp32 always runs the native ones.
   AttentionImpl attention() const { return attention_; }
   void set_attention(AttentionImpl impl) { attention_ = impl; }
+  // Under "native": the tensor-core kernels by the rule of flash_attention.h (Auto), or one forced.
+  NativeAttention native_attention() const { return native_attention_; }
+  void set_native_attention(NativeAttention which) { native_attention_ = which; }
   // The cuDNN attention of this context (handle and plans), made on first use.
   CudnnAttention& cudnn();
 
@@ -56,7 +72,7 @@ class Context {
 
  private:
   struct PlanKey {
-    int ab_type, c_type, ta, tb, m, n, k, lda, ldb, ldc, align_a, align_b, align_c;
+    int ab_type, c_type, ta, tb, m_bucket, n, k_bucket, lda, ldb, ldc, align_a, align_b, align_c;
     bool operator==(const PlanKey& o) const;
   };
   struct PlanKeyHash {
@@ -67,9 +83,12 @@ class Context {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
     bool have_algo = false;  // false: cuBLASLt found none; the plain cuBLAS GemmEx path is used
+    bool trans_a = false, trans_b = false;  // of the row-major GemmShape
   };
-  // The cached plan of `key` (made on a miss), now the most recently used; beyond kMaxPlans the least
-  // recently used plan is destroyed: dropless MoE brings new expert row counts every step.
+  // The plan's layouts for row-major sizes m, n, k.
+  static void set_sizes(Plan& p, int m, int n, int k);
+  // The cached plan of `key` (made on a miss, its algorithm chosen for the bucket sizes), now the most
+  // recently used; beyond kMaxPlans the least recently used plan is destroyed.
   Plan& plan(const PlanKey& key);
   static void destroy(Plan& p);
   // C = beta C for k = 0 (no product).
@@ -88,6 +107,7 @@ class Context {
   void* host_scratch_ = nullptr;
   size_t host_scratch_bytes_ = 0;
   AttentionImpl attention_ = AttentionImpl::Native;
+  NativeAttention native_attention_ = NativeAttention::Auto;
   std::unique_ptr<CudnnAttention> cudnn_;
 };
 

@@ -32,8 +32,8 @@ extern template class CudaOps<mt::bf16>;
 
 // The explicit instantiation, for float and bf16, of one family of the table (engine/ops/ops.h), at the
 // end of the file that defines its ops: MT_CUDA_INSTANTIATE(MT_OPS_MOE).
-#define MT_CUDA_OP_FLOAT_(ret, name, params) template ret CudaOps<float>::name params;
-#define MT_CUDA_OP_BF16_(ret, name, params) template ret CudaOps<mt::bf16>::name params;
+#define MT_CUDA_OP_FLOAT_(ret, name, params, args, sync) template ret CudaOps<float>::name params;
+#define MT_CUDA_OP_BF16_(ret, name, params, args, sync) template ret CudaOps<mt::bf16>::name params;
 #define MT_CUDA_INSTANTIATE(FAMILY) FAMILY(MT_CUDA_OP_FLOAT_, float, float) FAMILY(MT_CUDA_OP_BF16_, mt::bf16, float)
 
 }  // namespace mt::cuda

@@ -7,13 +7,21 @@
 
 namespace mt::cuda {
 
+DeviceProbe probe_devices() {
+  DeviceProbe p;
+  const cudaError_t e = cudaGetDeviceCount(&p.count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky error
+    p.count = 0;
+    p.error = int(e);
+    p.error_text = str(cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
+  }
+  return p;
+}
+
 DeviceInfo device_info(int device) {
   DeviceInfo info;
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count <= device) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return info;
-  }
+  if (probe_devices().count <= device) return info;
   cudaDeviceProp prop;
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return info;
   info.present = true;
@@ -56,6 +64,7 @@ void* CudaDevice::alloc(size_t bytes) {
                     " MiB held by moetrain): lower train.micro_batch_size or the model size"));
   }
   MT_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_));
+  counters().launches += 1;
   sizes_[p] = bytes;
   current_ += bytes;
   if (current_ > peak_) peak_ = current_;
@@ -68,16 +77,20 @@ void CudaDevice::release(void* ptr) {
   MT_CHECK(it != sizes_.end(), "release of a pointer not allocated by ", name());
   current_ -= it->second;
   sizes_.erase(it);
-  // cudaFree waits for the device, so work still queued on the buffer completes first.
+  // cudaFree waits for the device, so work still queued on the buffer completes first: a host sync.
   MT_CUDA_CHECK(cudaFree(ptr));
+  counters().host_syncs += 1;
 }
 
 void CudaDevice::zero(void* ptr, size_t bytes) {
-  if (bytes) MT_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_));
+  if (!bytes) return;
+  MT_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream_));
+  counters().launches += 1;
 }
 
 void CudaDevice::copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
   if (bytes == 0 || dst == src) return;
+  counters().launches += 1;
   switch (kind) {
     case CopyKind::DeviceToDevice:
       MT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
@@ -90,19 +103,15 @@ void CudaDevice::copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
       break;
   }
   // The host buffer may be read or reused as soon as copy() returns.
-  MT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  synchronize();
 }
 
-void CudaDevice::synchronize() { MT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+void CudaDevice::synchronize() {
+  MT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  counters().host_syncs += 1;
+}
 
 }  // namespace mt::cuda
 
 // The CPU library asks through a weak symbol whether a GPU is usable (engine/core/backend.cpp).
-extern "C" int mt_cuda_device_count() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return count;
-}
+extern "C" int mt_cuda_device_count() { return mt::cuda::probe_devices().count; }

@@ -22,6 +22,17 @@ struct DeviceInfo {
   int sm_count = 0;
 };
 
+// What cudaGetDeviceCount answers: the GPUs the CUDA runtime can use, or its error. A machine without
+// any NVIDIA driver answers an error too (no libcuda: cudaErrorInsufficientDriver), as does a broken or
+// too old driver on a GPU machine; callers that must not mistake the second for the first (the GPU
+// checks) look for the GPU by other means (tests/gpu/gpu_probe.h, scripts/gpu_run.sh).
+struct DeviceProbe {
+  int count = 0;
+  int error = 0;           // the cudaError_t, 0 on success
+  std::string error_text;  // "cudaErrorInsufficientDriver (CUDA driver version is insufficient ...)"
+};
+DeviceProbe probe_devices();
+
 // Device `device` (the one chosen by local rank); present = false when the driver finds no GPU.
 DeviceInfo device_info(int device = 0);
 

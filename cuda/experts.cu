@@ -313,11 +313,9 @@ void CudaOps<T>::grouped_linear_forward(T* y, const T* x, const StackedWeight<co
   check_grouped(d, w.bottom != nullptr);
   if (d.G == 0 || d.rows == 0) return;
   const dim3 grid(row_tiles(d), ceil_div(size_t(d.Out), BN));
-  grouped_forward_kernel<D><<<grid, Tile<D>::kThreads, 0, ctx_.stream()>>>(
-      dptr(y), dptr(x), dptr(w.top), dptr(w.bottom), offsets, d.G, d.rows, d.In, d.Out, d.split,
-      vector_rows<D>(d.In, {x}), vector_rows<D>(d.In, {w.top, w.bottom}));
-  MT_CUDA_CHECK_LAUNCH();
-  count_launches(ctx_.device());
+  MT_LAUNCH(ctx_, grouped_forward_kernel<D>, grid, Tile<D>::kThreads, 0, dptr(y), dptr(x), dptr(w.top),
+            dptr(w.bottom), offsets, d.G, d.rows, d.In, d.Out, d.split, vector_rows<D>(d.In, {x}),
+            vector_rows<D>(d.In, {w.top, w.bottom}));
 }
 
 template <typename T>
@@ -330,16 +328,12 @@ void CudaOps<T>::grouped_linear_backward(T* dx, const StackedWeight<P>& dw, cons
   MT_CHECK((dw.bottom != nullptr) == stacked, "grouped linear: the weight and its gradient must both be stacked");
   if (d.G == 0 || d.rows == 0) return;
   const dim3 dgrid(row_tiles(d), ceil_div(size_t(d.In), BN));
-  grouped_dgrad_kernel<D><<<dgrid, Tile<D>::kThreads, 0, ctx_.stream()>>>(
-      dptr(dx), dptr(dy), dptr(w.top), dptr(w.bottom), offsets, d.G, d.rows, d.In, d.Out, d.split,
-      vector_rows<D>(d.Out, {dy}), vector_rows<D>(d.In, {w.top, w.bottom}));
-  MT_CUDA_CHECK_LAUNCH();
+  MT_LAUNCH(ctx_, grouped_dgrad_kernel<D>, dgrid, Tile<D>::kThreads, 0, dptr(dx), dptr(dy), dptr(w.top),
+            dptr(w.bottom), offsets, d.G, d.rows, d.In, d.Out, d.split, vector_rows<D>(d.Out, {dy}),
+            vector_rows<D>(d.In, {w.top, w.bottom}));
   const dim3 wgrid(ceil_div(size_t(d.In), BN), ceil_div(size_t(d.Out), BM), unsigned(d.G));
-  grouped_wgrad_kernel<D><<<wgrid, Tile<D>::kThreads, 0, ctx_.stream()>>>(
-      dw.top, dw.bottom, dptr(dy), dptr(x), offsets, d.rows, d.In, d.Out, d.split, vector_rows<D>(d.Out, {dy}),
-      vector_rows<D>(d.In, {x}));
-  MT_CUDA_CHECK_LAUNCH();
-  count_launches(ctx_.device(), 2);
+  MT_LAUNCH(ctx_, grouped_wgrad_kernel<D>, wgrid, Tile<D>::kThreads, 0, dw.top, dw.bottom, dptr(dy), dptr(x), offsets,
+            d.rows, d.In, d.Out, d.split, vector_rows<D>(d.Out, {dy}), vector_rows<D>(d.In, {x}));
 }
 
 MT_CUDA_INSTANTIATE(MT_OPS_EXPERTS)

@@ -2,8 +2,11 @@
 // kernels that read each input once and write each output once, with all arithmetic in fp32.
 // Reductions over rows (the weight gradients of the embedding and RMSNorm) never use float atomics:
 // RMSNorm's dweight is summed per block in row order and the blocks' partial sums are added in block
-// order; the embedding's rows are grouped by token on the host. So every result has the same bits on
-// every run, which a bit-identical resume needs.
+// order; the embedding's positions are grouped by token on the device (a stable radix sort of (token,
+// position): no host work, no wait) and each token's rows summed in position order by the one block
+// that owns it. So every result has the same bits on every run, which a bit-identical resume needs.
+#include <cub/device/device_radix_sort.cuh>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -29,17 +32,25 @@ __global__ void embedding_forward_kernel(D* out, const int32_t* tokens, const D*
   }
 }
 
-// Block (u, column block): dwte[token u] += sum of dout over the positions of token u, in position order.
-// order[seg[u] .. seg[u + 1]) are those positions.
+// positions[t] = t: the values the radix sort carries along with the tokens.
+__global__ void iota_kernel(int32_t* positions, int N) {
+  for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < N; t += gridDim.x * blockDim.x) positions[t] = t;
+}
+
+// Block (s, column block): if sorted index s starts a run of one token (its first position in sorted
+// order), dwte[token] += the sum of dout over the run's positions, in position order (the sort is
+// stable); every other block returns at once. Tokens outside [0, V) (the data layer rejects them) are
+// skipped rather than written out of bounds.
 template <typename D>
-__global__ void embedding_backward_kernel(float* dwte, const D* dout, const int32_t* order, const int32_t* seg,
-                                          const int32_t* uniq, int Dm) {
-  const int u = blockIdx.x;
+__global__ void embedding_backward_kernel(float* dwte, const D* dout, const int32_t* token, const int32_t* position,
+                                          int N, int Dm, int V) {
+  const int s = blockIdx.x;
   const int c = blockIdx.y * blockDim.x + threadIdx.x;
-  if (c >= Dm) return;
+  const int32_t tok = token[s];
+  if (c >= Dm || (s > 0 && token[s - 1] == tok) || tok < 0 || tok >= V) return;
   float acc = 0.f;
-  for (int i = seg[u]; i < seg[u + 1]; ++i) acc += to_f(dout[size_t(order[i]) * Dm + c]);
-  dwte[size_t(uniq[u]) * Dm + c] += acc;
+  for (int i = s; i < N && token[i] == tok; ++i) acc += to_f(dout[size_t(position[i]) * Dm + c]);
+  dwte[size_t(tok) * Dm + c] += acc;
 }
 
 // ---- RMSNorm ------------------------------------------------------------------------------------------------
@@ -177,54 +188,41 @@ __global__ void cross_entropy_kernel(float* losses, D* dlogits, const D* logits,
 template <typename T>
 void CudaOps<T>::embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int Dm) {
   if (N == 0 || Dm == 0) return;
-  embedding_forward_kernel<<<grid_for(size_t(N) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(
-      dptr(out), tokens, dptr(wte), N, Dm);
-  MT_CUDA_CHECK_LAUNCH();
+  MT_LAUNCH(ctx_, embedding_forward_kernel<dev_t<T>>, grid_for(size_t(N) * Dm, kThreads), kThreads, 0, dptr(out), tokens,
+            dptr(wte), N, Dm);
 }
 
-// Synchronises: the tokens are sorted on the host (a deterministic scatter without atomics).
+// Three launches (positions, the sort, the sums), nothing for the host to wait on.
 template <typename T>
 void CudaOps<T>::embedding_backward(P* dwte, const T* dout, const int32_t* tokens, int N, int Dm, int V) {
   if (N == 0 || Dm == 0) return;
-  // Group the positions by token on the host (a stable counting sort: positions in order within a
-  // token), then one block per distinct token sums its rows in that order.
-  std::vector<int32_t> tok(N);
-  ctx_.device().copy(tok.data(), tokens, sizeof(int32_t) * N, CopyKind::DeviceToHost);
-  std::vector<int32_t> count(V + 1, 0);
-  for (int t = 0; t < N; ++t) {
-    MT_CHECK(tok[t] >= 0 && tok[t] < V, "token ", tok[t], " not in [0, ", V, ")");
-    ++count[tok[t] + 1];
-  }
-  for (int v = 0; v < V; ++v) count[v + 1] += count[v];
-  // plan = [order (N) | seg (U + 1) | uniq (U)]
-  std::vector<int32_t> plan(size_t(N) * 2 + 1, 0);
-  int32_t* order = plan.data();
-  std::vector<int32_t> fill(count.begin(), count.end() - 1);
-  for (int t = 0; t < N; ++t) order[fill[tok[t]]++] = t;
-  std::vector<int32_t> seg, uniq;
-  for (int v = 0; v < V; ++v)
-    if (count[v + 1] > count[v]) {
-      seg.push_back(count[v]);
-      uniq.push_back(v);
-    }
-  const int U = int(uniq.size());
-  seg.push_back(N);
-  std::copy(seg.begin(), seg.end(), plan.begin() + N);
-  std::copy(uniq.begin(), uniq.end(), plan.begin() + N + U + 1);
-  int32_t* dplan = static_cast<int32_t*>(ctx_.scratch(sizeof(int32_t) * plan.size()));
-  ctx_.device().copy(dplan, plan.data(), sizeof(int32_t) * plan.size(), CopyKind::HostToDevice);
-  const dim3 grid(U, ceil_div(Dm, kThreads));
-  embedding_backward_kernel<<<grid, kThreads, 0, ctx_.stream()>>>(dwte, dptr(dout), dplan, dplan + N,
-                                                                  dplan + N + U + 1, Dm);
-  MT_CUDA_CHECK_LAUNCH();
+  size_t sort_bytes = 0;
+  MT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const int32_t*>(nullptr),
+                                                static_cast<int32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                                static_cast<int32_t*>(nullptr), N));
+  ScratchCarver carve;
+  int32_t *positions = nullptr, *sorted_tokens = nullptr, *sorted_positions = nullptr;
+  unsigned char* sort_temp = nullptr;
+  carve.add(&positions, size_t(N));
+  carve.add(&sorted_tokens, size_t(N));
+  carve.add(&sorted_positions, size_t(N));
+  carve.add(&sort_temp, sort_bytes);
+  carve.allocate(ctx_);
+  MT_LAUNCH(ctx_, iota_kernel, grid_for(size_t(N), kThreads), kThreads, 0, positions, N);
+  // All 32 bits: a stable sort by the whole token, wherever it lies.
+  MT_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_temp, sort_bytes, tokens, sorted_tokens, positions,
+                                                sorted_positions, N, 0, 32, ctx_.stream()));
+  ctx_.count_launches(1);
+  const dim3 grid(unsigned(N), ceil_div(Dm, kThreads));
+  MT_LAUNCH(ctx_, embedding_backward_kernel<dev_t<T>>, grid, kThreads, 0, dwte, dptr(dout), sorted_tokens,
+            sorted_positions, N, Dm, V);
 }
 
 template <typename T>
 void CudaOps<T>::rmsnorm_forward(T* out, P* rstd, const T* inp, const T* weight, int N, int Dm, float eps) {
   if (N == 0) return;
-  rmsnorm_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx_.stream()>>>(dptr(out), rstd, dptr(inp),
-                                                                             dptr(weight), N, Dm, eps);
-  MT_CUDA_CHECK_LAUNCH();
+  MT_LAUNCH(ctx_, rmsnorm_forward_kernel<dev_t<T>>, ceil_div(N, kWarps), kThreads, 0, dptr(out), rstd, dptr(inp),
+            dptr(weight), N, Dm, eps);
 }
 
 // dinp may alias dout.
@@ -240,27 +238,23 @@ void CudaOps<T>::rmsnorm_backward(T* dinp, P* dweight, const T* dout, const T* i
   const size_t smem = sizeof(float) * size_t(Dm);
   auto kernel = rmsnorm_backward_kernel<dev_t<T>>;
   if (smem > 48 * 1024) MT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<blocks, kThreads, smem, ctx_.stream()>>>(dptr(dinp), partial, dptr(dout), dptr(inp), dptr(weight), rstd,
-                                                    N, Dm, rows_per_block);
-  MT_CUDA_CHECK_LAUNCH();
-  column_sum_kernel<<<ceil_div(Dm, kThreads), kThreads, 0, ctx_.stream()>>>(dweight, partial, blocks, Dm);
-  MT_CUDA_CHECK_LAUNCH();
+  MT_LAUNCH(ctx_, kernel, blocks, kThreads, smem, dptr(dinp), partial, dptr(dout), dptr(inp), dptr(weight), rstd, N, Dm,
+            rows_per_block);
+  MT_LAUNCH(ctx_, column_sum_kernel, ceil_div(Dm, kThreads), kThreads, 0, dweight, partial, blocks, Dm);
 }
 
 template <typename T>
 void CudaOps<T>::swiglu_forward(T* out, const T* h13, int N, int F) {
   if (size_t(N) * F == 0) return;
-  swiglu_forward_kernel<<<grid_for(size_t(N) * F, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(out), dptr(h13),
-                                                                                           N, F);
-  MT_CUDA_CHECK_LAUNCH();
+  MT_LAUNCH(ctx_, swiglu_forward_kernel<dev_t<T>>, grid_for(size_t(N) * F, kThreads), kThreads, 0, dptr(out), dptr(h13),
+            N, F);
 }
 
 template <typename T>
 void CudaOps<T>::swiglu_backward(T* dh13, const T* dout, const T* h13, int N, int F) {
   if (size_t(N) * F == 0) return;
-  swiglu_backward_kernel<<<grid_for(size_t(N) * F, kThreads), kThreads, 0, ctx_.stream()>>>(
-      dptr(dh13), dptr(dout), dptr(h13), N, F);
-  MT_CUDA_CHECK_LAUNCH();
+  MT_LAUNCH(ctx_, swiglu_backward_kernel<dev_t<T>>, grid_for(size_t(N) * F, kThreads), kThreads, 0, dptr(dh13),
+            dptr(dout), dptr(h13), N, F);
 }
 
 // dlogits may alias logits; a target outside [0, V) gives a NaN loss (caught by the trainer's check).
@@ -269,9 +263,8 @@ void CudaOps<T>::cross_entropy(P* losses, T* dlogits, const T* logits, const int
                                int V) {
   if (N == 0) return;
   const int threads = V >= 8192 ? 1024 : kThreads;
-  cross_entropy_kernel<<<N, threads, 0, ctx_.stream()>>>(losses, dlogits ? dptr(dlogits) : nullptr, dptr(logits),
-                                                         targets, dloss, V);
-  MT_CUDA_CHECK_LAUNCH();
+  MT_LAUNCH(ctx_, cross_entropy_kernel<dev_t<T>>, N, threads, 0, losses, dlogits ? dptr(dlogits) : nullptr, dptr(logits),
+            targets, dloss, V);
 }
 
 MT_CUDA_INSTANTIATE(MT_OPS_LAYERS)

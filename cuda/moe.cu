@@ -326,10 +326,8 @@ void CudaOps<T>::router_forward(int32_t* routing_map, P* gates, P* probs, P* lse
   MT_CHECK(E > 0 && K > 0 && K <= E, "router with E ", E, " K ", K);
   MT_CHECK(E <= kMaxExperts, "the CUDA router supports at most ", kMaxExperts, " experts, got ", E);
   if (N == 0) return;
-  router_forward_kernel<<<ceil_div(N, kWarps), kThreads, 0, ctx_.stream()>>>(
-      routing_map, gates, probs, lse, logits, select_bias, N, E, K, norm == GateNorm::Renormalize);
-  MT_CUDA_CHECK_LAUNCH();
-  count_launches(ctx_.device());
+  MT_LAUNCH(ctx_, router_forward_kernel, ceil_div(N, kWarps), kThreads, 0, routing_map, gates, probs, lse, logits,
+            select_bias, N, E, K, norm == GateNorm::Renormalize);
 }
 
 template <typename T>
@@ -338,11 +336,9 @@ void CudaOps<T>::router_backward(P* dlogits, const P* dgates, const int64_t* cou
                                  float z_scale, const RouteDims& d, GateNorm norm) {
   MT_CHECK(d.E > 0 && d.E <= kMaxExperts, "router backward with E ", d.E);
   if (d.N == 0) return;
-  router_backward_kernel<<<ceil_div(d.N, kWarps), kThreads, sizeof(float) * d.E, ctx_.stream()>>>(
-      dlogits, dgates, counts, balance_scale, probs, lse, routing_map, gates, z_scale, d.N, d.E, d.K,
-      norm == GateNorm::Renormalize);
-  MT_CUDA_CHECK_LAUNCH();
-  count_launches(ctx_.device());
+  MT_LAUNCH(ctx_, router_backward_kernel, ceil_div(d.N, kWarps), kThreads, sizeof(float) * d.E, dlogits, dgates,
+            counts, balance_scale, probs, lse, routing_map, gates, z_scale, d.N, d.E, d.K,
+            norm == GateNorm::Renormalize);
 }
 
 // Four launches, no wait: zero the counts, count, the per-expert probability sums, the three losses.
@@ -354,15 +350,12 @@ void CudaOps<T>::router_stats(double* losses, int64_t* counts, int64_t* bad, con
   double* prob_sum = static_cast<double*>(ctx_.scratch(sizeof(double) * 2 * E));
   double* plogp = prob_sum + E;
   MT_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int64_t) * E, ctx_.stream()));
+  ctx_.count_launches(1);
   const size_t choices = size_t(N) * K;
-  count_choices_kernel<<<grid_for(choices, kThreads, 4096), kThreads, 0, ctx_.stream()>>>(counts, bad, routing_map,
-                                                                                        choices, E);
-  MT_CUDA_CHECK_LAUNCH();
-  prob_sum_kernel<<<E, kThreads, 0, ctx_.stream()>>>(prob_sum, plogp, probs, N, E);
-  MT_CUDA_CHECK_LAUNCH();
-  balance_losses_kernel<<<1, kThreads, 0, ctx_.stream()>>>(losses, counts, prob_sum, plogp, lse, N, E);
-  MT_CUDA_CHECK_LAUNCH();
-  count_launches(ctx_.device(), 4);
+  MT_LAUNCH(ctx_, count_choices_kernel, grid_for(choices, kThreads, 4096), kThreads, 0, counts, bad, routing_map,
+            choices, E);
+  MT_LAUNCH(ctx_, prob_sum_kernel, E, kThreads, 0, prob_sum, plogp, probs, N, E);
+  MT_LAUNCH(ctx_, balance_losses_kernel, 1, kThreads, 0, losses, counts, prob_sum, plogp, lse, N, E);
 }
 
 // Five launches, no wait: row_src to -1, the per-tile ranks, the scan over tiles, the offsets, the rows.
@@ -385,59 +378,44 @@ void CudaOps<T>::moe_route_plan(int32_t* slot, int32_t* row_src, int64_t* expert
   carve.allocate(ctx_);
   int64_t* kept = small;
   int64_t* total = small + E;
-  int launches = 0;
   if (choices > 0) {
     MT_CUDA_CHECK(cudaMemsetAsync(row_src, 0xff, sizeof(int32_t) * choices, ctx_.stream()));  // -1
+    ctx_.count_launches(1);
     const size_t smem = sizeof(int32_t) * E;
-    plan_tile_kernel<<<tiles, kPlanTile, smem, ctx_.stream()>>>(in_rank, tile_count, bad, routing_map, choices, E);
-    MT_CUDA_CHECK_LAUNCH();
-    launches += 2;
+    MT_LAUNCH(ctx_, plan_tile_kernel, tiles, kPlanTile, smem, in_rank, tile_count, bad, routing_map, choices, E);
   } else {
     MT_CUDA_CHECK(cudaMemsetAsync(tile_count, 0, sizeof(int32_t) * E, ctx_.stream()));
-    ++launches;
+    ctx_.count_launches(1);
   }
-  plan_scan_kernel<<<ceil_div(E, kThreads), kThreads, 0, ctx_.stream()>>>(tile_count, total, tiles, E);
-  MT_CUDA_CHECK_LAUNCH();
-  plan_offsets_kernel<<<1, 32, 0, ctx_.stream()>>>(kept, expert_offsets, total, E, capacity);
-  MT_CUDA_CHECK_LAUNCH();
-  launches += 2;
-  if (choices > 0) {
-    plan_place_kernel<<<ceil_div(choices, kThreads), kThreads, 0, ctx_.stream()>>>(
-        slot, row_src, routing_map, in_rank, tile_count, kept, expert_offsets, choices, K, E);
-    MT_CUDA_CHECK_LAUNCH();
-    ++launches;
-  }
-  count_launches(ctx_.device(), launches);
+  MT_LAUNCH(ctx_, plan_scan_kernel, ceil_div(E, kThreads), kThreads, 0, tile_count, total, tiles, E);
+  MT_LAUNCH(ctx_, plan_offsets_kernel, 1, 32, 0, kept, expert_offsets, total, E, capacity);
+  if (choices > 0)
+    MT_LAUNCH(ctx_, plan_place_kernel, ceil_div(choices, kThreads), kThreads, 0, slot, row_src, routing_map, in_rank,
+              tile_count, kept, expert_offsets, choices, K, E);
 }
 
 template <typename T>
 void CudaOps<T>::moe_permute(T* out, const T* inp, const int32_t* row_src, const PermuteDims& d) {
   const int R = d.R, Dm = d.Dm;
   if (size_t(R) * Dm == 0) return;
-  permute_kernel<<<grid_for(size_t(R) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(out), dptr(inp), row_src,
-                                                                                      R, Dm);
-  MT_CUDA_CHECK_LAUNCH();
-  count_launches(ctx_.device());
+  MT_LAUNCH(ctx_, permute_kernel, grid_for(size_t(R) * Dm, kThreads), kThreads, 0, dptr(out), dptr(inp), row_src, R,
+            Dm);
 }
 
 template <typename T>
 void CudaOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, const DispatchDims& d) {
   const int N = d.N, K = d.K, Dm = d.Dm;
   if (size_t(N) * Dm == 0) return;
-  permute_backward_kernel<<<grid_for(size_t(N) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(
-      dptr(dinp), dptr(dout), slot, N, K, Dm);
-  MT_CUDA_CHECK_LAUNCH();
-  count_launches(ctx_.device());
+  MT_LAUNCH(ctx_, permute_backward_kernel, grid_for(size_t(N) * Dm, kThreads), kThreads, 0, dptr(dinp), dptr(dout),
+            slot, N, K, Dm);
 }
 
 template <typename T>
 void CudaOps<T>::moe_combine(T* out, const T* expert_out, const P* gates, const int32_t* slot, const DispatchDims& d) {
   const int N = d.N, K = d.K, Dm = d.Dm;
   if (size_t(N) * Dm == 0) return;
-  combine_kernel<<<grid_for(size_t(N) * Dm, kThreads), kThreads, 0, ctx_.stream()>>>(dptr(out), dptr(expert_out),
-                                                                                     gates, slot, N, K, Dm);
-  MT_CUDA_CHECK_LAUNCH();
-  count_launches(ctx_.device());
+  MT_LAUNCH(ctx_, combine_kernel, grid_for(size_t(N) * Dm, kThreads), kThreads, 0, dptr(out), dptr(expert_out), gates,
+            slot, N, K, Dm);
 }
 
 template <typename T>
@@ -446,10 +424,8 @@ void CudaOps<T>::moe_combine_backward(T* dexpert_out, P* dgates, const T* dout, 
   const int N = d.N, K = d.K, Dm = d.Dm;
   const size_t choices = size_t(N) * K;
   if (choices == 0) return;
-  combine_backward_kernel<<<ceil_div(choices, kWarps), kThreads, 0, ctx_.stream()>>>(
-      dptr(dexpert_out), dgates, dptr(dout), dptr(expert_out), gates, slot, N, K, Dm);
-  MT_CUDA_CHECK_LAUNCH();
-  count_launches(ctx_.device());
+  MT_LAUNCH(ctx_, combine_backward_kernel, ceil_div(choices, kWarps), kThreads, 0, dptr(dexpert_out), dgates,
+            dptr(dout), dptr(expert_out), gates, slot, N, K, Dm);
 }
 
 MT_CUDA_INSTANTIATE(MT_OPS_MOE)

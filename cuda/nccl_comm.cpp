@@ -101,6 +101,7 @@ class NcclComm final : public Comm {
     if (space == MemSpace::Host) return host_->allreduce_sum(buf, count, dtype, space);
     if (count == 0) return;
     MT_NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_type(dtype), ncclSum, comm_, ordered()));
+    launched();
   }
 
   std::unique_ptr<CommRequest> iallreduce_sum(void* buf, size_t count, DType dtype, MemSpace space) override {
@@ -113,7 +114,10 @@ class NcclComm final : public Comm {
     MT_CUDA_CHECK(cudaEventRecord(ready, stream()));
     MT_CUDA_CHECK(cudaStreamWaitEvent(order_->side(), ready, 0));
     MT_CUDA_CHECK(cudaEventDestroy(ready));  // released once recorded work completes
-    if (count) MT_NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_type(dtype), ncclSum, comm_, order_->side()));
+    if (count) {
+      MT_NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_type(dtype), ncclSum, comm_, order_->side()));
+      launched();
+    }
     MT_CUDA_CHECK(cudaEventRecord(done, order_->side()));
     return req;
   }
@@ -122,12 +126,14 @@ class NcclComm final : public Comm {
     if (space == MemSpace::Host) return host_->allgather(send, recv, count, dtype, space);
     if (count == 0) return;
     MT_NCCL_CHECK(ncclAllGather(send, recv, count, nccl_type(dtype), comm_, ordered()));
+    launched();
   }
 
   void reduce_scatter_sum(const void* send, void* recv, size_t count, DType dtype, MemSpace space) override {
     if (space == MemSpace::Host) return host_->reduce_scatter_sum(send, recv, count, dtype, space);
     if (count == 0) return;
     MT_NCCL_CHECK(ncclReduceScatter(send, recv, count, nccl_type(dtype), ncclSum, comm_, ordered()));
+    launched();
   }
 
   void alltoallv(const void* send, const size_t* send_counts, const size_t* send_displs, void* recv,
@@ -147,6 +153,7 @@ class NcclComm final : public Comm {
                                st));
     }
     MT_NCCL_CHECK(ncclGroupEnd());
+    launched();  // one grouped collective
   }
 
   void alltoall_host(const void* send, void* recv, size_t count, DType dtype) override {
@@ -158,6 +165,7 @@ class NcclComm final : public Comm {
     MT_CHECK(root >= 0 && root < size(), "broadcast root ", root, " outside ", describe());
     if (count == 0) return;
     MT_NCCL_CHECK(ncclBroadcast(buf, buf, count, nccl_type(dtype), root, comm_, ordered()));
+    launched();
   }
 
   void barrier() override {
@@ -167,6 +175,8 @@ class NcclComm final : public Comm {
 
  private:
   cudaStream_t stream() const { return device_.stream(); }
+  // One collective queued: a launch in the device's counters (engine/core/device.h).
+  void launched() { device_.counters().launches += 1; }
   // The main stream, after the side stream's NCCL work so far (nccl_comm.h: launch order).
   cudaStream_t ordered() { return order_->main_after_side(); }
 

@@ -27,7 +27,9 @@ echo "two runs at once:  $(rate "$TMP/a.json" "$TMP/b.json") steps in 15 s (each
 if command -v mpirun > /dev/null; then
   extra=()
   [ "$(id -u)" = 0 ] && extra=(--allow-run-as-root)
-  # Rank 0 prints the JSON; each rank steps half the batch, so its steps are the job's steps.
-  mpirun -np 2 --oversubscribe "${extra[@]}" "$BIN" bench "$M" --steps "$STEPS" --json > "$TMP/mpi.json"
+  # Rank 0 prints the JSON; each rank steps half the batch (in one micro-batch: the manifest's may be
+  # larger than half), so its steps are the job's steps, gradient all-reduce included.
+  mpirun -np 2 --oversubscribe "${extra[@]}" "$BIN" bench "$M" --steps "$STEPS" --set train.micro_batch_size=auto \
+    --json > "$TMP/mpi.json"
   echo "mpirun -np 2:      $(rate "$TMP/mpi.json") steps in 15 s (the job)"
 fi

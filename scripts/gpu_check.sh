@@ -11,9 +11,12 @@
 #   scripts/gpu_check.sh prepare DIR    build (BUILD_DIR, default build-gpu) and pack DIR (<= 60 MiB)
 #   DIR/run.sh                          on the GPU machine: `CHECK <name> ok|FAIL|SKIPPED ...` lines
 #
-# Settings: BUILD_DIR (default build-gpu; configured with -DMOETRAIN_NATIVE=OFF so that the binaries
-# run on any x86-64 CPU), CUDA_ARCH (default 90), JOBS (default nproc), MT_BUNDLE_FROM=BUILD (pack an
-# existing CUDA build as it is, no build: the ctest dry run does this with its own build directory).
+# Settings: BUILD_DIR (default build-gpu: its own folder, (re)configured on every prepare with
+# -DMOETRAIN_NATIVE=OFF so that the binaries run on any x86-64 CPU, whatever an earlier configure set),
+# CUDA_ARCH (default 90), JOBS (default nproc), MT_BUNDLE_FROM=BUILD (pack an existing CUDA build as it
+# is, no build: the ctest dry run does this with its own build directory, usually -march=native).
+# BUNDLE.txt records the build's MOETRAIN_NATIVE and this CPU's identity; run.sh refuses a native
+# bundle on any other CPU.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -30,15 +33,15 @@ if [ -n "${MT_BUNDLE_FROM:-}" ]; then
   B="$MT_BUNDLE_FROM"
 else
   B="${BUILD_DIR:-$ROOT/build-gpu}"
-  if [ ! -f "$B/CMakeCache.txt" ]; then
-    launcher=()
-    command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache
-                                              -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
-    cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DMOETRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
-      -DMOETRAIN_NATIVE=OFF "${launcher[@]}" >/dev/null || die "configure failed in $B"
-  fi
+  launcher=()
+  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache
+                                            -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+  # Every time, not only for a new folder: a reused folder may carry MOETRAIN_NATIVE=ON from elsewhere.
+  cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DMOETRAIN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" \
+    -DMOETRAIN_NATIVE=OFF "${launcher[@]}" >/dev/null || die "configure failed in $B"
   cmake --build "$B" -j"${JOBS:-$(nproc)}" --target "${TARGETS[@]}" >"$B/gpu_bundle_build.log" 2>&1 ||
     die "build failed: see $B/gpu_bundle_build.log"
+  grep -q '^MOETRAIN_NATIVE:BOOL=OFF$' "$B/CMakeCache.txt" || die "$B is still configured with MOETRAIN_NATIVE on"
 fi
 [ -f "$B/libmoetrain_cuda.a" ] || die "$B is not a CUDA build (MOETRAIN_CUDA=ON)"
 EXES=("$B/moetrain" "$B/tests/gpu/moetrain_gpu_tests" "$B/tests/gpu/gpu_layout_job" "$B/tests/gpu/gpu_attention_job")
@@ -109,7 +112,8 @@ glibc="$(objdump -T "${elves[@]}" "$T"/lib/*.so* 2>/dev/null | grep -o 'GLIBC_[0
   echo "moetrain GPU bundle"
   echo "source: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (modified)')"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) in $B, CUDA architectures $(sed -n 's/^MOETRAIN_CUDA_ARCH:[A-Z]*=//p' "$B/CMakeCache.txt") (MOETRAIN_CUDA_ARCH; CUDA_ARCH for a fresh build)"
-  echo "native: ${native:-unknown} (ON: built for this machine's CPU only, -march=native)"
+  echo "native: ${native:-unknown} (ON: built for this machine's CPU only, -march=native; run.sh refuses it elsewhere)"
+  echo "cpu: $(bash "$ROOT/scripts/gpu_run.sh" --cpu-identity)"
   echo "needs: ${glibc#GLIBC_} or newer glibc; cudart 13, cuBLAS 13, NCCL 2, cuDNN 9 on the machine"
   echo "bundled libraries: $(ls "$T/lib" | tr '\n' ' ')"
 } >"$T/BUNDLE.txt"

@@ -54,6 +54,7 @@ def read_results(path):
             "val_bpc": number(r["val_bpc"]),
             "delta_bpc": number(r["delta_bpc"]),
             "EL": number(r.get("EL")),
+            "N": number(r.get("N")),
             "C": number(r.get("C")),
             "D": number(r.get("D")),
         })

@@ -559,6 +559,38 @@ struct GroupedLinearCase : CaseBase {
   }
 };
 
+// The optimizer's multi-tensor ops: the squared norms of several spans (empty, one element, several
+// chunks with ragged tails) summed into groups, and AdamW over a buffer in runs of their own weight decay
+// (empty runs, and more runs than one GPU launch takes).
+struct OptimizerMultiCase : CaseBase {
+  template <typename T>
+  Outputs operator()(Ops<T>& ops, bool) const {
+    using P = acc_t<T>;
+    Gen gen(seed, false);
+    Device& dev = ops.device();
+    const size_t n = 100003;
+    Buf<P> a(dev, gen.p(n)), b(dev, gen.p(70001)), c(dev, gen.p(1));
+    const SquaresSpan<P> spans[] = {{a, 5000, 1}, {b, 70001, 0}, {c, 0, 2}, {a.get() + 5000, n - 5000, 1}, {c, 1, 2}};
+    double sums[3];
+    ops.sum_squares_groups(sums, 3, spans, int(std::size(spans)));
+    Buf<P> param(dev, gen.p(n)), grad(dev, gen.p(n)), m(dev, gen.p(n, -0.1, 0.1)), v(dev, gen.p(n, 0, 0.01));
+    std::vector<DecayRun> runs;
+    for (int r = 0; r < 450; ++r) runs.push_back({size_t(r) * n / 450 + (r % 7 == 3 ? 0 : r % 5), r % 2 ? 0.1f : 0.f});
+    runs.push_back({n, 0.2f});
+    AdamWArgs args;
+    args.lr = 1e-2f;
+    args.grad_scale = 0.5f;
+    args.step = 2;
+    args.runs = runs.data();
+    args.n_runs = int(runs.size());
+    ops.adamw(param, grad, m, v, n, args);
+    return {{"squares group sums", Vec(sums, sums + 3), Kind::Acc},
+            {"adamw runs param", param.download(), Kind::Acc},
+            {"adamw runs m", m.download(), Kind::Acc},
+            {"adamw runs v", v.download(), Kind::Acc}};
+  }
+};
+
 // ---- the registry -------------------------------------------------------------------------------------------------
 
 // One case of the list: its runs on the three element types, and how the driver judges them.
@@ -679,6 +711,7 @@ inline std::vector<OpCase> op_cases() {
     all.push_back(std::move(o));
   }
   all.push_back(op_case("elementwise, reductions, AdamW", ElementwiseCase{}));
+  all.push_back(op_case("squared norms of spans in groups, AdamW in decay runs", OptimizerMultiCase{}));
   struct Grouped {
     const char* name;
     std::vector<int64_t> offsets;

@@ -67,12 +67,7 @@ std::string split_text(const std::string& dir, Split split) {
 
 mt::data::BuildSummary build(const std::vector<std::string>& inputs, const std::string& out, int64_t val_tokens,
                              int64_t shard_tokens = 100'000'000) {
-  BuildOptions o;
-  o.inputs = inputs;
-  o.out_dir = out;
-  o.val_tokens = val_tokens;
-  o.shard_tokens = shard_tokens;
-  return mt::data::build_dataset(o, nullptr);
+  return mt::test::build_with(inputs, out, val_tokens, [&](BuildOptions& o) { o.shard_tokens = shard_tokens; });
 }
 
 using mt::test::input_error;

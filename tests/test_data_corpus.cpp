@@ -84,14 +84,11 @@ std::string all_text(const std::string& dir) {
 
 mt::data::BuildSummary build(const std::vector<std::string>& inputs, const std::string& out, int workers = 1,
                              bool megatron = false, size_t piece = size_t(1) << 20) {
-  BuildOptions o;
-  o.inputs = inputs;
-  o.out_dir = out;
-  o.val_tokens = 1000;
-  o.workers = workers;
-  o.megatron = megatron;
-  o.piece_bytes = piece;
-  return mt::data::build_dataset(o, nullptr);
+  return mt::test::build_with(inputs, out, 1000, [&](BuildOptions& o) {
+    o.workers = workers;
+    o.megatron = megatron;
+    o.piece_bytes = piece;
+  });
 }
 
 using mt::test::input_error;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "data/build.h"
 #include "data/shards.h"
 #include "engine/core/check.h"
 
@@ -68,6 +69,19 @@ inline void write_megatron(const std::string& prefix, const std::vector<std::vec
     }
   write_bytes(prefix + ".idx", idx);
   write_bytes(prefix + ".bin", bin);
+}
+
+// `moetrain data build` of `inputs` into `out` with `val_tokens` validation tokens and the options that
+// `set` changes, without progress reports.
+template <typename F>
+mt::data::BuildSummary build_with(const std::vector<std::string>& inputs, const std::string& out, int64_t val_tokens,
+                                  F&& set) {
+  mt::data::BuildOptions o;
+  o.inputs = inputs;
+  o.out_dir = out;
+  o.val_tokens = val_tokens;
+  set(o);
+  return mt::data::build_dataset(o, nullptr);
 }
 
 // Every token of a dataset's shards, in order (read through the reader under test).

@@ -38,7 +38,7 @@ json window_of(mt::Model<double>& model, std::vector<double>* counts = nullptr) 
   std::vector<int32_t> windows(size_t(kMicro) * (kSeq + 1));
   mt::train_detail::MoeWindow window(kE);
   for (int step = 0; step < kSteps; ++step) {
-    mt::train_detail::StepStats s;
+    mt::StepStats s;
     for (int mb = 0; mb < kMicroBatches; ++mb) {
       for (auto& t : windows) t = int32_t(rng() % 11);
       mt::MicroBatchStats m = model.forward_backward(windows.data(), kMicro, 1.f / kMicroBatches, nullptr);
@@ -134,7 +134,7 @@ TEST_CASE("model.moe.balance_group must be a positive count that divides the mic
   CHECK_THROWS_WITH(mt::parse_run(j, "m.json", "."), Catch::Contains("model.moe.balance_group"));
   j["model"]["moe"]["balance_group"] = 3;
   const mt::RunConfig cfg = mt::parse_run(j, "m.json", ".");
-  CHECK_THROWS_WITH(mt::train_detail::split_batch(cfg, 8, 1), Catch::Contains("model.moe.balance_group (3)"));
+  CHECK_THROWS_WITH(mt::split_batch(cfg, 8, 1), Catch::Contains("model.moe.balance_group (3)"));
   j["model"]["moe"]["balance_group"] = 2;
-  CHECK(mt::train_detail::split_batch(mt::parse_run(j, "m.json", "."), 8, 1).n_micro == 2);
+  CHECK(mt::split_batch(mt::parse_run(j, "m.json", "."), 8, 1).n_micro == 2);
 }

@@ -14,7 +14,7 @@ namespace mt::optest {
 namespace {
 
 // The name of every op of the table.
-#define MT_OP_NAME(ret, name, params) #name,
+#define MT_OP_NAME(ret, name, params, args, sync) #name,
 const std::vector<std::string> kTableOps = {MT_OPS(MT_OP_NAME, void, void)};
 #undef MT_OP_NAME
 
@@ -27,7 +27,7 @@ class RecordingOps final : public Ops<double> {
   std::set<std::string> called;
   Device& device() override { return cpu_device(); }
 
-#define MT_OP_RECORD(ret, name, params) \
+#define MT_OP_RECORD(ret, name, params, args, sync) \
   ret name params override {            \
     called.insert(#name);               \
     return ret();                       \

@@ -28,8 +28,10 @@ class Device {
  public:
   virtual ~Device() = default;
   virtual DeviceKind kind() const = 0;
-  // The memory space of this device's buffers (the CPU's are host memory).
-  MemSpace space() const { return kind() == DeviceKind::Cpu ? MemSpace::Host : MemSpace::Device; }
+  // The memory space of this device's buffers as handed to a collective: MemSpace::Device on every
+  // backend. A comm stages device buffers through the host only where the device is not the host, and
+  // counts a collective on device buffers as a launch on the CPU too (as NCCL's would be on a GPU).
+  MemSpace space() const { return MemSpace::Device; }
   virtual std::string name() const = 0;
   // Zero-filled, 64-byte (CPU) or 256-byte (GPU) aligned; throws mt::Error when out of memory.
   virtual void* alloc(size_t bytes) = 0;

@@ -1,6 +1,8 @@
 // Why: the host as a Device (engine/core/device.h): the CPU backend's buffers are plain host memory, zeroed
 // and 64-byte aligned (one AVX-512 vector, so vector loops see the same alignment on every run), with
 // the peak of live bytes tracked for the memory report. Copies are memcpy; there is nothing to wait for.
+// The counters (device.h) are kept as a GPU would: every zero and copy is a launch, a device-to-host
+// copy and synchronize() are host syncs, so that a CPU run gives the step's structure.
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -54,14 +56,17 @@ class CpuDevice final : public Device {
   }
 
   void zero(void* ptr, size_t bytes) override {
+    ++counters().launches;
     if (bytes) std::memset(ptr, 0, bytes);
   }
 
-  void copy(void* dst, const void* src, size_t bytes, CopyKind) override {
+  void copy(void* dst, const void* src, size_t bytes, CopyKind kind) override {
+    ++counters().launches;
+    if (kind == CopyKind::DeviceToHost) ++counters().host_syncs;
     if (bytes && dst != src) std::memcpy(dst, src, bytes);
   }
 
-  void synchronize() override {}
+  void synchronize() override { ++counters().host_syncs; }
 
   size_t peak_bytes() const override { return peak_.load(); }
 

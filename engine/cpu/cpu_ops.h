@@ -32,8 +32,8 @@ extern template class CpuOps<double>;
 
 // The explicit instantiation, for float and double, of one family of the table (engine/ops/ops.h), at the
 // end of the file that defines its ops: MT_CPU_INSTANTIATE(MT_OPS_LAYERS).
-#define MT_CPU_OP_FLOAT_(ret, name, params) template ret CpuOps<float>::name params;
-#define MT_CPU_OP_DOUBLE_(ret, name, params) template ret CpuOps<double>::name params;
+#define MT_CPU_OP_FLOAT_(ret, name, params, args, sync) template ret CpuOps<float>::name params;
+#define MT_CPU_OP_DOUBLE_(ret, name, params, args, sync) template ret CpuOps<double>::name params;
 #define MT_CPU_INSTANTIATE(FAMILY) FAMILY(MT_CPU_OP_FLOAT_, float, float) FAMILY(MT_CPU_OP_DOUBLE_, double, double)
 
 }  // namespace mt

@@ -1,5 +1,5 @@
-// Why: the elementwise ops, the two reductions the optimizer needs (gradient norm, loss sum) and AdamW on
-// the CPU. The reductions are in double over fixed chunks with fixed lanes, combined in chunk order, so
+// Why: the elementwise ops, the reductions the optimizer needs (gradient norm, loss sum) and AdamW (over
+// runs of tensors with their own weight decay) on the CPU. The reductions are in double over fixed chunks with fixed lanes, combined in chunk order, so
 // the gradient norm (and with it clipping and every later step) has the same bits on every run, for
 // any thread count and any buffer alignment.
 #include <algorithm>
@@ -67,6 +67,17 @@ double CpuOps<T>::sum_squares(const acc_t<T>* x, size_t n) {
 }
 
 template <typename T>
+void CpuOps<T>::sum_squares_groups(double* sums_host, int n_groups, const SquaresSpan<acc_t<T>>* spans_host,
+                                   int n_spans) {
+  std::fill(sums_host, sums_host + n_groups, 0.0);
+  for (int i = 0; i < n_spans; ++i) {
+    const SquaresSpan<P>& sp = spans_host[i];
+    MT_CHECK(sp.group >= 0 && sp.group < n_groups, "sum_squares_groups: group ", sp.group, " of ", n_groups);
+    sums_host[sp.group] += reduce(sp.data, sp.n, Reduce::SumOfSquares);
+  }
+}
+
+template <typename T>
 double CpuOps<T>::sum(const acc_t<T>* x, size_t n) {
   return reduce(x, n, Reduce::Sum);
 }
@@ -81,15 +92,26 @@ void CpuOps<T>::adamw(acc_t<T>* param, const acc_t<T>* grad, acc_t<T>* m, acc_t<
           gs = P(args.grad_scale);
   const P bc1 = P(1.0 - std::pow(double(args.beta1), args.step));
   const P bc2 = P(1.0 - std::pow(double(args.beta2), args.step));
-#pragma omp parallel for simd schedule(static) if (n > cpu::kParallelMin)
-  for (size_t i = 0; i < n; ++i) {
-    const P g = grad[i] * gs;
-    const P mi = b1 * m[i] + (P(1) - b1) * g;
-    const P vi = b2 * v[i] + (P(1) - b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    param[i] -= lr * ((mi / bc1) / (std::sqrt(vi / bc2) + eps) + wd * param[i]);
+  // [begin, end) with weight decay `decay`.
+  auto update = [&](size_t begin, size_t end, P decay) {
+#pragma omp parallel for simd schedule(static) if (end - begin > cpu::kParallelMin)
+    for (size_t i = begin; i < end; ++i) {
+      const P g = grad[i] * gs;
+      const P mi = b1 * m[i] + (P(1) - b1) * g;
+      const P vi = b2 * v[i] + (P(1) - b2) * g * g;
+      m[i] = mi;
+      v[i] = vi;
+      param[i] -= lr * ((mi / bc1) / (std::sqrt(vi / bc2) + eps) + decay * param[i]);
+    }
+  };
+  if (!args.runs) return update(0, n, wd);
+  size_t begin = 0;
+  for (int r = 0; r < args.n_runs; ++r) {
+    MT_CHECK(args.runs[r].end >= begin && args.runs[r].end <= n, "adamw run ", r, " ends at ", args.runs[r].end);
+    update(begin, args.runs[r].end, P(args.runs[r].weight_decay));
+    begin = args.runs[r].end;
   }
+  MT_CHECK(begin == n, "adamw runs cover ", begin, " of ", n, " elements");
 }
 
 MT_CPU_INSTANTIATE(MT_OPS_ELEMENTWISE)

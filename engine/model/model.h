@@ -20,6 +20,12 @@ namespace mt {
 
 enum class ParamGroup { Dense, Expert };
 
+// How the MoE layers choose their experts: the router's top-K (Natural), or a round robin
+// (ForceBalance: token t's k-th choice is expert (t K + k) mod E, so that every expert gets the same
+// load; the gates stay the router's top-K probabilities). ForceBalance is for `moetrain bench
+// --force-balance` (the speed of perfectly balanced experts), not for training.
+enum class MoeRouting { Natural, ForceBalance };
+
 // One micro-batch's numbers. forward_backward fills loss_sum and tokens; the MoE numbers stay on the
 // device until Model::read_moe_stats fills them (once per step, one device-to-host copy).
 struct MicroBatchStats {
@@ -89,12 +95,8 @@ class Model {
   std::vector<double> expert_bias() const;
   void set_expert_bias(const std::vector<double>& bias);
 
-  // How the MoE layers choose their experts: the router's top-K (Natural), or a round robin
-  // (ForceBalance: token t's k-th choice is expert (t K + k) mod E, so that every expert gets the same
-  // load; the gates stay the router's top-K probabilities). ForceBalance is for `moetrain bench
-  // --force-balance` (the speed of perfectly balanced experts), not for training.
-  enum class Routing { Natural, ForceBalance };
-  void set_routing(Routing routing);
+  // How the MoE layers choose their experts (MoeRouting; Natural at construction).
+  void set_routing(MoeRouting routing);
 
   // Forward only: the summed cross-entropy (nats) over the targets of n_seqs windows.
   double forward_nll(const int32_t* windows_host, int n_seqs);

@@ -81,8 +81,8 @@ struct Model<T>::Impl {
   // The expert bias of aux-loss-free balancing (MoeConfig::uses_bias), the host copy being the state.
   P* expert_bias = nullptr;             // (n_moe, E) device (arena)                 [uses_bias]
   std::vector<P> expert_bias_host;      // (n_moe, E)                                [uses_bias]
-  int32_t* round_robin = nullptr;       // (N, K) device, the routing_map of Routing::ForceBalance (owned)
-  bool force_balance = false;           // Routing::ForceBalance
+  int32_t* round_robin = nullptr;       // (N, K) device, the routing_map of MoeRouting::ForceBalance (owned)
+  bool force_balance = false;           // MoeRouting::ForceBalance
 
   Impl(const ModelConfig& c, int micro_batch, const ProcessGrid& gr, Ops<T>& o)
       : cfg(c), grid(gr), ops(o), dev(o.device()), prof(o.device()), arena(o.device()) {
@@ -583,9 +583,9 @@ void Model<T>::update_expert_bias(const std::vector<double>& load) {
 }
 
 template <typename T>
-void Model<T>::set_routing(Routing routing) {
+void Model<T>::set_routing(MoeRouting routing) {
   auto& im = *impl_;
-  im.force_balance = routing == Routing::ForceBalance && im.n_moe > 0;
+  im.force_balance = routing == MoeRouting::ForceBalance && im.n_moe > 0;
   if (!im.force_balance || im.round_robin) return;
   const int K = im.cfg.moe.top_k;
   std::vector<int32_t> map(size_t(im.N) * K);

@@ -69,8 +69,8 @@ struct RouteControl {
   // (E, device) the expert bias of aux-loss-free balancing: added to the router's probabilities for
   // the top-K only (not in the gates; it carries no gradient). Null: none.
   const P* select_bias = nullptr;
-  // (N, K, device) a routing_map that replaces the router's choice (Model::Routing::ForceBalance; the
-  // gates stay the router's top-K probabilities). Null: the router's choice.
+  // (N, K, device) a routing_map that replaces the router's choice (MoeRouting::ForceBalance, model.h;
+  // the gates stay the router's top-K probabilities). Null: the router's choice.
   const int32_t* forced_map = nullptr;
 };
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "engine/core/check.h"
 #include "engine/model/optim.h"
@@ -57,15 +58,18 @@ Optimizer<T>::~Optimizer() {
 
 template <typename T>
 double Optimizer<T>::grad_norm() {
-  // Dense: tp-sharded tensors differ across tp ranks, replicated ones are equal.
-  double dense_sharded = 0, dense_replicated = 0, expert = 0;
-  const Group& d = groups_[0];
+  // Dense: tp-sharded tensors differ across tp ranks, replicated ones are equal. One call (one pass, one
+  // wait on a GPU) for all: the dense tensors one by one into their group, the expert buffer whole.
+  enum { kSharded, kReplicated, kExpert, kGroups };
+  std::vector<SquaresSpan<P>> spans;
   P* gd = model_.grads(ParamGroup::Dense);
-  for (const TensorInfo& t : d.table->tensors) {
-    double s = ops_.sum_squares(gd + t.offset, t.numel);
-    (t.tp_sharded ? dense_sharded : dense_replicated) += s;
-  }
-  if (model_.numel(ParamGroup::Expert)) expert = ops_.sum_squares(model_.grads(ParamGroup::Expert), model_.numel(ParamGroup::Expert));
+  for (const TensorInfo& t : groups_[0].table->tensors)
+    spans.push_back({gd + t.offset, t.numel, t.tp_sharded ? int(kSharded) : int(kReplicated)});
+  if (model_.numel(ParamGroup::Expert))
+    spans.push_back({model_.grads(ParamGroup::Expert), model_.numel(ParamGroup::Expert), int(kExpert)});
+  double sums[kGroups];
+  ops_.sum_squares_groups(sums, kGroups, spans.data(), int(spans.size()));
+  const double dense_sharded = sums[kSharded], dense_replicated = sums[kReplicated], expert = sums[kExpert];
   // One reduction over tp (both sums), then the experts over ep.
   double buf[2] = {dense_sharded, expert};
   if (grid_.tp_size > 1) grid_.tp().allreduce_sum(buf, 2, DType::F64, MemSpace::Host);
@@ -85,12 +89,20 @@ void Optimizer<T>::update(int step, double lr, double norm) {
   for (Group& g : groups_) {
     P* params = model_.params(g.id);
     P* grads = model_.grads(g.id);
-    // Walk the tensors that intersect this rank's share, with each tensor's own decay.
+    // This rank's share as runs of equal decay (each tensor's own, neighbours with the same merged):
+    // one call over the whole share.
+    std::vector<DecayRun> runs;
     for (const TensorInfo& t : g.table->tensors) {
       const size_t b = std::max(g.begin, t.offset), e = std::min(g.end, t.offset + t.numel);
       if (b >= e) continue;
-      a.weight_decay = t.decay == Decay::Yes ? float(cfg_.weight_decay) : 0.f;
-      ops_.adamw(params + b, grads + b, g.m + (b - g.begin), g.v + (b - g.begin), e - b, a);
+      const float wd = t.decay == Decay::Yes ? float(cfg_.weight_decay) : 0.f;
+      if (!runs.empty() && runs.back().weight_decay == wd) runs.back().end = e - g.begin;
+      else runs.push_back({e - g.begin, wd});
+    }
+    if (!runs.empty()) {
+      a.runs = runs.data();
+      a.n_runs = int(runs.size());
+      ops_.adamw(params + g.begin, grads + g.begin, g.m, g.v, runs.back().end, a);
     }
     if (zero_ == ZeroStage::Stage1 && g.share_comm->size() > 1) {
       // Every rank broadcasts its updated share to the others.

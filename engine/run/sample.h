@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
-#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -17,8 +16,8 @@
 #include "data/tokenizer.h"
 #include "engine/core/check.h"
 #include "engine/model/model.h"
-#include "engine/run/checkpoint.h"
 #include "engine/run/config.h"
+#include "engine/run/weights.h"
 
 namespace mt {
 
@@ -74,14 +73,7 @@ std::string sample_checkpoint(const RunConfig& cfg, const std::string& ckpt_dir,
                               const std::string& prompt, const SampleOptions& o) {
   data::Tokenizer tok = run_tokenizer(cfg);
   Model<T> model(cfg.model, 1, grid, ops);
-  std::vector<float> dense(model.numel(ParamGroup::Dense)), expert(model.numel(ParamGroup::Expert));
-  load_weights(ckpt_dir, model.layout(), dense.data(), expert.data());
-  static_assert(std::is_same_v<acc_t<T>, float>, "master weights are fp32");
-  ops.device().copy(model.params(ParamGroup::Dense), dense.data(), sizeof(float) * dense.size(), CopyKind::HostToDevice);
-  if (!expert.empty())
-    ops.device().copy(model.params(ParamGroup::Expert), expert.data(), sizeof(float) * expert.size(),
-                      CopyKind::HostToDevice);
-  model.refresh_compute_weights();
+  load_model_weights(model, ckpt_dir, ops.device());
   return sample_text(model, tok, prompt, o);
 }
 

@@ -32,6 +32,10 @@ struct TrainOptions {
   // Called after each optimizer step (the CPU backend re-divides its cores there); a non-empty return
   // is a line for the log.
   std::function<std::string()> between_steps;
+  // Asked on every rank after each optimizer step whether this rank wants to stop (with a checkpoint);
+  // the answers are summed over the world, so every rank stops at the same step. Default: SIGTERM or
+  // SIGINT arrived (engine/core/stop.h).
+  std::function<bool()> should_stop = [] { return stop_requested(); };
 };
 
 enum class TrainOutcome { Finished, Stopped, Interrupted };

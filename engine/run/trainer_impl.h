@@ -1,11 +1,9 @@
 // Why: the body of train<T> (the Trainer class, one method per step of a run) and evaluate_checkpoint<T>
 // (engine/run/trainer.h), instantiated for the CPU in engine/run/trainer.cpp and for the GPU in cuda/.
-// One step of the loop (Trainer::optimizer_step):
-//   the loader gives this rank its B/dp sequences of the global batch; they run as B/(dp m)
-//   micro-batches whose gradients accumulate, each scaled by 1/(micro-batches x dp) so that the
-//   dp sum is the mean over the global batch; the dp reduction starts in buckets during the last
-//   micro-batch's backward (GradSync); then the global gradient norm, clipping and AdamW at the
-//   cosine schedule's lr. Logged loss, balance loss and expert load are summed over dp (global).
+// One step of the loop (Trainer::optimizer_step): the loader gives this rank its B/dp sequences of the
+// global batch and the StepRunner (engine/run/step.h, the step `moetrain bench` times too) runs them:
+// micro-batches with accumulation, the bucketed dp reduction, the global gradient norm, clipping and
+// AdamW at the cosine schedule's lr. Logged loss, balance loss and expert load are summed over dp.
 // Stopping (--stop-after, SIGTERM / SIGINT) checkpoints at a step boundary; the flag is agreed on by
 // every rank (a sum over the world each step) so that all ranks stop at the same step. A resumed run
 // restores parameters, Adam moments, the step and the loader position: nothing else carries state
@@ -27,15 +25,16 @@
 #include "data/loader.h"
 #include "engine/core/check.h"
 #include "engine/run/checkpoint.h"
-#include "engine/model/grad_sync.h"
 #include "engine/core/io.h"
 #include "engine/model/model.h"
 #include "engine/model/optim.h"
 #include "engine/run/plan.h"
 #include "engine/run/run_dir.h"
 #include "engine/run/sample.h"
+#include "engine/run/step.h"
 #include "engine/run/trainer.h"
 #include "engine/run/watchdog.h"
+#include "engine/run/weights.h"
 
 namespace mt {
 namespace train_detail {
@@ -49,25 +48,17 @@ std::shared_ptr<const data::TokenDataset> open_split(const RunConfig& cfg, data:
 // This rank's share of the shuffled training sequences.
 data::LoaderOptions loader_options(const RunConfig& cfg, const Plan& plan, const ProcessGrid& grid);
 
-// One optimizer step's numbers: sums over this rank's micro-batches, then (reduce_over_dp) over dp.
-struct StepStats {
-  double loss_sum = 0;              // cross-entropy summed over target tokens (nats)
-  double tokens = 0;                // target tokens
-  double balance_loss = 0;          // mean over micro-batches (and over dp after the reduction)
-  double z_loss = 0;                // likewise
-  std::vector<double> expert_load;  // [MoE layer * E + expert]: choices before any drop
-  double dropped = 0;               // choices dropped by the capacity factor
-  std::vector<double> layer_dropped;  // [MoE layer]: choices dropped by the capacity factor
-  std::vector<double> router_entropy;  // [MoE layer]: mean over tokens (and over dp after the reduction)
-  double lr = 0;                    // the schedule's lr at this step
-  double grad_norm = 0;             // global, before clipping
-  double seconds = 0;               // wall time of the step on this rank
+// The parts of a resolved manifest that must match for a resume (model, train, data). With
+// override_schedule, train.lr, min_lr and warmup_iters may differ: returns "key: old -> new" for each.
+std::vector<std::string> check_resume_compatible(const json& saved, const json& now, const std::string& ckpt_dir,
+                                                 bool override_schedule);
 
-  void add(const MicroBatchStats& mb, int n_micro);
-  void reduce_over_dp(const ProcessGrid& grid);  // sums; balance and z losses become means over dp
-  double loss() const { return loss_sum / tokens; }
-  json expert_load_json(int n_experts) const;  // [{layer, min, max, mean}] over the experts of each layer
-};
+// Keeps the lines of metrics.jsonl with step <= `step` (a resumed run rewrites what follows).
+void truncate_metrics(const std::string& path, int64_t step);
+
+// "12.3k", "1.20M"
+std::string short_count(double x);
+std::string short_duration(double seconds);
 
 // The MoE load numbers of one log interval (the steps since the previous metrics line): every token of
 // the global batch of every step, each counted once (summed over dp, whose ranks route their own
@@ -93,56 +84,15 @@ struct MoeWindow {
   void clear() { *this = MoeWindow(n_experts); }
 };
 
-// B / dp sequences per rank in micro-batches of m: the layout must divide the batch.
-struct BatchSplit {
-  int local = 0;       // sequences per rank per step
-  int micro = 0;       // sequences per micro-batch
-  int n_micro = 0;     // micro-batches per step
-};
-BatchSplit split_batch(const RunConfig& cfg, int batch_size, int dp);
-
-// The parts of a resolved manifest that must match for a resume (model, train, data). With
-// override_schedule, train.lr, min_lr and warmup_iters may differ: returns "key: old -> new" for each.
-std::vector<std::string> check_resume_compatible(const json& saved, const json& now, const std::string& ckpt_dir,
-                                                 bool override_schedule);
-
-// Keeps the lines of metrics.jsonl with step <= `step` (a resumed run rewrites what follows).
-void truncate_metrics(const std::string& path, int64_t step);
-
-// "12.3k", "1.20M"
-std::string short_count(double x);
-std::string short_duration(double seconds);
-
 // Host copies of the model and Adam moments, assembled to full local length (ZeRO-1 shares are summed
 // into place over their dp / edp group) for writing; and the reverse for loading.
 template <typename T>
 struct HostState {
   std::vector<float> dense, expert, dense_m, dense_v, expert_m, expert_v;
 
-  static void to_host(std::vector<float>& dst, const acc_t<T>* src, size_t n, Device& dev) {
-    dst.resize(n);
-    if (n == 0) return;
-    if constexpr (std::is_same_v<acc_t<T>, float>) {
-      dev.copy(dst.data(), src, n * sizeof(float), CopyKind::DeviceToHost);
-    } else {
-      std::vector<acc_t<T>> tmp(n);
-      dev.copy(tmp.data(), src, n * sizeof(acc_t<T>), CopyKind::DeviceToHost);
-      for (size_t i = 0; i < n; ++i) dst[i] = float(tmp[i]);
-    }
-  }
-  static void to_device(acc_t<T>* dst, const std::vector<float>& src, size_t begin, size_t n, Device& dev) {
-    if (n == 0) return;
-    if constexpr (std::is_same_v<acc_t<T>, float>) {
-      dev.copy(dst, src.data() + begin, n * sizeof(float), CopyKind::HostToDevice);
-    } else {
-      std::vector<acc_t<T>> tmp(src.begin() + std::ptrdiff_t(begin), src.begin() + std::ptrdiff_t(begin + n));
-      dev.copy(dst, tmp.data(), n * sizeof(acc_t<T>), CopyKind::HostToDevice);
-    }
-  }
-
   void gather(Model<T>& model, Optimizer<T>& opt, const ProcessGrid& grid, Device& dev) {
-    to_host(dense, model.params(ParamGroup::Dense), model.numel(ParamGroup::Dense), dev);
-    to_host(expert, model.params(ParamGroup::Expert), model.numel(ParamGroup::Expert), dev);
+    copy_to_host_f32(dense, model.params(ParamGroup::Dense), model.numel(ParamGroup::Dense), dev);
+    copy_to_host_f32(expert, model.params(ParamGroup::Expert), model.numel(ParamGroup::Expert), dev);
     gather_moments(opt, ParamGroup::Dense, model.numel(ParamGroup::Dense), grid.dp(), dense_m, dense_v, dev);
     gather_moments(opt, ParamGroup::Expert, model.numel(ParamGroup::Expert), grid.edp(), expert_m, expert_v, dev);
   }
@@ -152,9 +102,9 @@ struct HostState {
     std::vector<float> part;
     m.assign(n, 0.f);
     v.assign(n, 0.f);
-    to_host(part, opt.exp_avg(g), e - b, dev);
+    copy_to_host_f32(part, opt.exp_avg(g), e - b, dev);
     std::copy(part.begin(), part.end(), m.begin() + std::ptrdiff_t(b));
-    to_host(part, opt.exp_avg_sq(g), e - b, dev);
+    copy_to_host_f32(part, opt.exp_avg_sq(g), e - b, dev);
     std::copy(part.begin(), part.end(), v.begin() + std::ptrdiff_t(b));
     if (n && (b != 0 || e != n)) {  // ZeRO-1: each rank holds one share; the sum puts them together
       share.allreduce_sum(m.data(), n, DType::F32, MemSpace::Host);
@@ -162,12 +112,12 @@ struct HostState {
     }
   }
   void scatter(Model<T>& model, Optimizer<T>& opt, Device& dev) const {
-    to_device(model.params(ParamGroup::Dense), dense, 0, dense.size(), dev);
-    to_device(model.params(ParamGroup::Expert), expert, 0, expert.size(), dev);
+    copy_from_host_f32(model.params(ParamGroup::Dense), dense, 0, dense.size(), dev);
+    copy_from_host_f32(model.params(ParamGroup::Expert), expert, 0, expert.size(), dev);
     for (ParamGroup g : {ParamGroup::Dense, ParamGroup::Expert}) {
       const size_t b = opt.share_begin(g), e = opt.share_end(g);
-      to_device(opt.exp_avg(g), g == ParamGroup::Dense ? dense_m : expert_m, b, e - b, dev);
-      to_device(opt.exp_avg_sq(g), g == ParamGroup::Dense ? dense_v : expert_v, b, e - b, dev);
+      copy_from_host_f32(opt.exp_avg(g), g == ParamGroup::Dense ? dense_m : expert_m, b, e - b, dev);
+      copy_from_host_f32(opt.exp_avg_sq(g), g == ParamGroup::Dense ? dense_v : expert_v, b, e - b, dev);
     }
     model.refresh_compute_weights();
   }
@@ -244,7 +194,7 @@ class Trainer {
   const data::EvalSet eval_set_;
   Model<T> model_;
   Optimizer<T> optim_;
-  std::unique_ptr<GradSync<P>> sync_;
+  StepRunner<T> runner_;
   const CosineSchedule sched_;
   const std::filesystem::path out_;
   const json resolved_;  // config.json: re-plans to the same run
@@ -282,17 +232,12 @@ Trainer<T>::Trainer(const RunConfig& cfg, const TrainOptions& opts, Ops<T>& ops,
       eval_set_(open_split(cfg, data::Split::Val), seq_len_, int64_t(cfg.eval.tokens), split_.micro * grid.dp_size),
       model_(cfg.model, split_.micro, grid, ops),
       optim_(model_, cfg.train, grid, ops, cfg.parallel.zero1 ? ZeroStage::Stage1 : ZeroStage::None),
+      runner_(model_, optim_, grid, split_, dev_),
       sched_{plan_.lr, cfg.train.min_lr, plan_.warmup_iters, plan_.iters},
       out_(opts.out_dir),
       resolved_(resolved_manifest(cfg, plan_)),
       tty_(grid.world_size == 1 && ::isatty(1) == 1),  // mpirun gives ranks a pty
       batch_(size_t(split_.local) * size_t(seq_len_ + 1)) {
-  if (grid.dp_size > 1 || grid.edp_size > 1) {
-    sync_ = std::make_unique<GradSync<P>>(
-        typename GradSync<P>::Buffer{model_.grads(ParamGroup::Dense), &model_.layout().dense, &grid.dp()},
-        typename GradSync<P>::Buffer{model_.grads(ParamGroup::Expert), &model_.layout().expert, &grid.edp()},
-        dev_.space(), size_t(16) << 20);
-  }
   if (grid.is_root()) std::filesystem::create_directories(out_);
 }
 
@@ -301,7 +246,7 @@ TrainResult Trainer<T>::run() {
   resume_or_init();
   start_metrics();
   print_header();
-  watchdog_ = std::make_unique<Watchdog>(cfg_.train.watchdog_s, grid_.world_rank, "train.watchdog_s");
+  watchdog_ = std::make_unique<Watchdog>(cfg_.train.watchdog_s, grid_, "train.watchdog_s");
   TrainResult result;
   while (step_ < plan_.iters) {
     const StepStats s = optimizer_step();
@@ -399,44 +344,24 @@ void Trainer<T>::print_header() const {
   std::fflush(stdout);
 }
 
-// One optimizer step: this rank's micro-batches with gradient accumulation (each scaled by
-// 1/(micro-batches x dp)), the dp reduction (started in buckets by the last micro-batch's backward),
-// the global gradient norm, clipping and AdamW at the schedule's lr. Returns the step's statistics,
-// summed over dp.
+// One optimizer step (StepRunner) on the loader's next batch at the schedule's lr; a loss or gradient
+// norm that is not finite stops the run with the way back. Returns the step's statistics, summed over dp.
 template <typename T>
 StepStats Trainer<T>::optimizer_step() {
   const auto t0 = clock::now();
-  StepStats s;
-  s.lr = sched_.at(step_);
-  model_.zero_grads();
   model_.profiler().reset();
   loader_.next(batch_.data());
-  const float loss_scale = 1.0f / float(split_.n_micro * grid_.dp_size);
-  std::vector<MicroBatchStats> micro(split_.n_micro);
-  for (int mb = 0; mb < split_.n_micro; ++mb) {
-    GradReadyHook* hook = mb == split_.n_micro - 1 ? sync_.get() : nullptr;
-    micro[mb] = model_.forward_backward(batch_.data() + size_t(mb) * split_.micro * (seq_len_ + 1), split_.micro,
-                                        loss_scale, hook);
-  }
-  model_.read_moe_stats(micro.data(), split_.n_micro);  // the MoE numbers of the step, read once
-  for (const MicroBatchStats& mb : micro) s.add(mb, split_.n_micro);
-  if (sync_) sync_->finish();
-  s.reduce_over_dp(grid_);
-  s.grad_norm = optim_.grad_norm();
-  if (!std::isfinite(s.loss()) || !std::isfinite(s.grad_norm)) {
+  StepStats s;
+  try {
+    s = runner_.run(batch_.data(), step_ + 1, sched_.at(step_));
+  } catch (const NonFiniteStep& e) {
     const std::string last = latest_checkpoint(opts_.out_dir);
-    throw Error(str(cfg_.name, ": the loss is ", s.loss(), " and the gradient norm ", s.grad_norm, " at step ",
-                    step_ + 1, "; training stopped. The last good checkpoint is ",
+    throw Error(str(cfg_.name, ": ", e.what(), "; training stopped. The last good checkpoint is ",
                     last.empty() ? std::string("(none)") : last,
                     ". Resume from it with a lower lr or a longer warmup: moetrain train CONFIG --out ", opts_.out_dir,
                     " --resume auto --override-schedule --set train.lr=... --set train.warmup_iters=..."));
   }
-  optim_.update(int(step_ + 1), s.lr, s.grad_norm);
-  // Aux-loss-free balancing: the expert bias follows the step's load over all micro-batches and dp
-  // ranks, which reduce_over_dp has already summed (no collective of its own).
-  if (cfg_.model.moe.uses_bias()) model_.update_expert_bias(s.expert_load);
   ++step_;
-  dev_.synchronize();
   s.seconds = std::chrono::duration<double>(clock::now() - t0).count();
   window_seconds_ += s.seconds;
   ++window_steps_;
@@ -445,10 +370,11 @@ StepStats Trainer<T>::optimizer_step() {
   return s;
 }
 
-// The stop flag (SIGTERM / SIGINT) summed over the world, so that every rank stops at the same step.
+// The stop flag (opts.should_stop: SIGTERM / SIGINT) summed over the world, so that every rank stops at
+// the same step.
 template <typename T>
 bool Trainer<T>::stop_agreed() const {
-  double flag = stop_requested() ? 1 : 0;
+  double flag = opts_.should_stop && opts_.should_stop() ? 1 : 0;
   if (grid_.world_size > 1) grid_.world().allreduce_sum(&flag, 1, DType::F64, MemSpace::Host);
   return flag > 0;
 }
@@ -592,13 +518,7 @@ json evaluate_checkpoint(const RunConfig& cfg, const std::string& ckpt_dir, Ops<
   const BatchSplit bs = split_batch(cfg, plan.batch_size, grid.dp_size);
   const data::EvalSet set(open_split(cfg, data::Split::Val), cfg.model.seq_len, int64_t(cfg.eval.tokens), bs.micro * grid.dp_size);
   Model<T> model(cfg.model, bs.micro, grid, ops);
-  {
-    std::vector<float> dense(model.numel(ParamGroup::Dense)), expert(model.numel(ParamGroup::Expert));
-    load_weights(ckpt_dir, model.layout(), dense.data(), expert.data());
-    HostState<T>::to_device(model.params(ParamGroup::Dense), dense, 0, dense.size(), ops.device());
-    HostState<T>::to_device(model.params(ParamGroup::Expert), expert, 0, expert.size(), ops.device());
-    model.refresh_compute_weights();
-  }
+  load_model_weights(model, ckpt_dir, ops.device());
   const data::EvalResult r = evaluate(model, set, grid);
   return json{{"checkpoint", ckpt_dir},
               {"val_loss", r.loss()},

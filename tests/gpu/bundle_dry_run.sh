@@ -2,8 +2,9 @@
 # Why: the GPU bundle must not rot between the rare days a GPU is lent. This packs it from the test's
 # build (scripts/gpu_check.sh prepare with MT_BUNDLE_FROM: no second build) and runs its run.sh in a bare
 # environment with every GPU hidden: every GPU check must say SKIPPED, the bundle's own Open MPI must
-# start two ranks, the CUDA libraries must be found, and the whole must exit 0 quickly; then again with
-# the bundle's C library forced (exe.sh).
+# start two ranks, the CUDA libraries must be found, the bundle (this build, -march=native or not) must be
+# accepted on the CPU it was built on, and the whole must exit 0 quickly; then again with the bundle's C
+# library forced (exe.sh). tests/gpu/false_pass.sh then forces every way it could pass falsely.
 #   bundle_dry_run.sh BUILD_DIR BUNDLE_DIR
 set -euo pipefail
 build="$1" dir="$2"
@@ -23,6 +24,7 @@ echo "$out"
 [ $((SECONDS - start)) -lt 120 ] || fail "the dry run took $((SECONDS - start)) s (limit 120)"
 last="$(tail -n 1 <<<"$out")"
 [[ "$last" =~ ^gpu\ check:\ [0-9]+\ ok,\ 0\ failed,\ [0-9]+\ skipped$ ]] || fail "last line: $last"
+grep -q '^CHECK bundle ok' <<<"$out" || fail "the bundle was refused on the CPU it was built on"
 grep -q '^CHECK libraries ok' <<<"$out" || fail "the CUDA libraries were not found"
 grep -q '^CHECK mpirun ok' <<<"$out" || fail "the bundled mpirun did not start two ranks"
 for name in device vs_cpu_forward_backward vs_cpu_ops_every_op_case layout_np4_tp2_ep2_bf16 attention bench_h100_dense \

@@ -1,9 +1,9 @@
 // Why: the whole model on the GPU must be the CPU model: one forward_backward of a small MoE model
 // (a dense and an MoE layer, shared expert, z-loss) compared in fp32 against the float64 CPU model
-// (loss to 1e-5, gradients to 1e-4), and in bf16 within bf16 accuracy (native, and cuDNN attention in
-// a test of its own); then three optimizer steps
-// (clipping, AdamW) in fp32 against the CPU float model, parameters to 1e-4, as DESIGN.md's layout
-// contract asks of any backend.
+// (loss to 1e-5, every gradient tensor to 1e-4), and in bf16 tensor by tensor against what bf16 storage
+// alone costs on the same batch (tests/gpu/plain_bf16_ops.h; native and cuDNN attention each); then
+// three optimizer steps (clipping, AdamW) in fp32 against the CPU float model, parameters to 1e-4, as
+// DESIGN.md's layout contract asks of any backend.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -15,6 +15,7 @@
 #include "engine/model/model.h"
 #include "engine/model/optim.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/gpu/plain_bf16_ops.h"
 #include "tests/op_cases.h"
 
 using namespace mt;
@@ -24,12 +25,14 @@ using mt::optest::Vec;
 
 namespace {
 
-ModelConfig small_config() {
+// top_k 2 of 4 experts; top_k 4 chooses every expert, so that no routing decision is discrete. Heads of
+// 16 (the fp32-FMA attention kernels) or, with head_dim 64, two heads (the tensor-core ones).
+ModelConfig small_config(int top_k = 2, int head_dim = 16) {
   json j = {{"model",
-             {{"vocab_size", 97}, {"d_model", 64}, {"n_layers", 2}, {"n_heads", 4}, {"head_dim", 16},
+             {{"vocab_size", 97}, {"d_model", 64}, {"n_layers", 2}, {"n_heads", 64 / head_dim}, {"head_dim", head_dim},
               {"d_ffn", 96}, {"seq_len", 40},
               {"moe",
-               {{"layout", "1dense"}, {"n_experts", 4}, {"top_k", 2}, {"d_expert", 32}, {"d_shared", 16},
+               {{"layout", "1dense"}, {"n_experts", 4}, {"top_k", top_k}, {"d_expert", 32}, {"d_shared", 16},
                 {"z_loss_coef", 0.01}}}}},
             {"train", {{"tokens", 1000}}}};
   return parse_run(j, "gpu test", ".").model;
@@ -49,12 +52,17 @@ std::vector<double> initial_params(const ModelConfig& cfg, ParamGroup g, uint64_
   return p;
 }
 
+// The parameters of initial_params, or (RoundParams::Bf16) their bf16 values: the plain bf16 model's.
+enum class RoundParams { No, Bf16 };
+
 template <typename T>
-void set_params(Model<T>& m, Device& dev, const ModelConfig& cfg, uint64_t seed) {
+void set_params(Model<T>& m, Device& dev, const ModelConfig& cfg, uint64_t seed, RoundParams round = RoundParams::No) {
   using P = acc_t<T>;
   for (ParamGroup g : {ParamGroup::Dense, ParamGroup::Expert}) {
     if (!m.numel(g)) continue;
-    const auto p = initial_params(cfg, g, seed);
+    auto p = initial_params(cfg, g, seed);
+    if (round == RoundParams::Bf16)
+      for (double& x : p) x = double(to_float(to_bf16(float(x))));
     std::vector<P> host(p.begin(), p.end());
     REQUIRE(host.size() == m.numel(g));
     dev.copy(m.params(g), host.data(), sizeof(P) * host.size(), CopyKind::HostToDevice);
@@ -86,49 +94,88 @@ uint64_t fresh_seed() {
 
 // A small batch of random windows and the float64 CPU model's forward_backward on it: the reference.
 struct Reference {
-  ModelConfig cfg = small_config();
+  ModelConfig cfg;
   int B = 3;
   uint64_t seed = fresh_seed();
-  std::vector<int32_t> windows = random_windows(cfg, B, seed);
+  std::vector<int32_t> windows;
   CpuOps<double> cpu;
   std::unique_ptr<ProcessGrid> grid = make_grid(1, 1, cpu.device());
-  Model<double> model{cfg, B, *grid, cpu};
+  Model<double> model;
   MicroBatchStats stats;
-  Reference() {
+  explicit Reference(const ModelConfig& c)
+      : cfg(c), windows(random_windows(cfg, B, seed)), model(cfg, B, *grid, cpu) {
     set_params(model, cpu.device(), cfg, seed);
     stats = model.forward_backward(windows.data(), B, 1.f, nullptr);
     model.read_moe_stats(&stats, 1);
   }
 };
 
-// The bf16 model with `impl` attention against the reference, within bf16 accuracy.
-void check_bf16(Reference& r, AttentionImpl impl) {
+// The bf16 model with `impl` attention against the reference, tensor by tensor: each gradient's error
+// at most `factor` times that of the plain bf16 model (plain_bf16_ops.h) on the same batch, plus 1e-5
+// (fp32 summation order: the plain model's fp32 twin is within 1e-6 of the reference). The bf16 error of
+// a tensor depends on its conditioning (a norm weight's gradient is a sum over tokens that largely
+// cancels), so no one bound fits every tensor; the plain version measures it (about 1e-2 per tensor for
+// this model). The GPU computes the same fp32 values as the plain version up to summation order and
+// rounds them the same way, so where its kernels store in bf16 exactly what the plain version does its
+// error is the plain one (factor 2, as for the ops in tests/op_harness.h). Where attention rounds one
+// more intermediate to bf16 (the probabilities P before P V, and dS: cuDNN, the tensor-core kernel) that
+// rounding adds independent error, in quadrature: factor 3. The loss, one signed sum, gets a floor of
+// 2e-4 (four times the plain version's typical 5e-5) for that independent part.
+// Which bf16 attention kernel: model.attention_impl, and under "native" which of ours.
+struct Attention {
+  AttentionImpl impl = AttentionImpl::Native;
+  cuda::NativeAttention native = cuda::NativeAttention::Auto;
+};
+
+void check_bf16(Reference& r, Attention attention, double factor) {
   const ModelConfig& cfg = r.cfg;
   const int B = r.B;
   Model<double>& ref = r.model;
   Device& ref_dev = r.cpu.device();
-  const MicroBatchStats& rs = r.stats;
+  // The plain bf16 version.
+  gputest::PlainBf16Ops plain_ops;
+  auto plain_grid = make_grid(1, 1, plain_ops.device());
+  Model<float> plain(cfg, B, *plain_grid, plain_ops);
+  set_params(plain, plain_ops.device(), cfg, r.seed, RoundParams::Bf16);
+  MicroBatchStats ps = plain.forward_backward(r.windows.data(), B, 1.f, nullptr);
+  plain.read_moe_stats(&ps, 1);
+  // The GPU.
   auto& g = gpu();
   auto gpu_grid = make_grid(1, 1, g.device);
-  g.ctx.set_attention(impl);
+  g.ctx.set_attention(attention.impl);
+  g.ctx.set_native_attention(attention.native);
   Model<bf16> m(cfg, B, *gpu_grid, g.bf16_ops);
   set_params(m, g.device, cfg, r.seed);
-  const MicroBatchStats s = m.forward_backward(r.windows.data(), B, 1.f, nullptr);
+  MicroBatchStats s = m.forward_backward(r.windows.data(), B, 1.f, nullptr);
+  m.read_moe_stats(&s, 1);
   g.ctx.set_attention(AttentionImpl::Native);
-  INFO("bf16 loss " << s.loss_sum << " reference " << rs.loss_sum);
-  CHECK(std::fabs(s.loss_sum - rs.loss_sum) <= 1e-2 * std::fabs(rs.loss_sum));
-  // Whole buffers: a near tie in the router may pick another expert for a token in bf16.
-  const Vec gd = download(m, g.device, ParamGroup::Dense, true), rd = download(ref, ref_dev, ParamGroup::Dense, true);
-  const Vec ge = download(m, g.device, ParamGroup::Expert, true), re = download(ref, ref_dev, ParamGroup::Expert, true);
-  INFO("bf16 gradient errors: dense " << rel_l2(gd, rd) << ", experts " << rel_l2(ge, re));
-  CHECK(rel_l2(gd, rd) <= 5e-2);
-  CHECK(rel_l2(ge, re) <= 1e-1);
+  g.ctx.set_native_attention(cuda::NativeAttention::Auto);
+  const double floor = 1e-5, loss_floor = 2e-4;
+  {
+    const double e = std::fabs(s.loss_sum - r.stats.loss_sum) / std::fabs(r.stats.loss_sum);
+    const double p = std::fabs(ps.loss_sum - r.stats.loss_sum) / std::fabs(r.stats.loss_sum);
+    INFO("bf16 loss " << s.loss_sum << ", plain bf16 " << ps.loss_sum << ", reference " << r.stats.loss_sum);
+    CHECK(e <= factor * p + loss_floor);
+  }
+  CHECK(s.tokens_per_expert == r.stats.tokens_per_expert);
+  for (ParamGroup pg : {ParamGroup::Dense, ParamGroup::Expert}) {
+    const Vec gr = download(m, g.device, pg, true), rr = download(ref, ref_dev, pg, true);
+    const Vec pr = download(plain, plain_ops.device(), pg, true);
+    const auto& table = pg == ParamGroup::Dense ? m.layout().dense : m.layout().expert;
+    for (const auto& t : table.tensors) {
+      auto slice = [&](const Vec& v) { return Vec(v.begin() + t.offset, v.begin() + t.offset + t.numel); };
+      const double e = rel_l2(slice(gr), slice(rr)), p = rel_l2(slice(pr), slice(rr));
+      INFO("bf16 gradient of " << t.name << ": error " << e << ", plain bf16 " << p << " (bound " << factor << " x + "
+                                << floor << ")");
+      CHECK(e <= factor * p + floor);
+    }
+  }
 }
 
 }  // namespace
 
-TEST_CASE("gpu forward_backward matches the CPU model (fp32 tight, bf16 within bf16 accuracy)", "[gpu]") {
-  Reference r;
+TEST_CASE("gpu forward_backward matches the CPU model (fp32 tight, bf16 per tensor)", "[gpu]") {
+  Reference r(small_config());
   INFO("seed " << r.seed);
   const ModelConfig& cfg = r.cfg;
   const int B = r.B;
@@ -159,13 +206,21 @@ TEST_CASE("gpu forward_backward matches the CPU model (fp32 tight, bf16 within b
       }
     }
   }
-  check_bf16(r, AttentionImpl::Native);
+  Reference every_expert(small_config(4));
+  INFO("bf16 seed " << every_expert.seed);
+  check_bf16(every_expert, {AttentionImpl::Native, cuda::NativeAttention::Simt}, 2.0);
 }
 
-TEST_CASE("gpu forward_backward with cuDNN attention matches the CPU model (bf16)", "[gpu]") {
-  Reference r;
+TEST_CASE("gpu forward_backward with cuDNN attention matches the CPU model (bf16 per tensor)", "[gpu]") {
+  Reference r(small_config(4, 64));
   INFO("seed " << r.seed);
-  check_bf16(r, AttentionImpl::Cudnn);
+  check_bf16(r, {AttentionImpl::Cudnn}, 3.0);
+}
+
+TEST_CASE("gpu forward_backward with tensor-core attention matches the CPU model (bf16 per tensor)", "[gpu]") {
+  Reference r(small_config(4, 64));
+  INFO("seed " << r.seed);
+  check_bf16(r, {AttentionImpl::Native, cuda::NativeAttention::TensorCore}, 3.0);
 }
 
 TEST_CASE("gpu training steps (clipping, AdamW) match the CPU in fp32", "[gpu]") {

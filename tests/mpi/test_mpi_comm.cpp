@@ -59,6 +59,7 @@ TEMPLATE_TEST_CASE("allreduce_sum adds every rank's buffer", "[mpi]", float, dou
   CHECK(dev.copies_of(CopyKind::DeviceToHost) == staged);
   CHECK(dev.copies_of(CopyKind::HostToDevice) == staged);
   CHECK(dev.syncs == staged);
+  CHECK(dev.counters().launches == staged);  // a collective on device buffers is one launch
 }
 
 TEMPLATE_TEST_CASE("iallreduce_sum completes in wait(), several in flight", "[mpi]", float, double,

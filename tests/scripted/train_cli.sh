@@ -41,7 +41,8 @@ echo "stop-after + resume: bit-identical"
 "$BIN" train $M "${SET[@]}" --set train.tokens=1024000 --set checkpoint.every=0 --out "$TMP/term" > "$TMP/term.log" &
 pid=$!
 for _ in $(seq 1 200); do
-  [ "$(grep -c '"loss"' "$TMP/term/metrics.jsonl" 2>/dev/null || echo 0)" -ge 3 ] && break
+  n=$(grep -c '"loss"' "$TMP/term/metrics.jsonl" 2>/dev/null) || true  # prints 0 and fails on none
+  [ "${n:-0}" -ge 3 ] && break
   sleep 0.1
 done
 kill -TERM $pid

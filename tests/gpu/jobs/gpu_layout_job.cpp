@@ -1,11 +1,16 @@
-// Why: DESIGN.md's layout contract on the GPU: a (tp, ep, dp) layout run by several ranks on one GPU
-// (MPI with host staging, as in tests) must match the single-process run of the same global batch:
-// the loss to 1e-5, the global gradient norm to 1e-4 and, after two AdamW steps, the loss again to
-// 1e-4. Every rank also computes the single-process reference itself (same GPU, a grid of one rank), so
-// no result has to travel. Run by the GPU bundle's run.sh (scripts/gpu_run.sh) and ctest -L gpu as
-//   mpirun -np <world> gpu_layout_job <tp> <ep> [fp32|bf16]
-// bf16 runs the same comparison at bf16 tolerance (loss 2e-2). Without a GPU it prints "skipped" and
-// exits 77 (ctest's SKIP_RETURN_CODE). Exit 1 on a mismatch, with the numbers.
+// Why: DESIGN.md's layout contract on the GPU: a (tp, ep, dp) layout run by several ranks must match the
+// single-process run of the same global batch: the loss to 1e-5, the global gradient norm to 1e-4 and,
+// after two AdamW steps, the loss again to 1e-4. Every rank also computes the single-process reference
+// itself (same GPU, a grid of one rank), so no result has to travel. Ranks on one GPU talk through MPI
+// with host staging; with a GPU per rank (and MOETRAIN_COMM=nccl) through NCCL: the tp all-reduces, the
+// dp gradient all-reduce and the ep all-to-all. `overlap` reduces the dp gradients as the trainer does,
+// bucket by bucket during the backward (GradSync: NCCL's side stream), instead of once afterwards. Run by
+// the GPU bundle's run.sh (scripts/gpu_run.sh) and ctest -L gpu as
+//   mpirun -np <world> gpu_layout_job <tp> <ep> [fp32|bf16] [overlap]
+// bf16 runs the same comparison at bf16 tolerance (loss 2e-2). Prints every group's transport, then
+// "... passed" or "... FAILED". Without a GPU it prints "skipped" and exits 77 (ctest's
+// SKIP_RETURN_CODE); a GPU that CUDA cannot use is an error (tests/gpu/gpu_probe.h). Exit 1 on a
+// mismatch, with the numbers.
 #include <mpi.h>
 
 #include <cmath>
@@ -19,10 +24,10 @@
 #include "cuda/backend.h"
 #include "engine/core/check.h"
 #include "engine/run/config.h"
+#include "engine/model/grad_sync.h"
 #include "engine/model/model.h"
 #include "engine/model/optim.h"
-
-extern "C" int mt_cuda_device_count();
+#include "tests/gpu/gpu_probe.h"
 
 namespace {
 
@@ -50,10 +55,13 @@ struct Result {
   std::vector<double> norm;  // gradient norm of each step
 };
 
+// How the dp gradients are summed: once after the backward, or bucket by bucket during it.
+enum class DpReduce { AfterBackward, Overlapped };
+
 // Two AdamW steps on `grid` (this rank's share of the global batch), then the loss once more.
 template <typename T>
 Result run(const ModelConfig& cfg, const ProcessGrid& grid, Ops<T>& ops, int global_batch,
-           const std::vector<int32_t>& windows) {
+           const std::vector<int32_t>& windows, DpReduce reduce) {
   const int S = cfg.seq_len, local = global_batch / grid.dp_size;
   Model<T> model(cfg, local, grid, ops);
   model.init_params(7);
@@ -70,14 +78,24 @@ Result run(const ModelConfig& cfg, const ProcessGrid& grid, Ops<T>& ops, int glo
   };
   for (int step = 1; step <= 2; ++step) {
     model.zero_grads();
-    const MicroBatchStats s = model.forward_backward(mine, local, 1.f / float(grid.dp_size), nullptr);
-    r.loss.push_back(global_loss(s.loss_sum));
     using P = acc_t<T>;
-    if (grid.dp_size > 1)
-      grid.dp().allreduce_sum(model.grads(ParamGroup::Dense), model.numel(ParamGroup::Dense), dtype_of<P>(), space);
-    if (grid.edp_size > 1 && model.numel(ParamGroup::Expert))
-      grid.edp().allreduce_sum(model.grads(ParamGroup::Expert), model.numel(ParamGroup::Expert), dtype_of<P>(),
-                               space);
+    if (reduce == DpReduce::Overlapped) {
+      // Small buckets, so that several reductions are in flight on the side stream during the backward.
+      GradSync<P> sync({model.grads(ParamGroup::Dense), &model.layout().dense, &grid.dp()},
+                       {model.grads(ParamGroup::Expert), &model.layout().expert, &grid.edp()}, space, 4096);
+      const MicroBatchStats s = model.forward_backward(mine, local, 1.f / float(grid.dp_size), &sync);
+      sync.finish();
+      r.loss.push_back(global_loss(s.loss_sum));
+    } else {
+      const MicroBatchStats s = model.forward_backward(mine, local, 1.f / float(grid.dp_size), nullptr);
+      r.loss.push_back(global_loss(s.loss_sum));
+      if (grid.dp_size > 1)
+        grid.dp().allreduce_sum(model.grads(ParamGroup::Dense), model.numel(ParamGroup::Dense), dtype_of<P>(),
+                                space);
+      if (grid.edp_size > 1 && model.numel(ParamGroup::Expert))
+        grid.edp().allreduce_sum(model.grads(ParamGroup::Expert), model.numel(ParamGroup::Expert), dtype_of<P>(),
+                                 space);
+    }
     const double norm = opt.grad_norm();
     r.norm.push_back(norm);
     opt.update(step, 1e-2, norm);
@@ -140,25 +158,33 @@ int compare(const Result& a, const Result& b, double loss_tol, double norm_tol, 
 int main(int argc, char** argv) {
   try {
     if (argc < 3) {
-      std::fprintf(stderr, "usage: mpirun -np <world> %s <tp> <ep> [fp32|bf16]\n", argv[0]);
+      std::fprintf(stderr, "usage: mpirun -np <world> %s <tp> <ep> [fp32|bf16] [overlap]\n", argv[0]);
       return 2;
     }
     const int tp = std::atoi(argv[1]), ep = std::atoi(argv[2]);
     const std::string precision = argc > 3 ? argv[3] : "fp32";
+    const DpReduce reduce = argc > 4 && std::string(argv[4]) == "overlap" ? DpReduce::Overlapped : DpReduce::AfterBackward;
     const int world = init_distributed();
     int rank = 0;
     if (world > 1) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (mt_cuda_device_count() <= 0) {
-      if (rank == 0) std::printf("gpu_layout_job: no CUDA GPU visible: skipped\n");
+    const gputest::GpuPresence gpu = gputest::gpu_presence();
+    if (gpu.verdict != gputest::GpuVerdict::Run) {
+      const bool skip = gpu.verdict == gputest::GpuVerdict::Skip;
+      if (rank == 0)
+        std::printf("gpu_layout_job: %s: %s\n", skip ? "no CUDA GPU visible: skipped" : "error", gpu.why.c_str());
       if (world > 1) MPI_Finalize();
-      return 77;
+      return skip ? gputest::kSkipped : 1;
     }
     const bool bf16 = precision == "bf16";
     auto backend = cuda::open_backend(bf16 ? cuda::Compute::Bf16 : cuda::Compute::Fp32);
     auto grid = cuda::make_grid(tp, ep, *backend);
-    if (rank == 0)
-      std::printf("gpu_layout_job: %s, %s, %s, %s\n", grid->describe().c_str(), precision.c_str(),
-                  backend->describe().c_str(), grid->tp().describe().c_str());
+    if (rank == 0) {
+      std::printf("gpu_layout_job: %s, %s, %s, dp reduced %s\n", grid->describe().c_str(), precision.c_str(),
+                  backend->describe().c_str(), reduce == DpReduce::Overlapped ? "during the backward" : "after it");
+      // The transport of every group (run.sh checks that an NCCL check really ran NCCL).
+      std::printf("comm: tp %s; dp %s; ep %s; edp %s\n", grid->tp().describe().c_str(), grid->dp().describe().c_str(),
+                  grid->ep().describe().c_str(), grid->edp().describe().c_str());
+    }
     const ModelConfig cfg = config();
     const int global_batch = 2 * grid->dp_size;
     std::vector<int32_t> windows(size_t(global_batch) * (cfg.seq_len + 1));
@@ -166,17 +192,19 @@ int main(int argc, char** argv) {
     for (auto& t : windows) t = int32_t(rng() % uint64_t(cfg.vocab_size));
     int bad = 0;
     if (bf16) {
-      const Result a = run(cfg, *grid, backend->ops_bf16(), global_batch, windows);
+      const Result a = run(cfg, *grid, backend->ops_bf16(), global_batch, windows, reduce);
       const Result b = reference(cfg, backend->ops_bf16(), global_batch, grid->dp_size, windows);
       bad = compare(a, b, 2e-2, 5e-2, rank);
     } else {
-      const Result a = run(cfg, *grid, backend->ops_fp32(), global_batch, windows);
+      const Result a = run(cfg, *grid, backend->ops_fp32(), global_batch, windows, reduce);
       const Result b = reference(cfg, backend->ops_fp32(), global_batch, grid->dp_size, windows);
       bad = compare(a, b, 1e-5, 1e-4, rank);
     }
     int any = bad;
     if (world > 1) MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (rank == 0) std::printf("gpu_layout_job tp %d ep %d %s: %s\n", tp, ep, precision.c_str(), any ? "FAILED" : "passed");
+    if (rank == 0)
+      std::printf("gpu_layout_job tp %d ep %d dp %d %s: %s\n", tp, ep, grid->dp_size, precision.c_str(),
+                  any ? "FAILED" : "passed");
     grid.reset();
     backend.reset();
     if (world > 1) MPI_Finalize();
