@@ -21,24 +21,31 @@ void check_grouped(const int64_t* offsets, const GroupedLinearDims& d, bool stac
              offsets[g + 1], " after ", offsets[g], " with ", d.rows, " rows");
 }
 
+// Checks the offsets, then fn(g, first row, rows) for each group with rows.
+template <typename Fn>
+void for_each_group(const int64_t* offsets, const GroupedLinearDims& d, Fn fn) {
+  check_grouped(offsets, d, d.split < d.Out);
+  for (int g = 0; g < d.G; ++g) {
+    const int r0 = int(offsets[g]), n = int(offsets[g + 1] - offsets[g]);
+    if (n > 0) fn(g, r0, n);
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void CpuOps<T>::grouped_linear_forward(T* y, const T* x, const StackedWeight<const T>& w, const int64_t* offsets,
                                        const GroupedLinearDims& d) {
   const bool stacked = d.split < d.Out;
-  check_grouped(offsets, d, stacked);
   const int In = d.In, Out = d.Out, top = d.split, bottom = d.Out - d.split;
-  for (int g = 0; g < d.G; ++g) {
-    const int r0 = int(offsets[g]), n = int(offsets[g + 1] - offsets[g]);
-    if (n == 0) continue;
+  for_each_group(offsets, d, [&](int g, int r0, int n) {
     const T* xg = x + size_t(r0) * In;
     T* yg = y + size_t(r0) * Out;
     gemm(yg, xg, w.top + size_t(g) * top * In, GemmShape::nt(n, top, In).with_ld(In, In, Out), 1.f, 0.f);
     if (stacked)
       gemm(yg + top, xg, w.bottom + size_t(g) * bottom * In, GemmShape::nt(n, bottom, In).with_ld(In, In, Out), 1.f,
            0.f);
-  }
+  });
 }
 
 template <typename T>
@@ -46,11 +53,8 @@ void CpuOps<T>::grouped_linear_backward(T* dx, const StackedWeight<P>& dw, const
                                         const StackedWeight<const T>& w, const int64_t* offsets,
                                         const GroupedLinearDims& d) {
   const bool stacked = d.split < d.Out;
-  check_grouped(offsets, d, stacked);
   const int In = d.In, Out = d.Out, top = d.split, bottom = d.Out - d.split;
-  for (int g = 0; g < d.G; ++g) {
-    const int r0 = int(offsets[g]), n = int(offsets[g + 1] - offsets[g]);
-    if (n == 0) continue;
+  for_each_group(offsets, d, [&](int g, int r0, int n) {
     const T* xg = x + size_t(r0) * In;
     const T* dyg = dy + size_t(r0) * Out;
     T* dxg = dx + size_t(r0) * In;
@@ -62,7 +66,7 @@ void CpuOps<T>::grouped_linear_backward(T* dx, const StackedWeight<P>& dw, const
     if (stacked)
       gemm_acc(dw.bottom + size_t(g) * bottom * In, dyg + top, xg, GemmShape::tn(bottom, In, n).with_ld(Out, In, In),
                1.f, 1.f);
-  }
+  });
 }
 
 MT_CPU_INSTANTIATE(MT_OPS_EXPERTS)
