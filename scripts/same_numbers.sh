@@ -44,13 +44,7 @@ for layout in single dp2 ep2; do
   for which in old new; do
     bin=$OLD; [ $which = new ] && bin=$NEW
     rm -rf "$TMP/$layout-$which"
-    group=()
-    # Binaries with model.moe.balance_group (default 1 sequence) count the balance loss over the
-    # micro-batch of 4 sequences, as the older ones did.
-    if "$bin" plan manifests/examples/tiny_moe.json --set model.moe.balance_group=4 > /dev/null 2>&1; then
-      group=(--set model.moe.balance_group=4)
-    fi
-    "${pre[@]}" "$bin" train manifests/examples/tiny_moe.json "${SET[@]}" "${extra[@]}" "${group[@]}" \
+    "${pre[@]}" "$bin" train manifests/examples/tiny_moe.json "${SET[@]}" "${extra[@]}" \
       --out "$TMP/$layout-$which" > "$TMP/$layout-$which.log" 2>&1 || { cat "$TMP/$layout-$which.log"; exit 1; }
   done
   numbers "$TMP/$layout-old/metrics.jsonl" > "$TMP/$layout-old.numbers"

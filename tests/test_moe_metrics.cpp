@@ -126,15 +126,17 @@ TEST_CASE("the MoE load window sums the micro-batches and steps of its interval"
   }
 }
 
-TEST_CASE("model.moe.balance_group must be a positive count that divides the micro-batch", "[moe][config]") {
+TEST_CASE("model.moe.balance_group is 0 (the micro-batch) or a count that divides the micro-batch", "[moe][config]") {
   json j = {{"model", {{"vocab_size", 11}, {"d_model", 8}, {"n_layers", 2}, {"n_heads", 2}, {"d_ffn", 12},
                        {"seq_len", 6},
-                       {"moe", {{"n_experts", 4}, {"top_k", 2}, {"d_expert", 5}, {"balance_group", 0}}}}},
+                       {"moe", {{"n_experts", 4}, {"top_k", 2}, {"d_expert", 5}, {"balance_group", -1}}}}},
             {"train", {{"tokens", 1000}, {"batch_size", 8}, {"micro_batch_size", 4}}}};
   CHECK_THROWS_WITH(mt::parse_run(j, "m.json", "."), Catch::Contains("model.moe.balance_group"));
   j["model"]["moe"]["balance_group"] = 3;
   const mt::RunConfig cfg = mt::parse_run(j, "m.json", ".");
   CHECK_THROWS_WITH(mt::split_batch(cfg, 8, 1), Catch::Contains("model.moe.balance_group (3)"));
   j["model"]["moe"]["balance_group"] = 2;
+  CHECK(mt::split_batch(mt::parse_run(j, "m.json", "."), 8, 1).n_micro == 2);
+  j["model"]["moe"]["balance_group"] = 0;
   CHECK(mt::split_batch(mt::parse_run(j, "m.json", "."), 8, 1).n_micro == 2);
 }

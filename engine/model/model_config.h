@@ -25,7 +25,8 @@ struct MoeConfig {
   int d_shared = 0;               // Dse, hidden size of the shared expert (0: none)
   bool normalize_gates = false;   // renormalise the K chosen gates to sum to 1
   double balance_coef = 0.01;     // lambda of the paper's balance loss
-  int balance_group = 1;          // sequences over which f_i and p_i are counted (divides every micro-batch)
+  int balance_group = 0;          // sequences over which f_i and p_i are counted (divides every micro-batch);
+                                  // 0: the whole micro-batch
   double z_loss_coef = 0.0;       // router z-loss coefficient (0: off)
   double capacity_factor = 0.0;   // > 0: at most ceil(cf * tokens * K / E) tokens per expert
   MoeBalance balance = MoeBalance::Aux;

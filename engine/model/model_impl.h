@@ -177,8 +177,8 @@ struct Model<T>::Impl {
       md.norm = mc.normalize_gates ? GateNorm::Renormalize : GateNorm::None;
       md.balance_coef = float(mc.trained_balance_coef());
       // Balance groups of balance_group sequences (split_batch checks that they divide a training
-      // micro-batch); a model for forward passes of fewer sequences (init, sample) counts over all.
-      md.group = micro_batch % mc.balance_group == 0 ? mc.balance_group * S : N;
+      // micro-batch); 0, and a model for forward passes of fewer sequences (init, sample), count over all.
+      md.group = mc.balance_group > 0 && micro_batch % mc.balance_group == 0 ? mc.balance_group * S : N;
       moe_groups = N / md.group;
       md.z_coef = float(mc.z_loss_coef);
       moe_scratch.request(arena, md);

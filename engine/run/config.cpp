@@ -192,7 +192,7 @@ void parse_moe(ObjReader& r, MoeConfig& m) {
   m.d_shared = int(r.optional_int("d_shared", 0, {0, kMaxWidth}));
   m.normalize_gates = r.get_bool("normalize_gates", false);
   m.balance_coef = r.optional_number("balance_coef", m.balance_coef, {0, 1e6});
-  m.balance_group = int(r.optional_int("balance_group", m.balance_group, {1, kMaxBatch}));
+  m.balance_group = int(r.optional_int("balance_group", m.balance_group, {0, kMaxBatch}));
   m.z_loss_coef = r.optional_number("z_loss_coef", m.z_loss_coef, {0, 1e6});
   m.capacity_factor = r.optional_number("capacity_factor", m.capacity_factor, {0, 1e6});  // 0: dropless
   m.balance = MoeBalance(r.get_enum("balance", {"aux", "bias", "aux+bias"}, 0));

@@ -25,7 +25,7 @@ namespace {
 constexpr int kSeqs = 8;  // the global batch
 
 mt::ModelConfig config(double balance_coef, double z_coef) {
-  json moe = {{"layout", "full"},       {"n_experts", 4},           {"top_k", 2},
+  json moe = {{"layout", "full"},       {"n_experts", 4},           {"top_k", 2}, {"balance_group", 1},
               {"d_expert", 6},          {"d_shared", 4},            {"balance_coef", balance_coef},
               {"z_loss_coef", z_coef}};
   json j = {{"model", {{"vocab_size", 11}, {"d_model", 8}, {"n_layers", 2}, {"n_heads", 2}, {"head_dim", 4},
