@@ -164,6 +164,37 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(Dt* out, fl
 }
 
 // ---- backward: dQ for one query tile -------------------------------------------------------------------------
+// The backward's two score products, register-blocked: for the warp's RPW rows (rr) and the lane's CPL
+// columns (cc), s[rr][cc] = A[row] . B[col] and dp[rr][cc] = C[row] . E[col] over D, with rows
+// warp * RPW + rr of A and C and columns lane + 32 cc of B and E, each tile (rows, LD) in shared memory.
+// dQ uses (Q, dout; K, V), dK dV use (K, V; Q, dout).
+template <int D, int RPW, int CPL, int LD>
+__device__ __forceinline__ void two_dots(float (&s)[RPW][CPL], float (&dp)[RPW][CPL], const float* A, const float* C,
+                                         const float* B, const float* E, int warp, int lane) {
+#pragma unroll
+  for (int rr = 0; rr < RPW; ++rr)
+#pragma unroll
+    for (int cc = 0; cc < CPL; ++cc) s[rr][cc] = dp[rr][cc] = 0.f;
+#pragma unroll 2
+  for (int d = 0; d < D; ++d) {
+    float b[CPL], e[CPL];
+#pragma unroll
+    for (int cc = 0; cc < CPL; ++cc) {
+      b[cc] = B[(lane + 32 * cc) * LD + d];
+      e[cc] = E[(lane + 32 * cc) * LD + d];
+    }
+#pragma unroll
+    for (int rr = 0; rr < RPW; ++rr) {
+      const float a = A[(warp * RPW + rr) * LD + d], c = C[(warp * RPW + rr) * LD + d];
+#pragma unroll
+      for (int cc = 0; cc < CPL; ++cc) {
+        s[rr][cc] += a * b[cc];
+        dp[rr][cc] += c * e[cc];
+      }
+    }
+  }
+}
+
 template <typename Dt, int D, int RPW, int CPL>
 __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dt* dqkv, const Dt* dout, const Dt* qkv,
                                                                  const float* lse, const float* dvec,
@@ -205,28 +236,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(Dt* dqkv, const 
     __syncthreads();
 
     float s[RPW][CPL], dp[RPW][CPL];
-#pragma unroll
-    for (int rr = 0; rr < RPW; ++rr)
-#pragma unroll
-      for (int cc = 0; cc < CPL; ++cc) s[rr][cc] = dp[rr][cc] = 0.f;
-#pragma unroll 2
-    for (int d = 0; d < D; ++d) {
-      float k[CPL], v[CPL];
-#pragma unroll
-      for (int cc = 0; cc < CPL; ++cc) {
-        k[cc] = Ks[(lane + 32 * cc) * LD + d];
-        v[cc] = Vs[(lane + 32 * cc) * LD + d];
-      }
-#pragma unroll
-      for (int rr = 0; rr < RPW; ++rr) {
-        const float q = Qs[(warp * RPW + rr) * LD + d], gr = Gs[(warp * RPW + rr) * LD + d];
-#pragma unroll
-        for (int cc = 0; cc < CPL; ++cc) {
-          s[rr][cc] += q * k[cc];
-          dp[rr][cc] += gr * v[cc];
-        }
-      }
-    }
+    two_dots<D, RPW, CPL, LD>(s, dp, Qs, Gs, Ks, Vs, warp, lane);
 #pragma unroll
     for (int rr = 0; rr < RPW; ++rr) {
       const int i = i0 + warp * RPW + rr;
@@ -311,28 +321,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(Dt* dqkv, const
     __syncthreads();
 
     float s[RPW][CPL], dp[RPW][CPL];
-#pragma unroll
-    for (int rr = 0; rr < RPW; ++rr)
-#pragma unroll
-      for (int cc = 0; cc < CPL; ++cc) s[rr][cc] = dp[rr][cc] = 0.f;
-#pragma unroll 2
-    for (int d = 0; d < D; ++d) {
-      float q[CPL], gq[CPL];
-#pragma unroll
-      for (int cc = 0; cc < CPL; ++cc) {
-        q[cc] = Qs[(lane + 32 * cc) * LD + d];
-        gq[cc] = Gs[(lane + 32 * cc) * LD + d];
-      }
-#pragma unroll
-      for (int rr = 0; rr < RPW; ++rr) {
-        const float k = Ks[(warp * RPW + rr) * LD + d], v = Vs[(warp * RPW + rr) * LD + d];
-#pragma unroll
-        for (int cc = 0; cc < CPL; ++cc) {
-          s[rr][cc] += k * q[cc];
-          dp[rr][cc] += v * gq[cc];
-        }
-      }
-    }
+    two_dots<D, RPW, CPL, LD>(s, dp, Ks, Vs, Qs, Gs, warp, lane);
 #pragma unroll
     for (int rr = 0; rr < RPW; ++rr) {
       const int j = j0 + warp * RPW + rr;

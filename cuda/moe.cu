@@ -262,30 +262,18 @@ __global__ void permute_kernel(D* out, const D* inp, const int32_t* row_src, int
   }
 }
 
+// out[t] (N, Dm) = sum over the kept choices k of weight * rows[slot[t, k]]: the combine (weight = the
+// gate) and, with no gates (weight 1), the permute's backward.
 template <typename D>
-__global__ void permute_backward_kernel(D* dinp, const D* dout, const int32_t* slot, int N, int K, int Dm) {
+__global__ void gather_sum_kernel(D* out, const D* rows, const float* gate, const int32_t* slot, int N, int K,
+                                  int Dm) {
   const size_t total = size_t(N) * Dm;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
     const size_t t = i / Dm, c = i % Dm;
     float acc = 0.f;
     for (int k = 0; k < K; ++k) {
       const int32_t row = slot[t * K + k];
-      if (row >= 0) acc += to_f(dout[size_t(row) * Dm + c]);
-    }
-    dinp[i] = from_f<D>(acc);
-  }
-}
-
-template <typename D>
-__global__ void combine_kernel(D* out, const D* expert_out, const float* gate, const int32_t* slot, int N, int K,
-                               int Dm) {
-  const size_t total = size_t(N) * Dm;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t t = i / Dm, c = i % Dm;
-    float acc = 0.f;
-    for (int k = 0; k < K; ++k) {
-      const int32_t row = slot[t * K + k];
-      if (row >= 0) acc += gate[t * K + k] * to_f(expert_out[size_t(row) * Dm + c]);
+      if (row >= 0) acc += (gate ? gate[t * K + k] : 1.f) * to_f(rows[size_t(row) * Dm + c]);
     }
     out[i] = from_f<D>(acc);
   }
@@ -406,16 +394,16 @@ template <typename T>
 void CudaOps<T>::moe_permute_backward(T* dinp, const T* dout, const int32_t* slot, const DispatchDims& d) {
   const int N = d.N, K = d.K, Dm = d.Dm;
   if (size_t(N) * Dm == 0) return;
-  MT_LAUNCH(ctx_, permute_backward_kernel, grid_for(size_t(N) * Dm, kThreads), kThreads, 0, dptr(dinp), dptr(dout),
-            slot, N, K, Dm);
+  MT_LAUNCH(ctx_, gather_sum_kernel, grid_for(size_t(N) * Dm, kThreads), kThreads, 0, dptr(dinp), dptr(dout),
+            static_cast<const float*>(nullptr), slot, N, K, Dm);
 }
 
 template <typename T>
 void CudaOps<T>::moe_combine(T* out, const T* expert_out, const P* gates, const int32_t* slot, const DispatchDims& d) {
   const int N = d.N, K = d.K, Dm = d.Dm;
   if (size_t(N) * Dm == 0) return;
-  MT_LAUNCH(ctx_, combine_kernel, grid_for(size_t(N) * Dm, kThreads), kThreads, 0, dptr(out), dptr(expert_out), gates,
-            slot, N, K, Dm);
+  MT_LAUNCH(ctx_, gather_sum_kernel, grid_for(size_t(N) * Dm, kThreads), kThreads, 0, dptr(out), dptr(expert_out),
+            gates, slot, N, K, Dm);
 }
 
 template <typename T>
