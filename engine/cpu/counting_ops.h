@@ -13,7 +13,7 @@
 namespace mt {
 
 template <typename T>
-class CountingOps : public ForwardingOps<T> {  // not final: tests derive from it
+class CountingOps final : public ForwardingOps<T> {
  public:
   explicit CountingOps(Ops<T>& inner) : ForwardingOps<T>(inner), counters_(inner.device().counters()) {}
 
