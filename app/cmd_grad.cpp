@@ -63,9 +63,8 @@ void run_grad(const GradArgs& a) {
   RunConfig cfg = load_run(a.config, a.overrides);
   int micro = cfg.train.micro_batch_size > 0 ? cfg.train.micro_batch_size
                                              : (cfg.train.batch_size > 0 ? cfg.train.batch_size : 1);
-  MT_INPUT(!cfg.model.moe.enabled || cfg.model.moe.balance_group == 0 ||
-               micro % cfg.model.moe.balance_group == 0, a.config,
-           ": model.moe.balance_group (", cfg.model.moe.balance_group, ") does not divide the micro-batch of ", micro,
+  MT_INPUT(cfg.model.moe.groups_fit(micro), a.config, ": model.moe.balance_group (", cfg.model.moe.balance_group,
+           ") does not divide the micro-batch of ", micro,
            " sequences");
   if (a.dtype == "f64")
     compute<double>(cfg, a, micro);

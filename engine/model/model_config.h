@@ -35,6 +35,9 @@ struct MoeConfig {
   bool uses_bias() const { return balance != MoeBalance::Aux; }
   // The balance loss's coefficient in the gradient (0 with balance = bias).
   double trained_balance_coef() const { return balance == MoeBalance::Bias ? 0.0 : balance_coef; }
+  // Whether the balance groups lie whole in micro-batches of `micro` sequences (always for a dense
+  // model and for balance_group 0, the whole micro-batch).
+  bool groups_fit(int micro) const { return !enabled || balance_group == 0 || micro % balance_group == 0; }
 };
 
 struct ModelConfig {

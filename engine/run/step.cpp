@@ -17,8 +17,8 @@ BatchSplit split_batch(const RunConfig& cfg, int batch_size, int dp) {
   MT_INPUT(s.local % s.micro == 0, cfg.name, ": train.micro_batch_size (", s.micro,
            ") does not divide the per-rank batch (", batch_size, " / ", dp, " ranks = ", s.local, ")");
   s.n_micro = s.local / s.micro;
-  MT_INPUT(!cfg.model.moe.enabled || cfg.model.moe.balance_group == 0 || s.micro % cfg.model.moe.balance_group == 0, cfg.name,
-           ": model.moe.balance_group (", cfg.model.moe.balance_group, ") does not divide the micro-batch of ",
+  MT_INPUT(cfg.model.moe.groups_fit(s.micro), cfg.name, ": model.moe.balance_group (", cfg.model.moe.balance_group,
+           ") does not divide the micro-batch of ",
            s.micro, " sequences per rank (train.micro_batch_size)");
   return s;
 }
