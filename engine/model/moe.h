@@ -7,13 +7,14 @@
 // sizes. The balance and z-loss statistics, the expert counts and the routing plan's offsets stay in a
 // device MoeRecord that the step reads once (Model::read_moe_stats).
 //
-// Balance loss (DESIGN.md): the mean over balance groups (model.moe.balance_group consecutive sequences;
-// 0, the default: the whole micro-batch) of E * sum_i f_i p_i, with f_i = share of the group's tokens that chose expert i (sum_i f_i
-// = K) and p_i = the group's mean router probability of i; the gradient flows through p_i only. Its
-// statistics are LOCAL: the group's tokens on this rank, before any capacity drop. A group is the same
-// set of sequences whole on one rank under every micro-batch split and (tp, ep, dp) layout, so with a
-// fixed group size the loss and its gradient do not depend on them (tests/mpi/test_mpi_balance.cpp). The router's
-// statistics and backward run once per group.
+// Balance loss (DESIGN.md): the mean over balance groups (model.moe.balance_group consecutive
+// sequences; 0, the default: the whole micro-batch) of E * sum_i f_i p_i, with f_i = share of the
+// group's tokens that chose expert i (sum_i f_i = K) and p_i = the group's mean router probability of
+// i; the gradient flows through p_i only. Its statistics are LOCAL: the group's tokens on this rank,
+// before any capacity drop. A group is the same set of sequences whole on one rank under every
+// micro-batch split and (tp, ep, dp) layout, so with a fixed group size the loss and its gradient do
+// not depend on them (tests/mpi/test_mpi_balance.cpp). The router's statistics and backward run once
+// per group.
 //
 // Tensor parallelism (the rule for every block, model_impl.h): a layer NEVER reduces over tp itself;
 // the block does, in one place. The router is replicated over tp (every tp rank routes identically);
